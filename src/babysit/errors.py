@@ -1,0 +1,25 @@
+"""The exceptions babysit raises on bad input; the CLI turns each into one line and exit 2."""
+
+from __future__ import annotations
+
+__all__ = ["BabysitError", "CheckpointError", "ConfigError", "DataError", "TaskError"]
+
+
+class BabysitError(Exception):
+    """Base class: a problem with what the user gave babysit (one line: what, where, why, fix)."""
+
+
+class ConfigError(BabysitError, ValueError):
+    """A config file or value is missing, malformed or out of range."""
+
+
+class TaskError(BabysitError, ValueError):
+    """A task name cannot be resolved, imported, or did not return a Task."""
+
+
+class DataError(BabysitError, ValueError):
+    """A data set cannot be read, is refused (untrusted pickle), or has the wrong shape."""
+
+
+class CheckpointError(BabysitError, ValueError):
+    """A checkpoint is missing, corrupt, or does not match the run."""

@@ -1,0 +1,94 @@
+"""metrics.jsonl: a buffered writer and a streaming reader; optional TensorBoard sink.
+
+The file holds one JSON object per line, each with a ``kind``:
+``"batch"`` (step, epoch as a fraction, loss, data_loss, reg_loss, lr, mu),
+``"epoch"`` (epoch, train_loss, train_acc, val_loss, val_<metric>),
+``"probe"`` (step, name, values) and ``"event"`` (step, what, ...).
+Writes are buffered and flushed at least every ``flush_every`` seconds and on
+``flush()`` (the trainer calls it at every epoch end), so a live run can be read
+while writing costs no step any time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MetricsWriter", "read_metrics"]
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as strings "nan", "inf", "-inf" (read back as floats)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _restore(value: Any) -> Any:
+    if isinstance(value, str) and value in ("nan", "inf", "-inf"):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _restore(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore(v) for v in value]
+    return value
+
+
+class MetricsWriter:
+    """Append JSON lines to ``path``, buffered; ``flush()`` makes everything so far readable."""
+
+    def __init__(self, path: str | os.PathLike[str], *, flush_every: float = 1.0) -> None:
+        self.path = Path(path)
+        self.flush_every = flush_every
+        self._buffer: list[str] = []
+        self._last_flush = time.monotonic()
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._buffer.append(json.dumps(_clean(record), separators=(",", ":")))
+        if time.monotonic() - self._last_flush >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer:
+            self._file.write("\n".join(self._buffer) + "\n")
+            self._buffer.clear()
+        self._file.flush()
+        self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self.flush()
+            self._file.close()
+
+    def __enter__(self) -> MetricsWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_metrics(
+    path: str | os.PathLike[str], *, kind: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """Stream the records of a metrics.jsonl (bounded memory); a torn last line is skipped."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a live run's partly written last line
+            if kind is None or record.get("kind") == kind:
+                yield _restore(record)
