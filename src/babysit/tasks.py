@@ -64,3 +64,150 @@ class Task:
             raise TypeError("Task.model_factory and Task.loss_fn must be callables")
         if self.train_eval is None:
             self.train_eval = self.train
+
+
+# --- bundled tasks and name resolution ----------------------------------------------
+
+TaskBuilder = Callable[..., Task]
+TASKS: dict[str, TaskBuilder] = {}
+
+
+def register_task(name: str) -> Callable[[TaskBuilder], TaskBuilder]:
+    """Register a bundled task builder under ``name`` (used as ``[task] name``)."""
+
+    def register(fn: TaskBuilder) -> TaskBuilder:
+        TASKS[name] = fn
+        return fn
+
+    return register
+
+
+def _classifier_task(model: str, splits: Any, **task_kw: Any) -> Task:
+    from babysit.models import build_model
+
+    def factory(cfg: dict[str, Any]) -> nn.Module:
+        return build_model(
+            model, cfg, input_shape=splits.input_shape, num_classes=splits.num_classes
+        )
+
+    return Task(
+        model_factory=factory,
+        train=splits.train,
+        val=splits.val,
+        test=splits.test,
+        loss_fn=nn.functional.cross_entropy,
+        num_classes=splits.num_classes,
+        **task_kw,
+    )
+
+
+@register_task("digits-softmax")
+def digits_softmax(*, split_seed: int = 0) -> Task:
+    """Linear softmax classifier on scikit-learn's 8x8 digits (64 features, 10 classes)."""
+    from babysit.data import load_digits
+
+    return _classifier_task("softmax", load_digits(seed=split_seed))
+
+
+@register_task("digits-mlp")
+def digits_mlp(*, split_seed: int = 0) -> Task:
+    """MLP on scikit-learn's 8x8 digits; the demo's task."""
+    from babysit.data import load_digits
+
+    return _classifier_task("mlp", load_digits(seed=split_seed))
+
+
+@register_task("digits-convnet")
+def digits_convnet(*, split_seed: int = 0) -> Task:
+    """Small conv-relu-pool net on the digits as 1x8x8 images."""
+    from babysit.data import load_digits
+
+    return _classifier_task("convnet", load_digits(seed=split_seed, image=True))
+
+
+@register_task("spiral-mlp")
+def spiral_mlp(*, split_seed: int = 0, n_per_class: int = 100, noise: float = 0.2) -> Task:
+    """MLP on the classic 3-class 2-D spiral (not linearly separable)."""
+    from babysit.data import make_spiral
+
+    return _classifier_task(
+        "mlp", make_spiral(n_per_class=n_per_class, noise=noise, seed=split_seed)
+    )
+
+
+@register_task("cifar10-convnet")
+def cifar10_convnet(*, data_dir: str | None = None, split_seed: int = 0) -> Task:
+    """Convnet on CIFAR-10 read from a local cifar-10-batches-py folder ([task] data_dir)."""
+    from babysit.data import load_cifar10
+    from babysit.errors import DataError
+
+    if data_dir is None:
+        raise DataError(
+            "task cifar10-convnet needs [task] data_dir = the local cifar-10-batches-py folder"
+        )
+    return _classifier_task("convnet", load_cifar10(data_dir, seed=split_seed))
+
+
+def get_task(name: str, *, data_dir: str | None = None, **options: Any) -> Task:
+    """Build a task by name: a bundled one, ``"pkg.module:fn"`` or ``"path/file.py:fn"``."""
+    from babysit.errors import TaskError
+
+    if name in TASKS:
+        if data_dir is not None:
+            options["data_dir"] = data_dir
+        builder = TASKS[name]
+    elif ":" in name:
+        builder = _import_task_fn(name)
+    else:
+        raise TaskError(
+            f"unknown task {name!r}: use one of {', '.join(TASKS)} or 'pkg.module:function'"
+        )
+    try:
+        task = builder(**options)
+    except TypeError as exc:
+        raise TaskError(f"task {name!r}: cannot call it with options {options}: {exc}") from None
+    if not isinstance(task, Task):
+        raise TaskError(
+            f"task {name!r} returned {type(task).__name__}, expected babysit.Task "
+            "(return babysit.Task(model_factory=..., train=..., val=..., loss_fn=...))"
+        )
+    return task
+
+
+def _import_task_fn(spec: str) -> TaskBuilder:
+    """Import ``fn`` from ``"pkg.module:fn"`` or ``"path/to/file.py:fn"``; cwd is importable."""
+    import importlib
+    import importlib.util
+    import os
+    import sys
+    from pathlib import Path
+
+    from babysit.errors import TaskError
+
+    target, _, attr = spec.rpartition(":")
+    if not target or not attr:
+        raise TaskError(f"task {spec!r}: expected 'pkg.module:function' or 'file.py:function'")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise TaskError(f"task {spec!r}: file {target} not found")
+            mod_spec = importlib.util.spec_from_file_location(f"_babysit_task_{path.stem}", path)
+            if mod_spec is None or mod_spec.loader is None:
+                raise TaskError(f"task {spec!r}: cannot load {target} as a Python module")
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except TaskError:
+        raise
+    except Exception as exc:  # the user's module failed to import: say how
+        raise TaskError(
+            f"task {spec!r}: importing {target} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise TaskError(f"task {spec!r}: {target} has no function {attr!r}")
+    return fn  # type: ignore[no-any-return]

@@ -1,0 +1,167 @@
+"""The ``babysit`` command line: each command parses, calls one Python function, renders.
+
+Exit codes: 0 success, 1 a check failed or a run diverged, 2 bad input (one line on
+stderr naming the file, key and reason; nothing written). torch is imported only after
+the config has been validated, so bad input is answered fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from babysit.config import Config, load_config
+from babysit.errors import BabysitError, ConfigError
+
+app = typer.Typer(
+    name="babysit",
+    help="Check the gradients, sanity-check the model, babysit the training of a PyTorch model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+T = TypeVar("T")
+
+ConfigArg = Annotated[Path | None, typer.Argument(help="TOML config file.", show_default=False)]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config value: KEY=VALUE (repeatable).", metavar="K=V"),
+]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Run directory to write.")]
+TaskOpt = Annotated[str | None, typer.Option("--task", help="Task name instead of a config.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="cpu or cuda (default: cuda when available).")
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"babysit: error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Run ``fn``; bad input becomes one line on stderr and exit code 2."""
+    try:
+        return fn()
+    except BabysitError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted", 130) from None
+
+
+def _resolve_config(config: Path | None, task: str | None, sets: list[str] | None) -> Config:
+    if config is None and task is None:
+        raise ConfigError("give a CONFIG file or --task NAME")
+    overrides = list(sets or [])
+    if task is not None:
+        overrides.insert(0, f"task.name={task!r}".replace("'", '"'))
+    return load_config(config, overrides)
+
+
+def _task_for(cfg: Config) -> Any:
+    from babysit.tasks import get_task
+
+    return get_task(cfg.task.name, data_dir=cfg.task.data_dir, **cfg.task.options)
+
+
+@app.command()
+def train(
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+    out: OutOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+    device: DeviceOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a task as CONFIG says; write the run dir (config, metrics, checkpoints, report)."""
+
+    def go() -> Any:
+        cfg = load_config(config, set_ or []) if config is not None or set_ else None
+        if cfg is None and not resume:
+            raise ConfigError("give a CONFIG file (or --resume --out DIR)")
+        if device is not None and device not in ("cpu", "cuda"):
+            raise ConfigError(f"--device {device!r}: use cpu or cuda")
+        from babysit.train.trainer import train as run_training
+
+        return run_training(cfg, out=out, resume=resume, device=device, quiet=quiet)
+
+    run = _guard(go)
+    typer.echo(f"run dir: {run.dir}")
+    if run.diverged or run.failed_check:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    fast: Annotated[bool, typer.Option("--fast", help="Fewer epochs, for a quick look.")] = False,
+    out: OutOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the digits MLP end to end and print where its run dir is."""
+    from babysit.demo import run_demo
+
+    result = _guard(lambda: run_demo(out=out, fast=fast, quiet=quiet))
+    typer.echo(result.summary())
+
+
+@app.command()
+def gradcheck(
+    config: ConfigArg = None,
+    task: TaskOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Check the analytic gradient of every parameter tensor against finite differences."""
+
+    def go() -> Any:
+        cfg = _resolve_config(config, task, set_)
+        from babysit.gradcheck import gradcheck_task
+
+        return gradcheck_task(_task_for(cfg), cfg.model_table(), reg=cfg.train.reg, seed=cfg.train.seed)
+
+    report = _guard(go)
+    typer.echo(str(report))
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def sanity(
+    config: ConfigArg = None,
+    task: TaskOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Sanity checks before training: chance loss, reg raises loss, overfit a tiny subset."""
+
+    def go() -> Any:
+        cfg = _resolve_config(config, task, set_)
+        from babysit.sanity import sanity_task
+
+        return sanity_task(_task_for(cfg), cfg.model_table(), reg=cfg.train.reg, seed=cfg.train.seed)
+
+    report = _guard(go)
+    typer.echo(str(report))
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
+    """Write DIR/report.html: one self-contained page with the run's plots and findings."""
+    from babysit.report.html import write_report
+
+    path = _guard(lambda: write_report(run_dir))
+    typer.echo(f"report: {path}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except SystemExit as exc:
+        sys.exit(exc.code)

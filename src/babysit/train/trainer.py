@@ -1,0 +1,325 @@
+"""The training loop: epochs x minibatches with torch.optim, validation, callbacks, resume.
+
+loss = data loss + reg_fn(model, reg), both logged. Every epoch: validation loss and
+the task's metric, a checkpoint, the lr schedule and early stopping. A NaN/inf loss
+stops the run at that step and marks it diverged. Same config on the CPU => the same
+metrics, and a resumed run ends with the weights an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from babysit._io import write_text_atomic
+from babysit.config import Config, load_config
+from babysit.errors import ConfigError, TaskError
+from babysit.monitor.log import MetricsWriter, read_metrics
+from babysit.optim.build import LRController, create_optimizer
+from babysit.tasks import Task, get_task
+from babysit.train import stages
+from babysit.train.batches import METRICS, Batches, evaluate
+from babysit.train.callbacks import Callback, Checkpointer, EarlyStopping, is_better
+from babysit.train.checkpoint import list_checkpoints, load_checkpoint, restore_rng
+from babysit.train.progress import ProgressCallback
+from babysit.train.rundir import check_new_run_dir, check_resume_dir, default_run_dir
+
+__all__ = ["Run", "Trainer", "train"]
+
+
+@dataclass
+class Run:
+    """What a training run left behind; everything is also on disk in ``dir``."""
+
+    dir: Path
+    best: dict[str, Any] = field(default_factory=dict)  # the best epoch record
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    diverged: bool = False
+    stopped: str | None = None  # "early_stop" | "diverged" | "sanity" | "gradcheck" | None
+    failed_check: str | None = None  # a pre-training check that failed
+
+    @property
+    def metrics(self) -> list[dict[str, Any]]:
+        return list(read_metrics(self.dir / "metrics.jsonl"))
+
+
+def select_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but torch sees no CUDA GPU (use cpu)")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch, numpy and random; return the generator that orders the data."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+class Trainer:
+    """One run: owns the model, optimizer, lr controller, data order and the metrics log."""
+
+    def __init__(
+        self,
+        config: Config,
+        task: Task,
+        run_dir: Path,
+        *,
+        device: torch.device,
+        quiet: bool = False,
+        callbacks: Iterable[Callback] = (),
+    ) -> None:
+        cfg = config.train
+        self.config, self.task, self.run_dir, self.device = config, task, run_dir, device
+        self.metric_key = f"val_{task.metric}"
+        self.generator = seed_everything(cfg.seed)
+        self.model: nn.Module = task.model_factory(config.model_table()).to(device)
+        self.train_batches = Batches(
+            task.train, cfg.batch_size, shuffle=True, generator=self.generator, device=device
+        )
+        self.val_batches = Batches(task.val, cfg.eval_batch_size, shuffle=False, device=device)
+        opt = config.optim
+        self.optimizer = create_optimizer(
+            self.model.parameters(), opt.rule, opt.model_dump(exclude={"rule"})
+        )
+        sched = config.schedule
+        self.controller = LRController(
+            self.optimizer,
+            kind=sched.kind,
+            lr0=opt.lr,
+            steps_per_epoch=len(self.train_batches),
+            mu=opt.mu if opt.rule in ("momentum", "nesterov") else None,
+            keys=sched.model_dump(exclude={"kind"}),
+        )
+        self.early_stopping = EarlyStopping(cfg.early_stop)
+        # early stopping first: the checkpoint then holds its updated counters
+        self.callbacks: list[Callback] = [
+            self.early_stopping,
+            Checkpointer(run_dir / "checkpoints", keep_best=cfg.keep_best, keep_last=cfg.keep_last),
+            ProgressCallback(quiet=quiet),
+            *callbacks,
+        ]
+        self.epoch = 0  # last completed epoch
+        self.step = 0  # optimizer steps taken
+        self.best_epoch: int | None = None
+        self.best_value: float | None = None
+        self.best_record: dict[str, Any] = {}
+        self.stop: str | None = None
+        self.diverged = False
+        self.writer = MetricsWriter(run_dir / "metrics.jsonl")
+
+    # --- logging -------------------------------------------------------------------
+    def log_event(self, what: str, **fields: Any) -> None:
+        self.writer.write({"kind": "event", "step": self.step, "what": what, **fields})
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+    # --- resume --------------------------------------------------------------------
+    def resume(self) -> None:
+        """Load the newest checkpoint and cut metrics.jsonl back to it."""
+        latest = list_checkpoints(self.run_dir / "checkpoints")[-1]
+        state = load_checkpoint(latest.path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.controller.load_state_dict(state["scheduler"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.best_epoch, self.best_value = state["best_epoch"], state["best_value"]
+        best = [c for c in list_checkpoints(latest.path.parent) if c.epoch == self.best_epoch]
+        self.early_stopping.load_state_dict(
+            state["early_stopping"], best[0].path if best else None
+        )
+        restore_rng(state["rng"], self.generator)
+        self.writer.close()
+        kept = [r for r in read_metrics(self.run_dir / "metrics.jsonl") if _before(r, self)]
+        self.best_record = next(
+            (r for r in kept if r["kind"] == "epoch" and r["epoch"] == self.best_epoch), {}
+        )
+        lines = "".join(_json_line(r) for r in kept)
+        write_text_atomic(self.run_dir / "metrics.jsonl", lines)
+        self.writer = MetricsWriter(self.run_dir / "metrics.jsonl")
+        self.log_event("resumed", epoch=self.epoch, checkpoint=latest.path.name)
+
+    # --- the loop ------------------------------------------------------------------
+    def _train_epoch(self, epoch: int) -> dict[str, Any] | None:
+        """One pass over the training data; None when the loss diverged."""
+        cfg, task, model = self.config.train, self.task, self.model
+        model.train()
+        steps = len(self.train_batches)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.float64, device=self.device)
+        seen = 0
+        count_correct = METRICS.get(task.metric)
+        for i, (x, y) in enumerate(self.train_batches):
+            lr, mu = self.controller.at_step(self.step)
+            out = model(x)
+            data_loss = task.loss_fn(out, y)
+            reg_loss = task.reg_fn(model, cfg.reg) if cfg.reg > 0 else torch.zeros_like(data_loss)
+            loss = data_loss + reg_loss
+            value = loss.item()  # one host sync per step: needed for the divergence guard
+            if not math.isfinite(value):
+                self._diverge(value, lr, epoch - 1 + i / steps)
+                return None
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip_grad is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            self.optimizer.step()
+            self.step += 1
+            self.writer.write(
+                {
+                    "kind": "batch",
+                    "step": self.step,
+                    "epoch": epoch - 1 + (i + 1) / steps,
+                    "loss": value,
+                    "data_loss": data_loss.item(),
+                    "reg_loss": reg_loss.item(),
+                    "lr": lr,
+                    "mu": mu,
+                }
+            )
+            loss_sum += data_loss.detach().double() * x.shape[0]
+            if count_correct is not None:
+                correct += count_correct(out.detach(), y).double()
+            seen += x.shape[0]
+            self._call("on_step_end", self.step, value)
+        train_loss = (loss_sum / max(seen, 1)).item()
+        record: dict[str, Any] = {"train_loss": train_loss}
+        record[f"train_{task.metric}"] = (
+            (correct / max(seen, 1)).item() if count_correct is not None else train_loss
+        )
+        return record
+
+    def _diverge(self, value: float, lr: float, epoch: float) -> None:
+        self.diverged, self.stop = True, "diverged"
+        self.log_event("diverged", loss=value, lr=lr, epoch=epoch)
+        print(
+            f"babysit: loss became {value} at step {self.step + 1} (lr {lr:.3g}): run diverged; "
+            "lower optim.lr (or add train.clip_grad)"
+        )
+
+    def fit(self) -> Run:
+        """Train for the configured epochs (from where a resume left off)."""
+        cfg = self.config.train
+        self._call("on_train_start")
+        try:
+            for epoch in range(self.epoch + 1, cfg.epochs + 1):
+                self._call("on_epoch_start", epoch)
+                record = self._train_epoch(epoch)
+                if record is None:
+                    break
+                val_loss, val_value = evaluate(
+                    self.model, self.val_batches, self.task.loss_fn, self.task.metric
+                )
+                record = {"kind": "epoch", "epoch": epoch, "step": self.step, **record}
+                record["val_loss"] = val_loss
+                record[self.metric_key] = val_value
+                if math.isfinite(val_value) and is_better(
+                    val_value, self.best_value, self.task.direction
+                ):
+                    self.best_epoch, self.best_value, self.best_record = epoch, val_value, record
+                self.controller.end_epoch(val_value, mode=self.task.direction)
+                self.writer.write(record)
+                self.epoch = epoch
+                self._call("on_epoch_end", epoch, record)
+                self.writer.flush()
+                if self.stop:
+                    self.log_event(self.stop, epoch=epoch, best_epoch=self.best_epoch)
+                    break
+        finally:
+            self._call("on_train_end")
+            self.writer.close()
+        return Run(
+            dir=self.run_dir,
+            best=dict(self.best_record),
+            diverged=self.diverged,
+            stopped=self.stop,
+        )
+
+
+def _before(record: Mapping[str, Any], trainer: Trainer) -> bool:
+    """Keep records up to the checkpoint being resumed from (drop the epoch in flight)."""
+    if record.get("kind") == "epoch":
+        return int(record["epoch"]) <= trainer.epoch
+    return int(record.get("step", 0)) <= trainer.step
+
+
+def _json_line(record: Mapping[str, Any]) -> str:
+    import json
+
+    from babysit.monitor.log import _clean
+
+    return json.dumps(_clean(dict(record)), separators=(",", ":")) + "\n"
+
+
+def train(
+    config: str | os.PathLike[str] | Mapping[str, Any] | Config | None = None,
+    *,
+    task: Task | None = None,
+    out: str | os.PathLike[str] | None = None,
+    overrides: Iterable[str] = (),
+    resume: bool = False,
+    device: str | None = None,
+    quiet: bool = False,
+    callbacks: Iterable[Callback] = (),
+) -> Run:
+    """Train a task as the config says and return the :class:`Run` (its dir holds everything).
+
+    Bad input raises ConfigError / TaskError / DataError / CheckpointError before any file
+    is written. ``resume=True`` continues the run in ``out`` from its newest checkpoint.
+    """
+    if resume:
+        if out is None:
+            raise ConfigError("--resume needs --out DIR, the run directory to continue")
+        run_dir = Path(out)
+        given = load_config(config, overrides) if config is not None else None
+        cfg = check_resume_dir(run_dir, given)
+    else:
+        cfg = load_config(config, overrides)
+        run_dir = Path(out) if out is not None else default_run_dir(cfg)
+        check_new_run_dir(run_dir)
+    if device is not None:
+        cfg.train.device = device  # type: ignore[assignment]
+    dev = select_device(cfg.train.device)
+    if task is None:
+        task = get_task(cfg.task.name, data_dir=cfg.task.data_dir, **cfg.task.options)
+    if task.metric not in METRICS and task.metric != "loss":
+        raise TaskError(f"Task.metric {task.metric!r} is unknown: use one of acc, loss")
+
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {run_dir}: cannot create the run directory: {exc}") from None
+    try:
+        trainer = Trainer(cfg, task, run_dir, device=dev, quiet=quiet, callbacks=callbacks)
+        if resume:
+            trainer.resume()
+        else:
+            write_text_atomic(run_dir / "config.toml", cfg.to_toml())
+    except BaseException:
+        if created:  # bad input found while setting up: leave nothing half-written
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    failed = None if resume else stages.before_training(trainer, quiet=quiet)
+    if failed is not None:
+        trainer.writer.close()
+        run = Run(dir=run_dir, stopped=failed, failed_check=failed)
+    else:
+        run = trainer.fit()
+    run.findings = stages.after_training(trainer, quiet=quiet)
+    return run
