@@ -82,14 +82,18 @@ def train(
     """Train a task as CONFIG says; write the run dir (config, metrics, checkpoints, report)."""
 
     def go() -> Any:
-        cfg = load_config(config, set_ or []) if config is not None or set_ else None
-        if cfg is None and not resume:
+        if config is None and not resume:
             raise ConfigError("give a CONFIG file (or --resume --out DIR)")
         if device is not None and device not in ("cpu", "cuda"):
             raise ConfigError(f"--device {device!r}: use cpu or cuda")
+        # validate before torch is imported, so bad input is answered fast
+        cfg = load_config(config, set_ or []) if config is not None else None
         from babysit.train.trainer import train as run_training
 
-        return run_training(cfg, out=out, resume=resume, device=device, quiet=quiet)
+        return run_training(
+            cfg, out=out, overrides=[] if cfg else set_ or [], resume=resume, device=device,
+            quiet=quiet,
+        )
 
     run = _guard(go)
     typer.echo(f"run dir: {run.dir}")

@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 __all__ = ["MetricsWriter", "read_metrics"]
 
@@ -51,7 +51,8 @@ class MetricsWriter:
         self.flush_every = flush_every
         self._buffer: list[str] = []
         self._last_flush = time.monotonic()
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._file: TextIO | None = None  # opened at the first flush: nothing logged, no file
+        self._closed = False
 
     def write(self, record: dict[str, Any]) -> None:
         self._buffer.append(json.dumps(_clean(record), separators=(",", ":")))
@@ -60,15 +61,19 @@ class MetricsWriter:
 
     def flush(self) -> None:
         if self._buffer:
+            if self._file is None:
+                self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - see close()
             self._file.write("\n".join(self._buffer) + "\n")
             self._buffer.clear()
-        self._file.flush()
+            self._file.flush()
         self._last_flush = time.monotonic()
 
     def close(self) -> None:
-        if not self._file.closed:
+        if not self._closed:
             self.flush()
-            self._file.close()
+            if self._file is not None:
+                self._file.close()
+            self._closed = True
 
     def __enter__(self) -> MetricsWriter:
         return self

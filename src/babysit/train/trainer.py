@@ -286,7 +286,11 @@ def train(
         if out is None:
             raise ConfigError("--resume needs --out DIR, the run directory to continue")
         run_dir = Path(out)
-        given = load_config(config, overrides) if config is not None else None
+        given = None
+        if config is not None:
+            given = load_config(config, overrides)
+        elif overrides and (run_dir / "config.toml").is_file():
+            given = load_config(run_dir / "config.toml", overrides)
         cfg = check_resume_dir(run_dir, given)
     else:
         cfg = load_config(config, overrides)
@@ -309,8 +313,7 @@ def train(
         trainer = Trainer(cfg, task, run_dir, device=dev, quiet=quiet, callbacks=callbacks)
         if resume:
             trainer.resume()
-        else:
-            write_text_atomic(run_dir / "config.toml", cfg.to_toml())
+        write_text_atomic(run_dir / "config.toml", cfg.to_toml())  # resume may extend epochs
     except BaseException:
         if created:  # bad input found while setting up: leave nothing half-written
             shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,0 +1,129 @@
+"""The training loop: learning, determinism, resume, divergence, early stopping."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from babysit.monitor.log import read_metrics
+from babysit.train.callbacks import Callback
+from babysit.train.checkpoint import list_checkpoints, load_checkpoint
+from babysit.train.trainer import train
+
+
+def _records(run_dir: Path, kinds: tuple[str, ...] = ("batch", "epoch")) -> list[dict]:
+    return [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] in kinds]
+
+
+def test_run_dir_holds_config_metrics_checkpoints(tmp_path: Path, tiny_config: dict) -> None:
+    run = train(tiny_config, out=tmp_path / "run", quiet=True)
+    assert (run.dir / "config.toml").is_file()
+    epochs = [r for r in run.metrics if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2, 3]
+    assert epochs[-1]["val_acc"] > 0.7  # far above chance (0.1) after 3 short epochs
+    batch = next(r for r in run.metrics if r["kind"] == "batch")
+    assert set(batch) >= {"step", "epoch", "loss", "data_loss", "reg_loss", "lr", "mu"}
+    # the reg term is logged apart from the data loss, and they add up to the loss
+    assert batch["loss"] == pytest.approx(batch["data_loss"] + batch["reg_loss"], rel=1e-5)
+    assert batch["reg_loss"] > 0
+    assert list_checkpoints(run.dir / "checkpoints")
+    assert run.best["val_acc"] == max(r["val_acc"] for r in epochs)
+
+
+def test_same_config_gives_identical_metrics(tmp_path: Path, tiny_config: dict) -> None:
+    a = train(tiny_config, out=tmp_path / "a", quiet=True)
+    b = train(tiny_config, out=tmp_path / "b", quiet=True)
+    assert _records(a.dir) == _records(b.dir)
+    c = train(
+        {**tiny_config, "train": {**tiny_config["train"], "seed": 1}}, out=tmp_path / "c", quiet=True
+    )
+    assert _records(c.dir) != _records(a.dir)
+
+
+class _Kill(Callback):
+    """Simulate a killed worker: raise in the middle of an epoch."""
+
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+
+    def on_step_end(self, trainer: Any, step: int, loss: float) -> None:
+        if step == self.at_step:
+            raise KeyboardInterrupt
+
+
+def test_resume_after_a_kill_equals_uninterrupted_run(tmp_path: Path, tiny_config: dict) -> None:
+    cfg = copy.deepcopy(tiny_config)
+    cfg["model"]["dropout"] = 0.2  # the global torch RNG must be restored too
+    cfg["train"]["epochs"] = 4
+    cfg["schedule"] = {"kind": "plateau", "patience": 1}
+    full = train(cfg, out=tmp_path / "full", quiet=True)
+
+    killed = tmp_path / "killed"
+    steps_per_epoch = 17  # ceil(1079 / 64)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=killed, quiet=True, callbacks=[_Kill(2 * steps_per_epoch + 5)])
+    assert [c.epoch for c in list_checkpoints(killed / "checkpoints")][-1] == 2
+    resumed = train(None, out=killed, resume=True, quiet=True)
+
+    def final_weights(d: Path) -> dict[str, torch.Tensor]:
+        return load_checkpoint(list_checkpoints(d / "checkpoints")[-1].path)["model"]
+
+    a, b = final_weights(full.dir), final_weights(resumed.dir)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # the log of the resumed run is the uninterrupted log plus one "resumed" event
+    assert _records(resumed.dir) == _records(full.dir)
+    events = [r["what"] for r in read_metrics(killed / "metrics.jsonl") if r["kind"] == "event"]
+    assert "resumed" in events
+
+
+def test_resume_can_extend_epochs(tmp_path: Path, tiny_config: dict) -> None:
+    train(tiny_config, out=tmp_path / "r", quiet=True)
+    longer = {**tiny_config, "train": {**tiny_config["train"], "epochs": 5}}
+    run = train(longer, out=tmp_path / "r", resume=True, quiet=True)
+    assert [r["epoch"] for r in run.metrics if r["kind"] == "epoch"] == [1, 2, 3, 4, 5]
+
+
+def test_nan_loss_stops_the_run_and_marks_it_diverged(tmp_path: Path, tiny_config: dict) -> None:
+    cfg = copy.deepcopy(tiny_config)
+    cfg["optim"] = {"rule": "sgd", "lr": 1e6}
+    run = train(cfg, out=tmp_path / "d", quiet=True)
+    assert run.diverged and run.stopped == "diverged"
+    events = [r for r in run.metrics if r["kind"] == "event" and r["what"] == "diverged"]
+    assert len(events) == 1 and events[0]["lr"] == 1e6
+    last_step = max(r["step"] for r in run.metrics if r["kind"] == "batch")
+    assert events[0]["step"] == last_step  # stopped at the step that blew up
+
+
+def test_early_stopping_restores_the_best_weights(tmp_path: Path, tiny_config: dict) -> None:
+    cfg = copy.deepcopy(tiny_config)
+    cfg["train"].update(epochs=30, early_stop=2)
+    cfg["optim"]["lr"] = 3e-2  # noisy enough for validation to stall
+    seen: dict[str, Any] = {}
+
+    class Grab(Callback):
+        def on_train_end(self, trainer: Any) -> None:
+            seen["model"] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+    run = train(cfg, out=tmp_path / "e", quiet=True, callbacks=[Grab()])
+    assert run.stopped == "early_stop"
+    epochs = [r for r in run.metrics if r["kind"] == "epoch"]
+    assert len(epochs) < 30
+    best = load_checkpoint(
+        next(c for c in list_checkpoints(run.dir / "checkpoints") if c.epoch == run.best["epoch"]).path
+    )["model"]
+    for k, v in best.items():
+        assert torch.equal(seen["model"][k], v)
+
+
+def test_clip_grad_limits_the_update(tmp_path: Path, tiny_config: dict) -> None:
+    cfg = copy.deepcopy(tiny_config)
+    cfg["optim"] = {"rule": "sgd", "lr": 10.0}
+    cfg["train"].update(epochs=1, clip_grad=1e-3)
+    run = train(cfg, out=tmp_path / "c", quiet=True)
+    assert not run.diverged  # lr 10 without clipping blows up; with it, steps are tiny
