@@ -1,0 +1,92 @@
+"""babysit: check the gradients, sanity-check the model, babysit the training.
+
+The public API is listed in ``__all__``. Names load lazily (PEP 562), so that
+``import babysit.config`` and the command line answer bad input before torch loads.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from babysit.errors import BabysitError, CheckpointError, ConfigError, DataError, TaskError
+
+if TYPE_CHECKING:
+    from babysit.config import Config, load_config
+    from babysit.gradcheck import (
+        GradcheckReport,
+        ParamCheck,
+        gradcheck,
+        gradcheck_fn,
+        numerical_gradient,
+        rel_error,
+    )
+    from babysit.monitor.watch import Monitor, watch
+    from babysit.sanity import Check, SanityReport, sanity_check
+    from babysit.tasks import Task, get_task, l2_weights
+    from babysit.training.trainer import Run, train
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    "Config": "babysit.config",
+    "load_config": "babysit.config",
+    "Task": "babysit.tasks",
+    "get_task": "babysit.tasks",
+    "l2_weights": "babysit.tasks",
+    "Run": "babysit.training.trainer",
+    "train": "babysit.training.trainer",
+    "rel_error": "babysit.gradcheck",
+    "numerical_gradient": "babysit.gradcheck",
+    "gradcheck_fn": "babysit.gradcheck",
+    "gradcheck": "babysit.gradcheck",
+    "GradcheckReport": "babysit.gradcheck",
+    "ParamCheck": "babysit.gradcheck",
+    "sanity_check": "babysit.sanity",
+    "SanityReport": "babysit.sanity",
+    "Check": "babysit.sanity",
+    "watch": "babysit.monitor.watch",
+    "Monitor": "babysit.monitor.watch",
+}
+_SUBMODULES = ("config", "data", "models", "tasks", "optim", "errors")
+
+__all__ = [
+    "BabysitError",
+    "Check",
+    "CheckpointError",
+    "Config",
+    "ConfigError",
+    "DataError",
+    "GradcheckReport",
+    "Monitor",
+    "ParamCheck",
+    "Run",
+    "SanityReport",
+    "Task",
+    "TaskError",
+    "get_task",
+    "gradcheck",
+    "gradcheck_fn",
+    "l2_weights",
+    "load_config",
+    "numerical_gradient",
+    "rel_error",
+    "sanity_check",
+    "train",
+    "watch",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"babysit.{name}")
+    raise AttributeError(f"module 'babysit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, *_SUBMODULES])

@@ -88,7 +88,7 @@ def train(
             raise ConfigError(f"--device {device!r}: use cpu or cuda")
         # validate before torch is imported, so bad input is answered fast
         cfg = load_config(config, set_ or []) if config is not None else None
-        from babysit.train.trainer import train as run_training
+        from babysit.training.trainer import train as run_training
 
         return run_training(
             cfg, out=out, overrides=[] if cfg else set_ or [], resume=resume, device=device,

@@ -47,9 +47,9 @@ def run_demo(
     """Train digits-mlp, evaluate its best weights once on the test split, write demo.json."""
     from babysit.config import load_config
     from babysit.tasks import get_task
-    from babysit.train.batches import Batches, evaluate
-    from babysit.train.checkpoint import list_checkpoints, load_checkpoint
-    from babysit.train.trainer import train
+    from babysit.training.batches import Batches, evaluate
+    from babysit.training.checkpoint import list_checkpoints, load_checkpoint
+    from babysit.training.trainer import train
 
     overrides = ["train.epochs=5"] if fast else []
     cfg = load_config(DEMO_CONFIG, overrides)

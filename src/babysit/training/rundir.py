@@ -8,7 +8,7 @@ from pathlib import Path
 
 from babysit.config import Config, load_config
 from babysit.errors import ConfigError
-from babysit.train.checkpoint import list_checkpoints
+from babysit.training.checkpoint import list_checkpoints
 
 __all__ = ["check_new_run_dir", "check_resume_dir", "default_run_dir"]
 

@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from babysit.train.callbacks import Callback
+from babysit.training.callbacks import Callback
 
 __all__ = ["ProgressCallback"]
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from babysit.monitor.log import read_metrics
-from babysit.train.callbacks import Callback
-from babysit.train.checkpoint import list_checkpoints, load_checkpoint
-from babysit.train.trainer import train
+from babysit.training.callbacks import Callback
+from babysit.training.checkpoint import list_checkpoints, load_checkpoint
+from babysit.training.trainer import train
 
 
 def _records(run_dir: Path, kinds: tuple[str, ...] = ("batch", "epoch")) -> list[dict]:

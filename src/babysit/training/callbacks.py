@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from babysit.train.checkpoint import (
+from babysit.training.checkpoint import (
     capture_rng,
     checkpoint_name,
     load_checkpoint,
@@ -22,7 +22,7 @@ from babysit.train.checkpoint import (
 )
 
 if TYPE_CHECKING:
-    from babysit.train.trainer import Trainer
+    from babysit.training.trainer import Trainer
 
 __all__ = ["Callback", "Checkpointer", "EarlyStopping"]
 

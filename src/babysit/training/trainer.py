@@ -27,12 +27,12 @@ from babysit.errors import ConfigError, TaskError
 from babysit.monitor.log import MetricsWriter, read_metrics
 from babysit.optim.build import LRController, create_optimizer
 from babysit.tasks import Task, get_task
-from babysit.train import stages
-from babysit.train.batches import METRICS, Batches, evaluate
-from babysit.train.callbacks import Callback, Checkpointer, EarlyStopping, is_better
-from babysit.train.checkpoint import list_checkpoints, load_checkpoint, restore_rng
-from babysit.train.progress import ProgressCallback
-from babysit.train.rundir import check_new_run_dir, check_resume_dir, default_run_dir
+from babysit.training import stages
+from babysit.training.batches import METRICS, Batches, evaluate
+from babysit.training.callbacks import Callback, Checkpointer, EarlyStopping, is_better
+from babysit.training.checkpoint import list_checkpoints, load_checkpoint, restore_rng
+from babysit.training.progress import ProgressCallback
+from babysit.training.rundir import check_new_run_dir, check_resume_dir, default_run_dir
 
 __all__ = ["Run", "Trainer", "train"]
 
