@@ -22,7 +22,7 @@ if TYPE_CHECKING:
         rel_error,
     )
     from babysit.monitor.watch import Monitor, watch
-    from babysit.sanity import Check, SanityReport, sanity_check
+    from babysit.sanity import Check, SanityInputError, SanityReport, sanity_check, sanity_task
     from babysit.tasks import Task, get_task, l2_weights
     from babysit.training.trainer import Run, train
 
@@ -44,6 +44,8 @@ _LAZY: dict[str, str] = {
     "GradcheckReport": "babysit.gradcheck",
     "ParamCheck": "babysit.gradcheck",
     "sanity_check": "babysit.sanity",
+    "sanity_task": "babysit.sanity",
+    "SanityInputError": "babysit.sanity",
     "SanityReport": "babysit.sanity",
     "Check": "babysit.sanity",
     "watch": "babysit.monitor.watch",
@@ -62,6 +64,7 @@ __all__ = [
     "Monitor",
     "ParamCheck",
     "Run",
+    "SanityInputError",
     "SanityReport",
     "Task",
     "TaskError",
@@ -73,6 +76,7 @@ __all__ = [
     "numerical_gradient",
     "rel_error",
     "sanity_check",
+    "sanity_task",
     "train",
     "watch",
 ]

@@ -1,0 +1,182 @@
+"""Sanity checks before training: chance loss, regularisation raises the loss, overfit 20 examples.
+
+The notes' "Before learning: sanity checks": (1) with reg = 0 the loss at init is the
+loss at chance (softmax with 10 classes: -ln(1/10) = 2.302); (2) raising the
+regularisation strength raises the loss; (3) the model fits a tiny subset (~20
+examples) to zero cost. Input problems (labels outside [0, C), non-finite inputs, an
+output that is not (N, C), a non-finite loss at init) raise :class:`SanityInputError`
+before any check runs. Every check works on a deep copy of the model, with its own
+seeded random state, so neither the user's weights nor their RNG state change.
+
+Example::
+
+    report = sanity_check(model, nn.CrossEntropyLoss(), (x, y), num_classes=10)
+    print(report)                      # check, expected, observed, verdict, advice
+    assert report.passed, report
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from torch import nn
+
+import babysit._sanity_overfit  # noqa: F401 - registers "overfit_small" after the others
+from babysit._sanity_checks import CHANCE_REFERENCES, CHECKS, SanityContext, register_check, seeded
+from babysit._sanity_data import Batch, check_labels, check_loss, check_outputs, draw
+from babysit._sanity_types import Check, SanityInputError, SanityOptions, SanityReport
+from babysit.tasks import LossFn, RegFn, Task, l2_weights
+
+__all__ = [
+    "CHANCE_REFERENCES",
+    "CHECKS",
+    "Check",
+    "SanityInputError",
+    "SanityOptions",
+    "SanityReport",
+    "register_check",
+    "sanity_check",
+    "sanity_task",
+]
+
+
+def _device(model: nn.Module) -> torch.device:
+    tensor = next(model.parameters(), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def _probe(model: nn.Module, loss_fn: LossFn, batch: Batch, num_classes: int) -> None:
+    """Output shape (N, C) and a finite scalar loss at init, on a copy in train mode."""
+    x, y = batch
+    probe = copy.deepcopy(model).train()
+    with torch.no_grad():
+        try:
+            out = probe(x)
+        except Exception as err:  # any failure of the user's forward is an input problem
+            raise SanityInputError(
+                f"sanity: the model failed on training inputs {tuple(x.shape)}: {err}; "
+                "fix: make the model accept a batch of the training inputs"
+            ) from err
+        out = check_outputs(out, len(y), num_classes)
+        try:
+            loss = loss_fn(out, y)
+        except Exception as err:
+            raise SanityInputError(
+                f"sanity: loss_fn failed on outputs {tuple(out.shape)} and targets "
+                f"{y.dtype} {tuple(y.shape)}: {err}; fix: match the loss to the model's output"
+            ) from err
+        check_loss(loss, len(y))
+
+
+def sanity_check(
+    model: nn.Module,
+    loss_fn: LossFn,
+    train: Any,
+    *,
+    num_classes: int,
+    reg: float = 1e-3,
+    reg_fn: RegFn = l2_weights,
+    chance_loss: float | None = None,
+    seed: int = 0,
+    options: SanityOptions | None = None,
+) -> SanityReport:
+    """Run every registered sanity check on a copy of ``model``; see the module docstring.
+
+    train: ``(inputs, targets)`` tensors, a Dataset or a DataLoader; a seeded random
+    subset of ``options.chance_examples`` examples gives the loss at init, and one of
+    ``options.overfit_examples`` is overfitted (re-read through the loader at every step).
+    reg: the strength training will use (the "reg dominates the data loss" warning).
+    reg_fn: ``(model, strength) -> scalar`` added to the data loss; the user's own is checked.
+    chance_loss: the expected loss at init, overriding the derived one.
+    Raises SanityInputError on unusable input, before any check runs.
+    """
+    opts = options or SanityOptions()
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise SanityInputError(
+            f"sanity: num_classes={num_classes!r} must be an integer >= 2; "
+            "fix: pass the number of classes of the task"
+        )
+    device = _device(model)
+    with seeded(seed, device):  # a Dataset may draw random numbers while it is read
+        chance_batch = draw(train, opts.chance_examples, seed=seed, device=device).read()
+        check_labels(*chance_batch, num_classes, "train")
+        tiny = draw(train, opts.overfit_examples, seed=seed, device=device)
+        check_labels(*tiny.read(), num_classes, "train (overfit subset)")
+        _probe(model, loss_fn, chance_batch, num_classes)
+    ctx = SanityContext(
+        model=model,
+        loss_fn=loss_fn,
+        num_classes=num_classes,
+        chance_batch=chance_batch,
+        tiny=tiny,
+        reg=reg,
+        reg_fn=reg_fn,
+        chance_loss=chance_loss,
+        seed=seed,
+        options=opts,
+    )
+    checks: list[Check] = []
+    for check in CHECKS.values():
+        with seeded(seed, device):
+            checks.append(check(ctx))
+    info = {
+        "num_classes": num_classes,
+        "examples_chance": len(chance_batch[1]),
+        "examples_overfit": tiny.size,
+        "reg": reg,
+        "seed": seed,
+        "device": str(device),
+        "options": asdict(opts),
+    }
+    return SanityReport(checks, info)
+
+
+def _output_width(model: nn.Module, train: Any, seed: int) -> int:
+    """The number of classes as the width of the model's output on two training examples."""
+    device = _device(model)
+    with seeded(seed, device):
+        x, _ = draw(train, 2, seed=seed, device=device).read()
+        with torch.no_grad():
+            out = copy.deepcopy(model).eval()(x)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        raise SanityInputError(
+            "sanity: the task has no num_classes and the model output is not (N, C); "
+            "fix: set Task.num_classes"
+        )
+    return int(out.shape[1])
+
+
+def sanity_task(
+    task: Task,
+    model_cfg: Mapping[str, Any],
+    *,
+    reg: float = 1e-3,
+    seed: int = 0,
+    options: SanityOptions | None = None,
+) -> SanityReport:
+    """Sanity-check a task: its model (built under ``torch.manual_seed(seed)``), on train_eval.
+
+    Uses the task's loss_fn, reg_fn, chance_loss and num_classes (the model's output
+    width when the task gives none); ``train_eval`` is the un-augmented training view.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = task.model_factory(dict(model_cfg))
+    num_classes = task.num_classes
+    if num_classes is None:
+        num_classes = _output_width(model, task.train_eval, seed)
+    return sanity_check(
+        model,
+        task.loss_fn,
+        task.train_eval,
+        num_classes=num_classes,
+        reg=reg,
+        reg_fn=task.reg_fn,
+        chance_loss=task.chance_loss,
+        seed=seed,
+        options=options,
+    )
