@@ -154,6 +154,38 @@ def sanity(
         raise typer.Exit(1)
 
 
+@app.command("lr-find")
+def lr_find(
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+    out: OutOpt = None,
+    steps: Annotated[int, typer.Option(help="Minibatches in the sweep.")] = 100,
+    lr_min: Annotated[float, typer.Option(help="First lr of the sweep.")] = 1e-7,
+    lr_max: Annotated[float, typer.Option(help="Last lr of the sweep.")] = 10.0,
+    device: DeviceOpt = None,
+) -> None:
+    """LR range test: sweep the lr log-uniformly over one short run and suggest a value."""
+
+    def go() -> Any:
+        if config is None:
+            raise ConfigError("give a CONFIG file")
+        cfg = load_config(config, set_ or [])
+        out_dir = out or Path("runs") / f"lr-find-{cfg.task.name.replace('/', '-').replace(':', '-')}"
+        from babysit.optim.lr_find import lr_find as sweep
+        from babysit.optim.lr_find import plot_lr_find
+        from babysit.training.trainer import select_device
+
+        dev = select_device(device or cfg.train.device)
+        result = sweep(
+            _task_for(cfg), cfg, steps=steps, lr_min=lr_min, lr_max=lr_max, device=dev
+        )
+        return plot_lr_find(result, out_dir)
+
+    result = _guard(go)
+    typer.echo(str(result))
+    typer.echo(f"plot: {result.files['plot']}")
+
+
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Write DIR/report.html: one self-contained page with the run's plots and findings."""
