@@ -76,7 +76,7 @@ def test_names_match_the_registries() -> None:
     from babysit.tasks import TASKS
 
     assert set(BUNDLED_TASKS) == set(TASKS)
-    assert set(RULE_NAMES) - {"lbfgs"} <= set(OPTIMIZERS)
+    assert set(RULE_NAMES) == set(OPTIMIZERS)
     assert set(SCHEDULE_NAMES) - {"plateau"} <= set(SCHEDULES)
 
 

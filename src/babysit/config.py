@@ -69,7 +69,7 @@ class OptimConfig(_Section):
     mu: float = Field(0.9, ge=0, lt=1)  # momentum / nesterov; the notes: 0.5, 0.9, 0.95, 0.99
     decay_rate: float = Field(0.99, gt=0, lt=1)  # rmsprop; the notes: 0.9, 0.99, 0.999
     eps: float = Field(1e-8, gt=0)
-    beta1: float = Field(0.9, ge=0, lt=1)
+    beta1: float = Field(0.9, gt=0, lt=1)
     beta2: float = Field(0.999, gt=0, lt=1)
 
 

@@ -127,3 +127,47 @@ def test_clip_grad_limits_the_update(tmp_path: Path, tiny_config: dict) -> None:
     cfg["train"].update(epochs=1, clip_grad=1e-3)
     run = train(cfg, out=tmp_path / "c", quiet=True)
     assert not run.diverged  # lr 10 without clipping blows up; with it, steps are tiny
+
+
+def test_lbfgs_trains_full_batch(tmp_path: Path, tiny_config: dict) -> None:
+    cfg = copy.deepcopy(tiny_config)
+    cfg["optim"] = {"rule": "lbfgs", "lr": 1.0}
+    cfg["train"]["epochs"] = 4
+    run = train(cfg, out=tmp_path / "l", quiet=True)
+    batches = [r for r in run.metrics if r["kind"] == "batch"]
+    assert [b["step"] for b in batches] == [1, 2, 3, 4]  # one full-batch step per epoch
+    assert batches[-1]["loss"] < 0.5 * batches[0]["loss"]
+    assert run.best["val_acc"] > 0.85
+
+
+def test_lbfgs_warns_on_a_large_training_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torch import nn
+
+    import babysit
+    from babysit.training import trainer as trainer_mod
+
+    x = torch.randn(300, 4)
+    y = (x[:, 0] > 0).long()
+    task = babysit.Task(
+        model_factory=lambda cfg: nn.Linear(4, 2),
+        train=(x, y),
+        val=(x[:50], y[:50]),
+        loss_fn=nn.functional.cross_entropy,
+    )
+    cfg = {"optim": {"rule": "lbfgs", "lr": 1.0}, "train": {"epochs": 1, "report": False}}
+    monkeypatch.setattr(trainer_mod, "FULL_BATCH_WARN_EXAMPLES", 100)
+    with pytest.warns(UserWarning, match="full-batch"):
+        run = train(cfg, task=task, out=tmp_path / "w", quiet=True)
+    assert any(r.get("what") == "full_batch_warning" for r in run.metrics)
+
+
+def test_momentum_schedule_is_logged(tmp_path: Path, tiny_config: dict) -> None:
+    cfg = copy.deepcopy(tiny_config)
+    cfg["optim"] = {"rule": "momentum", "lr": 0.05, "mu": 0.99}
+    cfg["schedule"] = {"kind": "step", "every": 1, "factor": 0.5, "mu_start": 0.5, "mu_epochs": 2}
+    run = train(cfg, out=tmp_path / "m", quiet=True)
+    batches = [r for r in run.metrics if r["kind"] == "batch"]
+    assert batches[0]["mu"] == pytest.approx(0.5) and batches[-1]["mu"] == pytest.approx(0.99)
+    assert batches[0]["lr"] == pytest.approx(0.05) and batches[-1]["lr"] == pytest.approx(0.0125)

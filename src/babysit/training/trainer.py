@@ -12,6 +12,7 @@ import math
 import os
 import random
 import shutil
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,16 +26,18 @@ from babysit._io import write_text_atomic
 from babysit.config import Config, load_config
 from babysit.errors import ConfigError, TaskError
 from babysit.monitor.log import MetricsWriter, read_metrics
-from babysit.optim.build import LRController, create_optimizer
+from babysit.optim.build import OPTIMIZERS, LRController, create_optimizer
 from babysit.tasks import Task, get_task
 from babysit.training import stages
-from babysit.training.batches import METRICS, Batches, evaluate
+from babysit.training.batches import METRICS, Batches, evaluate, split_size
 from babysit.training.callbacks import Callback, Checkpointer, EarlyStopping, is_better
 from babysit.training.checkpoint import list_checkpoints, load_checkpoint, restore_rng
 from babysit.training.progress import ProgressCallback
 from babysit.training.rundir import check_new_run_dir, check_resume_dir, default_run_dir
 
 __all__ = ["Run", "Trainer", "train"]
+
+FULL_BATCH_WARN_EXAMPLES = 10_000  # L-BFGS above this many training examples gets a warning
 
 
 @dataclass
@@ -87,11 +90,18 @@ class Trainer:
         self.metric_key = f"val_{task.metric}"
         self.generator = seed_everything(cfg.seed)
         self.model: nn.Module = task.model_factory(config.model_table()).to(device)
+        opt = config.optim
+        spec = OPTIMIZERS[opt.rule]
+        self.full_batch = spec.full_batch  # L-BFGS: one closure step per epoch on all the data
+        n_train = split_size(task.train)
         self.train_batches = Batches(
-            task.train, cfg.batch_size, shuffle=True, generator=self.generator, device=device
+            task.train,
+            n_train if self.full_batch else cfg.batch_size,
+            shuffle=not self.full_batch,
+            generator=self.generator,
+            device=device,
         )
         self.val_batches = Batches(task.val, cfg.eval_batch_size, shuffle=False, device=device)
-        opt = config.optim
         self.optimizer = create_optimizer(
             self.model.parameters(), opt.rule, opt.model_dump(exclude={"rule"})
         )
@@ -101,7 +111,9 @@ class Trainer:
             kind=sched.kind,
             lr0=opt.lr,
             steps_per_epoch=len(self.train_batches),
-            mu=opt.mu if opt.rule in ("momentum", "nesterov") else None,
+            # the momentum a schedule drives and the log shows: SGD's mu, Adam's beta1
+            mu={"momentum": opt.mu, "betas0": opt.beta1}.get(spec.momentum_key or ""),
+            momentum_key=spec.momentum_key,
             keys=sched.model_dump(exclude={"kind"}),
         )
         self.early_stopping = EarlyStopping(cfg.early_stop)
@@ -120,6 +132,14 @@ class Trainer:
         self.stop: str | None = None
         self.diverged = False
         self.writer = MetricsWriter(run_dir / "metrics.jsonl")
+        if self.full_batch and n_train > FULL_BATCH_WARN_EXAMPLES:
+            message = (
+                f"optim.rule = {opt.rule!r} computes every step over all {n_train} training "
+                "examples (it is full-batch, as the notes explain); on a set this large "
+                "minibatch SGD + momentum or Adam is the usual choice"
+            )
+            warnings.warn(message, stacklevel=2)
+            self.log_event("full_batch_warning", examples=n_train, message=message)
 
     # --- logging -------------------------------------------------------------------
     def log_event(self, what: str, **fields: Any) -> None:
@@ -157,7 +177,7 @@ class Trainer:
     # --- the loop ------------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> dict[str, Any] | None:
         """One pass over the training data; None when the loss diverged."""
-        cfg, task, model = self.config.train, self.task, self.model
+        task, model = self.task, self.model
         model.train()
         steps = len(self.train_batches)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -166,19 +186,16 @@ class Trainer:
         count_correct = METRICS.get(task.metric)
         for i, (x, y) in enumerate(self.train_batches):
             lr, mu = self.controller.at_step(self.step)
-            out = model(x)
-            data_loss = task.loss_fn(out, y)
-            reg_loss = task.reg_fn(model, cfg.reg) if cfg.reg > 0 else torch.zeros_like(data_loss)
-            loss = data_loss + reg_loss
+            out, data_loss, reg_loss, loss = self._forward(x, y)
             value = loss.item()  # one host sync per step: needed for the divergence guard
             if not math.isfinite(value):
                 self._diverge(value, lr, epoch - 1 + i / steps)
                 return None
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip_grad is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            self.optimizer.step()
+            if self.full_batch:
+                self.optimizer.step(lambda x=x, y=y: self._backward(self._forward(x, y)[3]))
+            else:
+                self._backward(loss)
+                self.optimizer.step()
             self.step += 1
             self.writer.write(
                 {
@@ -203,6 +220,24 @@ class Trainer:
             (correct / max(seen, 1)).item() if count_correct is not None else train_loss
         )
         return record
+
+    def _forward(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(outputs, data loss, reg loss, total loss) of one minibatch."""
+        reg = self.config.train.reg
+        out = self.model(x)
+        data_loss = self.task.loss_fn(out, y)
+        reg_loss = self.task.reg_fn(self.model, reg) if reg > 0 else torch.zeros_like(data_loss)
+        return out, data_loss, reg_loss, data_loss + reg_loss
+
+    def _backward(self, loss: torch.Tensor) -> torch.Tensor:
+        """Gradients of ``loss`` into .grad (clipped when configured); returns the loss."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.train.clip_grad is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_grad)
+        return loss
 
     def _diverge(self, value: float, lr: float, epoch: float) -> None:
         self.diverged, self.stop = True, "diverged"

@@ -1,0 +1,263 @@
+"""From config names to torch.optim: the optimizer registry and the per-step lr/mu controller.
+
+Single models train with torch.optim (trusted, with fused/foreach fast paths); the
+hyperparameter names are the notes' (``babysit.optim.rules``), mapped to torch's here:
+
+    sgd       SGD(lr)
+    momentum  SGD(lr, momentum=mu)
+    nesterov  SGD(lr, momentum=mu, nesterov=True)
+    adagrad   Adagrad(lr, eps=eps)                      (torch's default eps is 1e-10, ours 1e-8)
+    rmsprop   RMSprop(lr, alpha=decay_rate, eps=eps)
+    adam      Adam(lr, betas=(beta1, beta2), eps=eps)
+
+torch's momentum buffer is ``b = mu*b + dw; w -= lr*b``: the notes' velocity is ``-lr*b``.
+With a constant lr the trajectories are the same; when a schedule changes lr, torch rescales
+the whole buffer by the new lr while the notes' velocity keeps the lr it was built with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from babysit.errors import ConfigError
+from babysit.optim.rules import check_hparams
+from babysit.optim.schedules import (
+    MOMENTUM_KEYS,
+    SCHEDULES,
+    Plateau,
+    check_schedule,
+    momentum_at,
+)
+
+__all__ = [
+    "OPTIMIZERS",
+    "LRController",
+    "OptimizerSpec",
+    "create_optimizer",
+    "list_optimizers",
+    "optimizer",
+]
+
+Make = Callable[[Iterable[torch.nn.Parameter], Mapping[str, float]], torch.optim.Optimizer]
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """A rule as torch.optim: the config keys it uses and how to build it."""
+
+    name: str
+    hparams: tuple[str, ...]  # config keys the rule uses, e.g. ("lr", "mu")
+    make: Make  # (params, resolved hp) -> optimizer
+    momentum_key: str | None  # how a momentum schedule reaches it: "momentum", "betas0", None
+    full_batch: bool = False  # one step(closure) per epoch on the whole training set (L-BFGS)
+
+
+OPTIMIZERS: dict[str, OptimizerSpec] = {}
+
+
+def optimizer(
+    name: str,
+    *,
+    hparams: tuple[str, ...],
+    momentum_key: str | None = None,
+    full_batch: bool = False,
+) -> Callable[[Make], Make]:
+    """Register ``make(params, hp)`` as optimizer ``name`` (adding a rule is one decorated def)."""
+
+    def register(make: Make) -> Make:
+        OPTIMIZERS[name] = OptimizerSpec(name, hparams, make, momentum_key, full_batch)
+        return make
+
+    return register
+
+
+@optimizer("sgd", hparams=("lr",))
+def _sgd(params: Iterable[torch.nn.Parameter], hp: Mapping[str, float]) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=hp["lr"])
+
+
+@optimizer("momentum", hparams=("lr", "mu"), momentum_key="momentum")
+def _momentum(
+    params: Iterable[torch.nn.Parameter], hp: Mapping[str, float]
+) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=hp["lr"], momentum=hp["mu"])
+
+
+@optimizer("nesterov", hparams=("lr", "mu"), momentum_key="momentum")
+def _nesterov(
+    params: Iterable[torch.nn.Parameter], hp: Mapping[str, float]
+) -> torch.optim.Optimizer:
+    if hp["mu"] <= 0:  # torch refuses Nesterov without momentum
+        raise ConfigError(f"optim.mu={hp['mu']!r} with rule 'nesterov' must be > 0; fix: mu=0.9")
+    return torch.optim.SGD(params, lr=hp["lr"], momentum=hp["mu"], nesterov=True)
+
+
+@optimizer("adagrad", hparams=("lr", "eps"))
+def _adagrad(
+    params: Iterable[torch.nn.Parameter], hp: Mapping[str, float]
+) -> torch.optim.Optimizer:
+    return torch.optim.Adagrad(params, lr=hp["lr"], eps=hp["eps"])
+
+
+@optimizer("rmsprop", hparams=("lr", "decay_rate", "eps"))
+def _rmsprop(
+    params: Iterable[torch.nn.Parameter], hp: Mapping[str, float]
+) -> torch.optim.Optimizer:
+    return torch.optim.RMSprop(params, lr=hp["lr"], alpha=hp["decay_rate"], eps=hp["eps"])
+
+
+@optimizer("adam", hparams=("lr", "beta1", "beta2", "eps"), momentum_key="betas0")
+def _adam(params: Iterable[torch.nn.Parameter], hp: Mapping[str, float]) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"])
+
+
+@optimizer("lbfgs", hparams=("lr",), full_batch=True)
+def _lbfgs(params: Iterable[torch.nn.Parameter], hp: Mapping[str, float]) -> torch.optim.Optimizer:
+    """Quasi-Newton: an inverse-Hessian estimate from the last 10 steps, strong-Wolfe line search.
+
+    The notes: L-BFGS must see the entire training set (it is full-batch), so it suits small
+    data sets; Newton's method itself is not offered, since a 1M-parameter model's Hessian
+    would take ~3725 GB. lr scales the line search's first trial step (1.0 is usual).
+    """
+    return torch.optim.LBFGS(
+        params, lr=hp["lr"], max_iter=20, history_size=10, line_search_fn="strong_wolfe"
+    )
+
+
+def list_optimizers() -> list[str]:
+    """The registered rule names, in registration order."""
+    return list(OPTIMIZERS)
+
+
+def create_optimizer(
+    params: Iterable[torch.nn.Parameter], rule: str, hp: Mapping[str, float]
+) -> torch.optim.Optimizer:
+    """The torch.optim optimizer for ``rule`` with the notes' hyperparameters ``hp``.
+
+    hp keys: lr (required), mu, decay_rate, eps, beta1, beta2 (defaults 0.9, 0.99, 1e-8, 0.9,
+    0.999); keys the rule does not use are checked and ignored. Raises ConfigError.
+    """
+    if rule not in OPTIMIZERS:
+        raise ConfigError(f"optim.rule={rule!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
+    spec = OPTIMIZERS[rule]
+    resolved = check_hparams(f"optim (rule {rule!r})", spec.hparams, hp)
+    return spec.make(params, {k: float(v) for k, v in resolved.items()})
+
+
+def _set_momentum(group: dict[str, Any], mu: float) -> None:
+    group["momentum"] = mu
+
+
+def _set_beta1(group: dict[str, Any], mu: float) -> None:
+    group["betas"] = (mu, group["betas"][1])
+
+
+# How a momentum value reaches a param group, by OptimizerSpec.momentum_key.
+_MOMENTUM_SETTERS: dict[str, Callable[[dict[str, Any], float], None]] = {
+    "momentum": _set_momentum,
+    "betas0": _set_beta1,
+}
+
+
+class LRController:
+    """Drives lr (and mu) of a torch optimizer from a schedule, per step; has state_dict().
+
+    ``at_step(step)`` sets every param group's lr (and momentum, when ``mu`` is given) for
+    epoch ``t = step / steps_per_epoch`` and returns ``(lr, mu)`` for the metrics log.
+    kind: a ``SCHEDULES`` name or "plateau" (fed by ``end_epoch``); keys: the schedule's keys
+    (every, factor, k, patience, threshold, min_lr, mu_start, mu_epochs), defaults filled in.
+    momentum_key: "momentum" (SGD) or "betas0" (Adam's beta1); None detects it from the
+    optimizer's param groups. With ``mu=None`` the optimizer's momentum is left alone.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        kind: str,
+        lr0: float,
+        steps_per_epoch: int,
+        mu: float | None,
+        keys: Mapping[str, float | None],
+        momentum_key: str | None = None,
+    ) -> None:
+        self.keys = check_schedule(kind, keys)
+        if not lr0 > 0:
+            raise ConfigError(f"schedule: lr0={lr0!r} must be > 0; fix: set optim.lr > 0")
+        if steps_per_epoch < 1:
+            raise ConfigError(f"schedule: steps_per_epoch={steps_per_epoch!r} must be >= 1")
+        self.optimizer, self.kind, self.lr0 = optimizer, kind, float(lr0)
+        self.steps_per_epoch, self.mu = int(steps_per_epoch), mu
+        self.last_step: int | None = None
+        self._fn_keys = {k: v for k, v in self.keys.items() if k not in MOMENTUM_KEYS}
+        self._set_mu = self._momentum_setter(momentum_key) if mu is not None else None
+        # "plateau" is the one kind with state; the others are pure functions of t.
+        self._plateau = (
+            Plateau(
+                lr0,
+                **{k: self.keys[k] for k in ("factor", "patience", "threshold", "min_lr")},
+            )
+            if kind == "plateau"
+            else None
+        )
+
+    def _momentum_setter(self, key: str | None) -> Callable[[dict[str, Any], float], None]:
+        group = self.optimizer.param_groups[0]
+        if key is None:
+            key = "betas0" if "betas" in group else "momentum" if "momentum" in group else None
+        if key not in _MOMENTUM_SETTERS:
+            raise ConfigError(
+                f"schedule: mu is given but {type(self.optimizer).__name__} has no momentum "
+                f"(momentum_key={key!r}); fix: pass mu=None for this rule"
+            )
+        return _MOMENTUM_SETTERS[key]
+
+    def at_step(self, step: int) -> tuple[float, float | None]:
+        """Set lr (and mu) of every param group for this step; return (lr, mu)."""
+        t = step / self.steps_per_epoch
+        if self._plateau is not None:
+            lr = self._plateau.lr
+        else:
+            lr = SCHEDULES[self.kind](self.lr0, t, **self._fn_keys)
+        mu = None
+        if self.mu is not None:
+            mu = momentum_at(
+                t, mu=self.mu, mu_start=self.keys["mu_start"], mu_epochs=self.keys["mu_epochs"]
+            )
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+            if mu is not None and self._set_mu is not None:
+                self._set_mu(group, mu)
+        self.last_step = step
+        return lr, mu
+
+    def end_epoch(self, metric: float, *, mode: str) -> None:
+        """Feed the epoch's validation metric ("max" or "min"); only "plateau" uses it."""
+        if self._plateau is not None:
+            self._plateau.update(metric, mode=mode)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain types only (loadable with torch.load(weights_only=True))."""
+        return {
+            "kind": self.kind,
+            "lr0": self.lr0,
+            "last_step": self.last_step,
+            "plateau": None if self._plateau is None else self._plateau.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a state_dict of a controller of the same kind, and re-apply its last step."""
+        if state["kind"] != self.kind:
+            raise ConfigError(
+                f"schedule state is of kind {state['kind']!r}, this run's is {self.kind!r}; "
+                "fix: resume with the same schedule.kind"
+            )
+        if self._plateau is not None and state["plateau"] is not None:
+            self._plateau.load_state_dict(state["plateau"])
+        self.last_step = state["last_step"]
+        if self.last_step is not None:
+            self.at_step(self.last_step)
