@@ -52,3 +52,20 @@ def test_train_sanity_gate_lets_a_good_run_through(tmp_path: Path) -> None:
     run = train(cfg, out=tmp_path / "r", quiet=True)
     assert run.failed_check is None and run.best
     assert json.loads((tmp_path / "r" / "sanity.json").read_text())["passed"] is True
+
+
+def test_report_cli_writes_the_page_and_refuses_a_non_run(tmp_path: Path) -> None:
+    run = train(
+        {"model": {"hidden": [16]}, "train": {"epochs": 1, "report": False}},
+        out=tmp_path / "r",
+        quiet=True,
+    )
+    assert not (run.dir / "report.html").exists()
+    result = runner.invoke(app, ["report", str(run.dir)])
+    assert result.exit_code == 0, result.output
+    assert (run.dir / "report.html").stat().st_size > 10_000
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["report", str(empty)])
+    assert result.exit_code == 2 and "metrics.jsonl" in result.output
+    assert list(empty.iterdir()) == []

@@ -9,7 +9,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from babysit.errors import BabysitError, CheckpointError, ConfigError, DataError, TaskError
+from babysit.errors import (
+    BabysitError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    ReportError,
+    TaskError,
+)
 
 if TYPE_CHECKING:
     from babysit.config import Config, load_config
@@ -22,6 +29,7 @@ if TYPE_CHECKING:
         rel_error,
     )
     from babysit.monitor.watch import Monitor, watch
+    from babysit.report.html import write_report
     from babysit.sanity import Check, SanityInputError, SanityReport, sanity_check, sanity_task
     from babysit.tasks import Task, get_task, l2_weights
     from babysit.training.trainer import Run, train
@@ -50,6 +58,7 @@ _LAZY: dict[str, str] = {
     "Check": "babysit.sanity",
     "watch": "babysit.monitor.watch",
     "Monitor": "babysit.monitor.watch",
+    "write_report": "babysit.report.html",
 }
 _SUBMODULES = ("config", "data", "models", "tasks", "optim", "errors")
 
@@ -63,6 +72,7 @@ __all__ = [
     "GradcheckReport",
     "Monitor",
     "ParamCheck",
+    "ReportError",
     "Run",
     "SanityInputError",
     "SanityReport",
@@ -79,6 +89,7 @@ __all__ = [
     "sanity_task",
     "train",
     "watch",
+    "write_report",
 ]
 
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["BabysitError", "CheckpointError", "ConfigError", "DataError", "TaskError"]
+__all__ = [
+    "BabysitError",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "ReportError",
+    "TaskError",
+]
 
 
 class BabysitError(Exception):
@@ -23,3 +30,7 @@ class DataError(BabysitError, ValueError):
 
 class CheckpointError(BabysitError, ValueError):
     """A checkpoint is missing, corrupt, or does not match the run."""
+
+
+class ReportError(BabysitError, ValueError):
+    """A report cannot be built: the dir or one of its files is missing or malformed."""

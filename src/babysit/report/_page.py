@@ -1,0 +1,203 @@
+"""The page machinery: sections registered by name on a page, rendered into one HTML file.
+
+A page (``"run"``, later ``"study"``, ``"ensemble"``, ``"demo"``) is an ordered list of
+sections; a section is a function ``data -> list[Html | Image]`` registered with
+:func:`section`. :func:`render_page` calls each section of a page in registration order,
+saves every image as ``plots/<name>.png`` and embeds it as a data URI, so the page is one
+self-contained file: inline CSS, no scripts, no fonts, nothing fetched (the CSP says so).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import struct
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from babysit.errors import ReportError
+
+__all__ = [
+    "PAGES",
+    "Html",
+    "Image",
+    "Part",
+    "ReportError",
+    "SectionSpec",
+    "atomic_write",
+    "note",
+    "paragraph",
+    "render_page",
+    "section",
+    "table",
+]
+
+
+class Html(str):
+    """A fragment of markup that is already escaped (anything else is escaped on output)."""
+
+
+@dataclass(frozen=True)
+class Image:
+    """A PNG figure of a section: saved as ``plots/<name>.png`` and embedded in the page."""
+
+    name: str
+    png: bytes
+    alt: str
+    caption: str = ""
+
+
+Part = Html | Image
+SectionFn = Callable[[Any], list[Part]]
+
+
+@dataclass(frozen=True)
+class SectionSpec:
+    name: str  # the anchor id, unique on its page
+    title: str
+    render: SectionFn
+
+
+PAGES: dict[str, list[SectionSpec]] = {}
+
+
+def section(page: str, name: str, *, title: str) -> Callable[[SectionFn], SectionFn]:
+    """Register ``fn(data) -> parts`` as the next section of ``page`` (a new page on first use)."""
+
+    def register(fn: SectionFn) -> SectionFn:
+        specs = PAGES.setdefault(page, [])
+        if any(s.name == name for s in specs):
+            raise ValueError(f"report page {page!r} already has a section named {name!r}")
+        specs.append(SectionSpec(name, title, fn))
+        return fn
+
+    return register
+
+
+def paragraph(text: str) -> Html:
+    return Html(f"<p>{html.escape(text)}</p>")
+
+
+def note(text: str) -> Html:
+    """A muted line saying why a section is empty and how to fill it."""
+    return Html(f'<p class="note">{html.escape(text)}</p>')
+
+
+def table(
+    headers: Sequence[str], rows: Iterable[Sequence[object]], *, row_class: Sequence[str] = ()
+) -> Html:
+    """An HTML table; cells are escaped unless they are :class:`Html`."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = []
+    for i, row in enumerate(rows):
+        cells = "".join(f"<td>{_cell(c)}</td>" for c in row)
+        cls = f' class="{html.escape(row_class[i])}"' if i < len(row_class) else ""
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return Html(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def _cell(value: object) -> str:
+    return value if isinstance(value, Html) else html.escape(str(value))
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file in the same dir, then ``os.replace`` it onto ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) from the PNG's IHDR chunk, so the page lays out before decoding."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
+        raise ValueError("not a PNG: the IHDR chunk is missing")
+    width, height = struct.unpack(">II", png[16:24])
+    return int(width), int(height)
+
+
+def _image_html(image: Image) -> str:
+    width, height = _png_size(image.png)
+    data = base64.b64encode(image.png).decode("ascii")
+    caption = f"<figcaption>{html.escape(image.caption)}</figcaption>" if image.caption else ""
+    return (
+        f'<figure id="fig-{html.escape(image.name)}"><img src="data:image/png;base64,{data}" '
+        f'alt="{html.escape(image.alt)}" width="{width}" height="{height}">{caption}</figure>'
+    )
+
+
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+_CSS = """
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1d2329;
+background:#f6f7f9}
+main{max-width:1080px;margin:0 auto;padding:1.2em 1.5em 3em}
+header h1{margin:.2em 0 0;font-size:1.6em}header p{margin:.2em 0;color:#5b6570}
+nav{margin:.8em 0 1.2em;font-size:.9em}nav a{margin-right:.9em;color:#2457a6;text-decoration:none}
+section{background:#fff;border:1px solid #dfe3e8;border-radius:6px;padding:.6em 1.2em 1em;
+margin:0 0 1.1em}
+h2{font-size:1.2em;margin:.5em 0}
+figure{margin:.6em 0}img{max-width:100%;height:auto;display:block}
+figcaption{font-size:.85em;color:#5b6570;margin-top:.2em}
+table{border-collapse:collapse;font-size:.88em;margin:.4em 0}
+th,td{border-bottom:1px solid #e6e9ed;padding:.25em .7em;text-align:left;vertical-align:top}
+th{background:#f0f2f5}
+.note{color:#6b7580;font-style:italic}
+.finding{border-left:5px solid #8a94a0;padding:.3em .8em;margin:.6em 0;background:#fafbfc}
+.finding p{margin:.25em 0}.finding .advice{color:#1f4d2b}
+.sev-error{border-color:#c62828}.sev-warning{border-color:#e69500}.sev-info{border-color:#2457a6}
+.badge{display:inline-block;font-size:.75em;font-weight:600;text-transform:uppercase;
+padding:.05em .5em;border-radius:3px;color:#fff;background:#8a94a0}
+.sev-error .badge{background:#c62828}.sev-warning .badge{background:#b87700}
+.sev-info .badge{background:#2457a6}
+tr.fail td{background:#fdecea}tr.warn td{background:#fff6e0}tr.inconclusive td{background:#eef1f5}
+pre{font-size:.8em;background:#f3f4f6;padding:.5em;overflow:auto}
+"""
+
+
+def render_page(page: str, data: object, out_dir: Path, *, title: str, subtitle: str = "") -> Path:
+    """Render every section of ``page`` for ``data`` into ``out_dir/report.html``; return it.
+
+    Each image is also saved as ``out_dir/plots/<name>.png``. Both writes are atomic.
+    """
+    specs = PAGES.get(page)
+    if not specs:
+        raise ValueError(f"report page {page!r} has no sections; known pages: {sorted(PAGES)}")
+    bodies = []
+    images: list[Image] = []
+    for spec in specs:
+        parts = spec.render(data)
+        inner = "".join(_image_html(p) if isinstance(p, Image) else str(p) for p in parts)
+        images += [p for p in parts if isinstance(p, Image)]
+        bodies.append(
+            f'<section id="{html.escape(spec.name)}"><h2>{html.escape(spec.title)}</h2>'
+            f"{inner}</section>"
+        )
+    nav = "".join(f'<a href="#{html.escape(s.name)}">{html.escape(s.title)}</a>' for s in specs)
+    doc = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body><main>"
+        f"<header><h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p></header>"
+        f"<nav>{nav}</nav>{''.join(bodies)}</main></body></html>\n"
+    )
+    names = [image.name for image in images]
+    if len(set(names)) != len(names):
+        raise ValueError(f"report page {page!r}: two images share a name in {names}")
+    if images:
+        plots = out_dir / "plots"
+        plots.mkdir(exist_ok=True)
+        for image in images:
+            atomic_write(plots / f"{image.name}.png", image.png)
+    target = out_dir / "report.html"
+    atomic_write(target, doc.encode("utf-8"))
+    return target

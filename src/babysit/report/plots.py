@@ -1,0 +1,267 @@
+"""The run's figures with matplotlib (Agg, no pyplot state): one function per figure.
+
+Each function takes downsampled series (see :mod:`babysit.report._series`) and returns a
+:class:`matplotlib.figure.Figure`; :func:`to_png` renders it. The HTML page embeds the PNGs
+and saves them in ``plots/``. The x axis is in epochs whenever the run logged them (the
+notes: "the x-axis of the plots below are always in units of epochs").
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from matplotlib import colormaps, colors
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.figure import Figure
+
+from babysit.report._series import Hist, Series
+
+__all__ = [
+    "accuracy_figure",
+    "act_stats_figure",
+    "filters_figure",
+    "grad_norm_figure",
+    "histogram_figure",
+    "loss_figure",
+    "schedule_figure",
+    "smooth",
+    "to_png",
+    "update_ratio_figure",
+]
+
+WIDTH = 10.0  # inches; at 100 dpi a figure is 1000 px wide, the page's content width
+EVENT_COLORS = {"diverged": "#c62828", "resumed": "#2e7d32", "early_stop": "#6a1b9a"}
+
+
+def _figure(nrows: int = 1, ncols: int = 1, height: float = 3.6) -> tuple[Figure, list[Axes]]:
+    fig = Figure(figsize=(WIDTH, height * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, [ax for row in axes for ax in row]
+
+
+def to_png(fig: Figure, *, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def smooth(series: Series, *, frac: float = 0.025) -> np.ndarray:
+    """Centered moving average of the bucket means, weighted by each bucket's finite count.
+
+    Window: ``2k + 1`` buckets with ``k = max(1, round(frac * len(series)))``; shape (B,).
+    Buckets with no finite value get NaN weight 0 (a diverged stretch does not poison it).
+    """
+    n = len(series)
+    k = max(1, round(frac * n))
+    w = series.count.astype(np.float64)  # (B,)
+    v = np.where(w > 0, np.nan_to_num(series.mean) * w, 0.0)  # (B,)
+    cw = np.concatenate([[0.0], np.cumsum(w)])  # (B + 1,)
+    cv = np.concatenate([[0.0], np.cumsum(v)])
+    lo = np.clip(np.arange(n) - k, 0, n)
+    hi = np.clip(np.arange(n) + k + 1, 0, n)
+    weight = cw[hi] - cw[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(weight > 0, (cv[hi] - cv[lo]) / weight, np.nan)
+
+
+def _draw_stream(ax: Axes, s: Series, *, label: str, color: str, positive: bool = False) -> None:
+    """Bucket means as a thin line, the min-max band shaded when buckets hold several steps."""
+    mask = s.count > 0
+    if positive:
+        mask &= s.lo > 0
+    if s.width > 1:
+        ax.fill_between(s.x, s.lo, s.hi, where=mask, color=color, alpha=0.18, lw=0)
+    ax.plot(s.x, np.where(mask, s.mean, np.nan), color=color, lw=0.7, alpha=0.55, label=label)
+
+
+def _style(s: Series) -> str:
+    """Per-epoch points get markers while they stay legible (up to 60 of them)."""
+    return "o-" if len(s) <= 60 else "-"
+
+
+def _events(ax: Axes, events: Mapping[str, Sequence[float]]) -> None:
+    for what, xs in events.items():
+        color = EVENT_COLORS.get(what, "#6b7580")
+        for i, x in enumerate(xs):
+            ax.axvline(x, color=color, ls=":", lw=1.2, label=what if i == 0 else None)
+
+
+def loss_figure(
+    loss: Series,
+    *,
+    epoch_losses: Mapping[str, Series] | None = None,
+    events: Mapping[str, Sequence[float]] | None = None,
+) -> Figure:
+    """Minibatch loss on linear (left) and log (right) axes, raw and smoothed.
+
+    epoch_losses: per-epoch losses (``train_loss``, ``val_loss``) drawn as markers;
+    events: x positions of run events (diverged, resumed, ...) as dotted vertical lines.
+    """
+    fig, (lin, log) = _figure(1, 2)
+    smoothed = smooth(loss)
+    for ax, positive in ((lin, False), (log, True)):
+        _draw_stream(ax, loss, label="minibatch loss", color="#1f77b4", positive=positive)
+        ys = np.where(smoothed > 0, smoothed, np.nan) if positive else smoothed
+        ax.plot(loss.x, ys, color="#0b3d91", lw=2.0, label="smoothed")
+        for (name, s), c in zip((epoch_losses or {}).items(), ("#ff7f0e", "#2ca02c"), strict=False):
+            ax.plot(s.x, s.mean, _style(s), ms=3.5, lw=1, color=c, label=name)
+        _events(ax, events or {})
+        ax.set_xlabel(loss.unit)
+        ax.grid(alpha=0.3)
+    lin.set_ylabel("loss")
+    lin.set_title("loss (linear)")
+    if np.any(loss.lo[loss.count > 0] > 0):
+        log.set_yscale("log")
+        log.set_title("loss (log scale)")
+    else:
+        log.set_title("loss (log scale: no positive values)")
+    lin.legend(fontsize=8, loc="upper right")
+    return fig
+
+
+def accuracy_figure(metrics: Mapping[str, Series]) -> Figure:
+    """Per-epoch train/val metrics; the gap between train and val accuracy is overfitting."""
+    fig, (ax,) = _figure(height=3.4)
+    for name, s in metrics.items():
+        ax.plot(s.x, s.mean, _style(s), ms=3.5, lw=1.4, label=name)
+    unit = next(iter(metrics.values())).unit if metrics else "epoch"
+    ax.set_xlabel(unit)
+    ax.set_ylabel("score")
+    train, val = metrics.get("train_acc"), metrics.get("val_acc")
+    if train is not None and val is not None and math.isfinite(train.last - val.last):
+        ax.set_title(f"train/val accuracy (last gap train - val = {train.last - val.last:+.3f})")
+    else:
+        ax.set_title("train/val metrics")
+    finite = [s.mean[np.isfinite(s.mean)] for s in metrics.values()]
+    if finite and all(v.size and v.min() >= 0 and v.max() <= 1 for v in finite):
+        ax.set_ylim(-0.02, 1.02)  # accuracies are fractions in [0, 1]
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def schedule_figure(lr: Series | None, mu: Series | None) -> Figure:
+    """Learning rate (log axis when positive) and momentum over time."""
+    present = [(name, s) for name, s in (("learning rate", lr), ("momentum", mu)) if s is not None]
+    fig, axes = _figure(1, len(present), height=3.0)
+    for ax, (name, s) in zip(axes, present, strict=True):
+        ax.plot(s.x, s.mean, color="#6a1b9a", lw=1.5)
+        if name == "learning rate" and np.all(s.lo[s.count > 0] > 0):
+            ax.set_yscale("log")
+        ax.set_title(name)
+        ax.set_xlabel(s.unit)
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def _named_lines(ax: Axes, streams: Mapping[str, Series], *, positive: bool) -> None:
+    colors = [f"C{i % 10}" for i in range(len(streams))]
+    styles = ["-", "--", ":", "-."]
+    for i, ((name, s), c) in enumerate(zip(streams.items(), colors, strict=True)):
+        y = np.where(s.mean > 0, s.mean, np.nan) if positive else s.mean
+        ax.plot(s.x, y, color=c, ls=styles[(i // 10) % 4], lw=1.3, label=name)
+    if streams:
+        ax.set_xlabel(next(iter(streams.values())).unit)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=max(1, math.ceil(len(streams) / 8)), loc="best")
+
+
+def update_ratio_figure(
+    ratios: Mapping[str, Series],
+    *,
+    target: float = 1e-3,
+    band: tuple[float, float] = (1e-4, 1e-2),
+) -> Figure:
+    """||update|| / ||w|| per parameter on a log axis, ``band`` around ``target`` shaded.
+
+    The notes: the ratio "should be somewhere around 1e-3"; lower suggests the learning rate
+    is too low, higher that it is too high.
+    """
+    fig, (ax,) = _figure(height=3.8)
+    ax.axhspan(*band, color="#2e7d32", alpha=0.12, label=f"{band[0]:.0e} to {band[1]:.0e}")
+    ax.axhline(target, color="#2e7d32", ls="--", lw=1.2, label=f"target ~{target:.0e}")
+    _named_lines(ax, ratios, positive=True)
+    ax.set_yscale("log")
+    ax.set_ylabel("update : weight ratio")
+    ax.set_title("update : weight ratio per parameter")
+    return fig
+
+
+def grad_norm_figure(norms: Mapping[str, Series]) -> Figure:
+    """Gradient norm per layer on a log axis (vanishing: falls away; exploding: blows up)."""
+    fig, (ax,) = _figure(height=3.6)
+    _named_lines(ax, norms, positive=True)
+    ax.set_yscale("log")
+    ax.set_ylabel("gradient norm")
+    ax.set_title("gradient norm per layer")
+    return fig
+
+
+STAT_TITLES = {
+    "mean": "activation mean",
+    "std": "activation std",
+    "dead": "dead fraction (ReLU: never active)",
+    "saturated": "saturated fraction (tanh / sigmoid)",
+}
+
+
+def act_stats_figure(stats: Mapping[str, Mapping[str, Series]]) -> Figure:
+    """One panel per activation statistic (mean, std, dead, saturated), a line per layer."""
+    present = [stat for stat in STAT_TITLES if stats.get(stat)]
+    ncols = len(present) if len(present) <= 3 else 2
+    fig, axes = _figure(math.ceil(len(present) / ncols), ncols, height=3.2)
+    for ax, stat in zip(axes, present, strict=False):
+        _named_lines(ax, stats[stat], positive=False)
+        ax.set_title(STAT_TITLES[stat])
+        if stat in ("dead", "saturated"):
+            ax.set_ylim(-0.02, 1.02)  # fractions of units
+    for ax in axes[len(present) :]:
+        ax.set_axis_off()
+    return fig
+
+
+def histogram_figure(layers: Mapping[str, Sequence[Hist]], *, what: str, unit: str) -> Figure:
+    """Per layer, up to 6 snapshots of its histogram (fraction per bin), coloured by time."""
+    names = list(layers)
+    ncols = min(4, max(2, len(names)))  # one layer: half width, not a stretched panel
+    nrows = math.ceil(len(names) / ncols)
+    fig, axes = _figure(nrows, ncols, height=2.4)
+    xs = [h.x for hs in layers.values() for h in hs]
+    lo, hi = min(xs), max(xs)
+    cmap = colormaps["viridis"]
+    norm = colors.Normalize(lo, hi if hi > lo else lo + 1)
+    for ax, name in zip(axes, names, strict=False):
+        hs = list(layers[name])
+        picks = sorted({round(i) for i in np.linspace(0, len(hs) - 1, min(6, len(hs)))})
+        for i in picks:
+            h = hs[i]
+            total = h.counts.sum()
+            ax.stairs(h.counts / total if total else h.counts, h.edges, color=cmap(norm(h.x)))
+        ax.set_title(name if len(name) <= 28 else "..." + name[-25:], fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(names) :]:
+        ax.set_axis_off()
+    used = axes[: len(names)]  # the colour bar sits next to the drawn panels
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=used, label=unit, shrink=0.9)
+    fig.suptitle(f"{what} histograms per layer over time (fraction of values per bin)")
+    return fig
+
+
+def filters_figure(images: Sequence[tuple[str, np.ndarray]]) -> Figure:
+    """First-layer filter grids (images the monitor saved), side by side with their times."""
+    rows, cols = images[0][1].shape[:2]  # (H, W[, C]): size the figure to the grid's aspect
+    height = min(6.0, max(1.5, WIDTH / len(images) * rows / cols + 0.4))
+    fig, axes = _figure(1, len(images), height=height)
+    for ax, (label, image) in zip(axes, images, strict=True):
+        # a 2-D grid is grey levels (the monitor's single-channel filters), not a heat map
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, interpolation="nearest")
+        ax.set_title(label, fontsize=10)
+        ax.set_axis_off()
+    return fig

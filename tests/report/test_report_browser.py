@@ -1,0 +1,162 @@
+"""The report in a real browser: headless Chromium (Debian chromium, chromium-driver), Selenium.
+
+The page must load from disk with no console errors and no network requests, every image must
+decode with a non-zero natural size, the findings must come before the plots, and a full-page
+screenshot is saved under test-artifacts/ at the repo root.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import babysit
+from babysit.report.html import write_report
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1280,1000",
+)
+
+# not the network: inline images, and Chromium's own pages should any start late
+BROWSER_INTERNAL = ("data:", "chrome://", "chrome-untrusted://", "about:")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A fresh headless Chromium with browser and performance logs, given back after the test."""
+    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+        pytest.skip(
+            f"{CHROMIUM} or {CHROMEDRIVER} not found: install the Debian packages "
+            "chromium and chromium-driver (apt-get install -y chromium chromium-driver)"
+        )
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    from selenium.webdriver.chrome.service import Service
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium Manager download anything
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _requests(driver: Any, page_url: str) -> list[str]:
+    """URLs Chromium asked the network for (performance log), other than the page and data:."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.requestWillBeSent":
+            url = message["params"]["request"]["url"]
+            if url != page_url and not url.startswith(BROWSER_INTERNAL):
+                urls.append(url)
+    return urls
+
+
+def _check_report_in_browser(driver: Any, report: Path, artifact: str) -> dict[str, Any]:
+    url = report.as_uri()
+    driver.get_log("performance")  # drop the browser's own start-up traffic (its new-tab page)
+    driver.get(url)
+    state = driver.execute_script(
+        """
+        const imgs = Array.from(document.images);
+        const findings = document.getElementById('findings');
+        const firstImg = imgs.length ? imgs[0] : null;
+        return {
+          ready: document.readyState,
+          images: imgs.map(i => ({complete: i.complete, w: i.naturalWidth, h: i.naturalHeight,
+                                  alt: i.alt})),
+          resources: performance.getEntriesByType('resource').map(e => e.name),
+          sections: Array.from(document.querySelectorAll('section')).map(s => s.id),
+          codes: Array.from(document.querySelectorAll('#findings .finding code'))
+                   .map(c => c.textContent),
+          findingsBeforeImages: firstImg === null ||
+            !!(findings.compareDocumentPosition(firstImg) & Node.DOCUMENT_POSITION_FOLLOWING),
+          findingsTop: findings.getBoundingClientRect().top + window.scrollY,
+          firstImgTop: firstImg ? firstImg.getBoundingClientRect().top + window.scrollY : null,
+        };
+        """
+    )
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert state["ready"] == "complete"
+    assert errors == [], f"console errors: {errors}"
+    assert state["resources"] == [], f"network resources: {state['resources']}"
+    assert _requests(driver, url) == []
+    broken = [i for i in state["images"] if not (i["complete"] and i["w"] > 0 and i["h"] > 0)]
+    assert state["images"] and broken == [], f"images that did not decode: {broken}"
+    assert state["sections"][0] == "findings" and state["findingsBeforeImages"]
+    assert state["firstImgTop"] is None or state["findingsTop"] < state["firstImgTop"]
+
+    metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
+    size = metrics["cssContentSize"]
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+        },
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / artifact
+    path.write_bytes(base64.b64decode(shot["data"]))
+    print(f"screenshot: {path}")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return state
+
+
+def test_report_of_a_short_training_run_in_chromium(
+    browser: Any, full_run: Path, tmp_path: Path, findings: list[dict[str, Any]]
+) -> None:
+    run = Path(shutil.copytree(full_run, tmp_path / "run"))
+    state = _check_report_in_browser(browser, write_report(run), "report-run.png")
+    assert len(state["images"]) == len(list((run / "plots").glob("*.png"))) == 9
+    rank = {"error": 0, "warning": 1, "info": 2}
+    assert state["codes"] == [
+        f["code"] for f in sorted(findings, key=lambda f: rank[f["severity"]])
+    ]
+
+
+def test_report_of_a_user_loop_in_chromium(
+    browser: Any, tmp_path: Path, make_run: Callable[..., Path]
+) -> None:
+    run = make_run(tmp_path / "loop", epochs=2, extras=False)
+    state = _check_report_in_browser(browser, write_report(run), "report-user-loop.png")
+    assert len(state["images"]) == 3  # loss, accuracy, schedule; the rest say what is missing
+
+
+def test_report_of_a_babysit_train_run_in_chromium(browser: Any, tmp_path: Path) -> None:
+    config = {
+        "task": {"name": "digits-mlp"},
+        "optim": {"rule": "momentum", "lr": 0.05},
+        "train": {"epochs": 2, "batch_size": 64, "seed": 0, "sanity": True, "gradcheck": True},
+    }
+    run = babysit.train(config, out=tmp_path / "trained", quiet=True)
+    state = _check_report_in_browser(browser, write_report(run.dir), "report-trained.png")
+    assert len(state["images"]) == len(list((run.dir / "plots").glob("*.png"))) >= 1
+    for name in ("gradcheck", "sanity"):  # the trainer saved both reports; the page shows them
+        assert (run.dir / f"{name}.json").is_file(), name
+        assert browser.find_elements("css selector", f"#{name} table"), name
