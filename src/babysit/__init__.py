@@ -20,11 +20,12 @@ from babysit.errors import (
 
 if TYPE_CHECKING:
     from babysit.config import Config, load_config
-    from babysit.gradcheck import (
+    from babysit._gradcheck import (
         GradcheckReport,
         ParamCheck,
         gradcheck,
         gradcheck_fn,
+        gradcheck_task,
         numerical_gradient,
         rel_error,
     )
@@ -45,12 +46,13 @@ _LAZY: dict[str, str] = {
     "l2_weights": "babysit.tasks",
     "Run": "babysit.training.trainer",
     "train": "babysit.training.trainer",
-    "rel_error": "babysit.gradcheck",
-    "numerical_gradient": "babysit.gradcheck",
-    "gradcheck_fn": "babysit.gradcheck",
-    "gradcheck": "babysit.gradcheck",
-    "GradcheckReport": "babysit.gradcheck",
-    "ParamCheck": "babysit.gradcheck",
+    "rel_error": "babysit._gradcheck",
+    "numerical_gradient": "babysit._gradcheck",
+    "gradcheck_fn": "babysit._gradcheck",
+    "gradcheck": "babysit._gradcheck",
+    "gradcheck_task": "babysit._gradcheck",
+    "GradcheckReport": "babysit._gradcheck",
+    "ParamCheck": "babysit._gradcheck",
     "sanity_check": "babysit.sanity",
     "sanity_task": "babysit.sanity",
     "SanityInputError": "babysit.sanity",
@@ -81,6 +83,7 @@ __all__ = [
     "get_task",
     "gradcheck",
     "gradcheck_fn",
+    "gradcheck_task",
     "l2_weights",
     "load_config",
     "numerical_gradient",

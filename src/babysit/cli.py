@@ -124,7 +124,7 @@ def gradcheck(
 
     def go() -> Any:
         cfg = _resolve_config(config, task, set_)
-        from babysit.gradcheck import gradcheck_task
+        from babysit._gradcheck import gradcheck_task
 
         return gradcheck_task(_task_for(cfg), cfg.model_table(), reg=cfg.train.reg, seed=cfg.train.seed)
 

@@ -28,7 +28,7 @@ def before_training(trainer: Trainer, *, quiet: bool) -> str | None:
             trainer.log_event("sanity_failed")
             return "sanity"
     if cfg.train.gradcheck:
-        from babysit.gradcheck import gradcheck_task
+        from babysit._gradcheck import gradcheck_task
 
         report = gradcheck_task(
             trainer.task, cfg.model_table(), reg=cfg.train.reg, seed=cfg.train.seed

@@ -1,0 +1,197 @@
+"""What a gradient check runs on: a few datapoints, a float64 copy of the model, the objective."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from functools import singledispatch
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+from torch.utils.data import DataLoader, Dataset
+
+from babysit._gradcheck_eval import Objective
+from babysit.errors import DataError
+
+__all__ = [
+    "DROPOUT",
+    "OBJECTIVES",
+    "LossModule",
+    "batch_of",
+    "burn_in",
+    "cast",
+    "function_objective",
+    "model_copy",
+    "wrt",
+]
+
+# Switched to eval for the check (F.dropout in user code is covered by the RNG reseed).
+DROPOUT: tuple[type[nn.Module], ...] = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+DROPOUT += (nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+@singledispatch
+def batch_of(split: Any, n: int) -> tuple[Tensor, Tensor]:
+    """The first ``n`` (inputs, targets) of a split: a tuple of tensors, Dataset or DataLoader."""
+    raise DataError(
+        f"gradcheck: cannot take datapoints from a {type(split).__name__}; "
+        "give (inputs, targets) tensors, a torch Dataset or a DataLoader"
+    )
+
+
+@batch_of.register(tuple)
+@batch_of.register(list)
+def _pair(split: tuple[Tensor, Tensor] | list[Tensor], n: int) -> tuple[Tensor, Tensor]:
+    if len(split) != 2:
+        raise DataError(f"gradcheck: data must be (inputs, targets), got {len(split)} items")
+    return split[0][:n], split[1][:n]
+
+
+@batch_of.register(Dataset)
+def _dataset(split: Dataset[Any], n: int) -> tuple[Tensor, Tensor]:
+    items = [split[i] for i in range(min(n, len(split)))]  # type: ignore[arg-type]
+    if not items:
+        raise DataError("gradcheck: the data set is empty")
+    return torch.stack([torch.as_tensor(x) for x, _ in items]), torch.stack(
+        [torch.as_tensor(y) for _, y in items]
+    )
+
+
+@batch_of.register(DataLoader)
+def _loader(split: DataLoader[Any], n: int) -> tuple[Tensor, Tensor]:
+    xs, ys, have = [], [], 0
+    for xb, yb in split:
+        xs.append(torch.as_tensor(xb))
+        ys.append(torch.as_tensor(yb))
+        have += len(xs[-1])
+        if have >= n:
+            break
+    if not xs:
+        raise DataError("gradcheck: the data loader yielded no batch")
+    return torch.cat(xs)[:n], torch.cat(ys)[:n]
+
+
+def cast(t: Tensor, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Floating tensors to the check's dtype; integer ones (class labels, token ids) kept."""
+    t = t.detach().to(device)
+    return t.to(dtype) if t.is_floating_point() else t
+
+
+def model_copy(model: nn.Module, dtype: torch.dtype, *, keep_dropout: bool) -> nn.Module:
+    """A deep copy in ``dtype`` with Dropout modules in eval (BatchNorm untouched); the user's
+    model, dtype and mode are never changed."""
+    clone = copy.deepcopy(model).to(dtype)
+    for module in clone.modules():
+        if isinstance(module, DROPOUT) and not keep_dropout:
+            module.eval()
+    for p in clone.parameters():
+        p.grad = None
+        if not p.is_contiguous():  # coordinates are perturbed through a flat view
+            p.data = p.data.contiguous()
+    return clone
+
+
+class LossModule(nn.Module):
+    """``loss_fn(model(x), y) + reg_fn(model, reg)`` as a module, so ``functional_call`` can
+    swap any parameter and ``reg_fn`` sees the swapped one too. ``part`` keeps only the data
+    term ("data"), only the regularisation term ("reg"), or both ("total")."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[Tensor, Tensor], Tensor],
+        reg_fn: Callable[[nn.Module, float], Tensor],
+        reg: float,
+        part: str,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.fns = (loss_fn, reg_fn)  # a tuple: not registered as submodules
+        self.reg, self.part = reg, part
+
+    def forward(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        loss_fn, reg_fn = self.fns
+        terms = []
+        if self.part != "reg":
+            terms.append(loss_fn(self.model(inputs), targets))
+        if self.part != "data" and self.reg:
+            terms.append(reg_fn(self.model, self.reg))
+        return sum(terms[1:], terms[0])
+
+
+ObjectiveBuilder = Callable[..., Objective]
+OBJECTIVES: dict[str, ObjectiveBuilder] = {}
+
+
+def wrt(name: str) -> Callable[[ObjectiveBuilder], ObjectiveBuilder]:
+    """Register what a check differentiates with respect to (``gradcheck(wrt=name)``)."""
+
+    def register(build: ObjectiveBuilder) -> ObjectiveBuilder:
+        OBJECTIVES[name] = build
+        return build
+
+    return register
+
+
+@wrt("params")
+def params_objective(
+    module: LossModule, x: Tensor, y: Tensor, *, seed: int, batched: bool
+) -> Objective:
+    """The loss as a function of the model's trainable parameters."""
+    named = [(n, p) for n, p in module.model.named_parameters() if p.requires_grad]
+    names = [n for n, _ in named]
+
+    def many(k: int, stack: Tensor) -> Tensor:  # (P, *shape) -> (P,)
+        key = "model." + names[k]
+        return vmap(lambda w: functional_call(module, {key: w}, (x, y)))(stack)
+
+    leaves: list[Tensor] = [p for _, p in named]
+    return Objective(names, leaves, lambda: module(x, y), many if batched else None, seed)
+
+
+@wrt("inputs")
+def inputs_objective(
+    module: LossModule, x: Tensor, y: Tensor, *, seed: int, batched: bool
+) -> Objective:
+    """The loss as a function of the input data (the notes' deep-net example)."""
+    if not x.is_floating_point():
+        raise DataError(f"gradcheck(wrt='inputs'): inputs are {x.dtype}; only floating inputs")
+    leaf = x.detach().clone().contiguous().requires_grad_(True)
+
+    def many(k: int, stack: Tensor) -> Tensor:  # (P, *x.shape) -> (P,)
+        return vmap(lambda xb: module(xb, y))(stack)
+
+    return Objective(["inputs"], [leaf], lambda: module(leaf, y), many if batched else None, seed)
+
+
+def function_objective(
+    f: Callable[[Tensor], Tensor], x: Tensor, *, seed: int, batched: bool
+) -> Objective:
+    """The objective ``f(x)`` of one tensor (for ``gradcheck_fn``)."""
+    leaf = x.detach().clone().contiguous().requires_grad_(True)
+
+    def many(k: int, stack: Tensor) -> Tensor:  # (P, *x.shape) -> (P,)
+        return vmap(f)(stack)
+
+    return Objective(["x"], [leaf], lambda: f(leaf), many if batched else None, seed)
+
+
+def burn_in(
+    module: LossModule, x: Tensor, y: Tensor, *, steps: int, lr: float, seed: int
+) -> tuple[float, float]:
+    """``steps`` Adam steps on the copy (the notes: check once the loss starts to go down);
+    returns the loss before and after."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    torch.manual_seed(seed)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = module(x, y)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    with torch.no_grad():
+        return losses[0] if losses else float(module(x, y)), float(module(x, y))
