@@ -69,3 +69,60 @@ def test_report_cli_writes_the_page_and_refuses_a_non_run(tmp_path: Path) -> Non
     result = runner.invoke(app, ["report", str(empty)])
     assert result.exit_code == 2 and "metrics.jsonl" in result.output
     assert list(empty.iterdir()) == []
+
+
+BUGGY_TASK = """
+import torch
+from torch import nn
+import babysit
+
+
+class DoubledLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x, w)
+        return x @ w.t() + b
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        return g @ w, 2 * g.t() @ x, g.sum(0)  # the weight gradient is doubled: a planted bug
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(4, 8)
+        self.w = nn.Parameter(torch.randn(3, 8) * 0.1)
+        self.b = nn.Parameter(torch.zeros(3))
+
+    def forward(self, x):
+        return DoubledLinear.apply(torch.tanh(self.hidden(x)), self.w, self.b)
+
+
+def make():
+    x = torch.randn(32, 4)
+    y = torch.randint(0, 3, (32,))
+    return babysit.Task(model_factory=lambda cfg: Net(), train=(x, y), val=(x, y),
+                        loss_fn=nn.functional.cross_entropy, num_classes=3)
+"""
+
+
+def test_gradcheck_cli_passes_bundled_and_fails_a_planted_bug(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["gradcheck", "--task", "digits-mlp"])
+    assert result.exit_code == 0, result.output
+    assert "fc1.weight" in result.output and "thresholds" in result.output
+    (tmp_path / "buggy.py").write_text(BUGGY_TASK)
+    result = runner.invoke(app, ["gradcheck", "--task", f"{tmp_path / 'buggy.py'}:make"])
+    assert result.exit_code == 1, result.output
+    assert "FAILED: w (data)" in result.output or "FAILED: w (total)" in result.output
+    failing = [ln for ln in result.output.splitlines() if "│ fail" in ln]
+    assert failing and all("│ w " in ln for ln in failing)  # localised to the planted tensor
+
+
+def test_train_gradcheck_gate_writes_its_report(tmp_path: Path) -> None:
+    cfg = {"model": {"hidden": [16]}, "train": {"epochs": 1, "gradcheck": True, "report": False}}
+    run = train(cfg, out=tmp_path / "r", quiet=True)
+    assert run.failed_check is None
+    saved = json.loads((tmp_path / "r" / "gradcheck.json").read_text())
+    assert saved["passed"] is True and {p["name"] for p in saved["params"]} >= {"fc1.weight"}

@@ -110,6 +110,13 @@ class GradcheckReport:
             }
         )
 
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        """(header, rows) of the report's table (also rendered by the CLI)."""
+        return table(self)
+
+    def footer(self) -> list[str]:
+        return footer(self)
+
     def __str__(self) -> str:
         return render(self)
 
@@ -129,8 +136,8 @@ def _num(x: Any) -> str:
     return f"{x:.6e}" if isinstance(x, float) else str(x)
 
 
-def render(report: GradcheckReport) -> str:
-    """Plain-text table: one row per tensor and part, then thresholds, warnings, advice."""
+def table(report: GradcheckReport) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): one row per tensor and part (and stage, when burn-in ran)."""
     stages = len({p.stage for p in report.params}) > 1
     parts = len({p.part for p in report.params}) > 1
     head = ["stage"] * stages + ["part"] * parts
@@ -147,17 +154,28 @@ def render(report: GradcheckReport) -> str:
         cells += [p.name, "x".join(map(str, p.shape)) or "scalar", str(p.checked)]
         cells += [f"{p.max_rel_error:.2e}", str(p.kinks), p.verdict, worst]
         rows.append(cells)
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(n) for c, n in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.insert(0, "  ".join(c.ljust(n) for c, n in zip(head, widths, strict=True)).rstrip())
+    return head, rows
+
+
+def footer(report: GradcheckReport) -> list[str]:
+    """The lines under the table: thresholds, warnings, advice, and the overall result."""
     t = report.thresholds
-    lines.append(
+    lines = [
         f"thresholds ({t.get('dtype')}): fail > {t.get('fail'):.0e}, warn > {t.get('warn'):.0e},"
         f" ok < {t.get('ok'):.0e} ({t.get('ok'):.0e}..{t.get('warn'):.0e} only across kinks);"
         f" errors net of round-off; floor {t.get('floor'):.0e} x max|grad| per tensor"
-    )
+    ]
     lines += [f"warning: {w}" for w in report.warnings]
     lines += [f"advice ({p.name}, {p.part}): {p.advice}" for p in report.params if p.advice]
     failed = sorted({f"{p.name} ({p.part})" for p in report.failures})
     lines.append("passed" if report.passed else "FAILED: " + ", ".join(failed))
-    return "\n".join(lines)
+    return lines
+
+
+def render(report: GradcheckReport) -> str:
+    """Plain-text table: one row per tensor and part, then thresholds, warnings, advice."""
+    head, rows = table(report)
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(n) for c, n in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(0, "  ".join(c.ljust(n) for c, n in zip(head, widths, strict=True)).rstrip())
+    return "\n".join(lines + footer(report))

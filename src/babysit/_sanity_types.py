@@ -174,10 +174,17 @@ class SanityReport:
             "info": _clean(dict(self.info)),
         }
 
-    def __str__(self) -> str:
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        """(header, rows): check, expected, observed, verdict, advice."""
         rows = [
             [c.name, _expected_cell(c), _fmt(c.observed), c.verdict, c.advice or "-"]
             for c in self.checks
         ]
-        verdict = "passed" if self.passed else "FAILED"
-        return f"{_table(rows)}\nsanity checks {verdict}"
+        return [name for name, _ in _COLUMNS], rows
+
+    def footer(self) -> list[str]:
+        """The overall result (warnings are in the advice column)."""
+        return ["sanity checks " + ("passed" if self.passed else "FAILED")]
+
+    def __str__(self) -> str:
+        return "\n".join([_table(self.table()[1]), *self.footer()])

@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from babysit._render import print_report
 from babysit.config import Config, load_config
 from babysit.errors import BabysitError, ConfigError
 
@@ -129,7 +130,7 @@ def gradcheck(
         return gradcheck_task(_task_for(cfg), cfg.model_table(), reg=cfg.train.reg, seed=cfg.train.seed)
 
     report = _guard(go)
-    typer.echo(str(report))
+    print_report(report, title="gradient check (analytic vs centered difference, per tensor)")
     if not report.passed:
         raise typer.Exit(1)
 
@@ -149,7 +150,7 @@ def sanity(
         return sanity_task(_task_for(cfg), cfg.model_table(), reg=cfg.train.reg, seed=cfg.train.seed)
 
     report = _guard(go)
-    typer.echo(str(report))
+    print_report(report, title="sanity checks")
     if not report.passed:
         raise typer.Exit(1)
 
