@@ -69,7 +69,11 @@ def _bad_inputs(tmp_path: Path) -> list[tuple[str, list[str], str]]:
     out = str(tmp_path / "out")
     return [
         ("missing file", ["train", str(tmp_path / "nope.toml"), "--out", out], "not found"),
-        ("toml syntax", ["train", str(_write(tmp_path, "[train\n", "s.toml")), "--out", out], "TOML"),
+        (
+            "toml syntax",
+            ["train", str(_write(tmp_path, "[train\n", "s.toml")), "--out", out],
+            "TOML",
+        ),
         ("unknown key", ["train", str(good), "--set", "train.epoc=2", "--out", out], "epoc"),
         ("wrong type", ["train", str(good), "--set", "train.epochs=many", "--out", out], "epochs"),
         ("negative lr", ["train", str(good), "--set", "optim.lr=-0.1", "--out", out], "optim.lr"),
@@ -145,7 +149,9 @@ def test_train_then_resume_through_the_cli(tmp_path: Path) -> None:
     code, output = _run("train", str(good), "--out", str(out), "--quiet")
     assert code == 0, output
     assert f"run dir: {out}" in output
-    code, output = _run("train", "--resume", "--out", str(out), "--quiet", "--set", "train.epochs=2")
+    code, output = _run(
+        "train", "--resume", "--out", str(out), "--quiet", "--set", "train.epochs=2"
+    )
     assert code == 0, output
     assert "epochs = 2" in (out / "config.toml").read_text()  # the run now has two epochs
     assert "hidden = [\n    16,\n]" in (out / "config.toml").read_text()  # still the run's model
@@ -154,8 +160,15 @@ def test_train_then_resume_through_the_cli(tmp_path: Path) -> None:
 def test_diverged_run_exits_1(tmp_path: Path) -> None:
     good = _write(tmp_path, GOOD)
     code, output = _run(
-        "train", str(good), "--set", "optim.rule=sgd", "--set", "optim.lr=1e6",
-        "--out", str(tmp_path / "d"), "--quiet",
+        "train",
+        str(good),
+        "--set",
+        "optim.rule=sgd",
+        "--set",
+        "optim.lr=1e6",
+        "--out",
+        str(tmp_path / "d"),
+        "--quiet",
     )
     assert code == 1
     assert "diverged" in output

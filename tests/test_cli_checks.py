@@ -23,8 +23,15 @@ def test_sanity_cli_passes_a_bundled_task() -> None:
 def test_sanity_cli_exits_1_on_a_planted_bad_init() -> None:
     result = runner.invoke(
         app,
-        ["sanity", "--task", "digits-mlp", "--set", "model.init=normal", "--set",
-         "model.init_std=1.0"],
+        [
+            "sanity",
+            "--task",
+            "digits-mlp",
+            "--set",
+            "model.init=normal",
+            "--set",
+            "model.init_std=1.0",
+        ],
     )
     assert result.exit_code == 1, result.output
     assert "FAILED" in result.output

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from babysit.errors import ConfigError, DataError
 from babysit._gradcheck import (
     gradcheck,
     gradcheck_fn,
@@ -19,6 +18,7 @@ from babysit._gradcheck import (
     numerical_gradient,
     rel_error,
 )
+from babysit.errors import ConfigError, DataError
 from babysit.tasks import Task
 
 # Functions with derivatives known in closed form (the oracle: calculus, not autograd).

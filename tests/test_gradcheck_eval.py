@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from babysit._gradcheck import gradcheck
 from babysit._gradcheck_core import sample_coordinates
 from babysit._gradcheck_eval import (
     Moves,
@@ -18,7 +19,6 @@ from babysit._gradcheck_eval import (
     values_plain,
 )
 from babysit._gradcheck_setup import LossModule, params_objective
-from babysit._gradcheck import gradcheck
 from babysit.tasks import l2_weights
 
 

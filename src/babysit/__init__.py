@@ -19,7 +19,6 @@ from babysit.errors import (
 )
 
 if TYPE_CHECKING:
-    from babysit.config import Config, load_config
     from babysit._gradcheck import (
         GradcheckReport,
         ParamCheck,
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
         numerical_gradient,
         rel_error,
     )
+    from babysit.config import Config, load_config
     from babysit.monitor.watch import Monitor, watch
     from babysit.report.html import write_report
     from babysit.sanity import Check, SanityInputError, SanityReport, sanity_check, sanity_task

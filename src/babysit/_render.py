@@ -30,7 +30,9 @@ def print_report(report: TabularReport, *, title: str, console: Console | None =
         cells = list(row)
         if verdict_col >= 0:
             style = _VERDICT_STYLE.get(cells[verdict_col], "")
-            cells[verdict_col] = f"[{style}]{cells[verdict_col]}[/]" if style else cells[verdict_col]
+            cells[verdict_col] = (
+                f"[{style}]{cells[verdict_col]}[/]" if style else cells[verdict_col]
+            )
         table.add_row(*cells)
     console.print(table)
     for line in report.footer():

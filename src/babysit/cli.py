@@ -92,7 +92,11 @@ def train(
         from babysit.training.trainer import train as run_training
 
         return run_training(
-            cfg, out=out, overrides=[] if cfg else set_ or [], resume=resume, device=device,
+            cfg,
+            out=out,
+            overrides=[] if cfg else set_ or [],
+            resume=resume,
+            device=device,
             quiet=quiet,
         )
 
@@ -127,7 +131,9 @@ def gradcheck(
         cfg = _resolve_config(config, task, set_)
         from babysit._gradcheck import gradcheck_task
 
-        return gradcheck_task(_task_for(cfg), cfg.model_table(), reg=cfg.train.reg, seed=cfg.train.seed)
+        return gradcheck_task(
+            _task_for(cfg), cfg.model_table(), reg=cfg.train.reg, seed=cfg.train.seed
+        )
 
     report = _guard(go)
     print_report(report, title="gradient check (analytic vs centered difference, per tensor)")
@@ -147,7 +153,9 @@ def sanity(
         cfg = _resolve_config(config, task, set_)
         from babysit.sanity import sanity_task
 
-        return sanity_task(_task_for(cfg), cfg.model_table(), reg=cfg.train.reg, seed=cfg.train.seed)
+        return sanity_task(
+            _task_for(cfg), cfg.model_table(), reg=cfg.train.reg, seed=cfg.train.seed
+        )
 
     report = _guard(go)
     print_report(report, title="sanity checks")
@@ -171,15 +179,15 @@ def lr_find(
         if config is None:
             raise ConfigError("give a CONFIG file")
         cfg = load_config(config, set_ or [])
-        out_dir = out or Path("runs") / f"lr-find-{cfg.task.name.replace('/', '-').replace(':', '-')}"
+        out_dir = (
+            out or Path("runs") / f"lr-find-{cfg.task.name.replace('/', '-').replace(':', '-')}"
+        )
         from babysit.optim.lr_find import lr_find as sweep
         from babysit.optim.lr_find import plot_lr_find
         from babysit.training.trainer import select_device
 
         dev = select_device(device or cfg.train.device)
-        result = sweep(
-            _task_for(cfg), cfg, steps=steps, lr_min=lr_min, lr_max=lr_max, device=dev
-        )
+        result = sweep(_task_for(cfg), cfg, steps=steps, lr_min=lr_min, lr_max=lr_max, device=dev)
         return plot_lr_find(result, out_dir)
 
     result = _guard(go)

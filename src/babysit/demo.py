@@ -53,7 +53,9 @@ def run_demo(
 
     overrides = ["train.epochs=5"] if fast else []
     cfg = load_config(DEMO_CONFIG, overrides)
-    out_dir = Path(out) if out is not None else Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    out_dir = (
+        Path(out) if out is not None else Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     task = get_task(cfg.task.name)
     start = time.perf_counter()
     run = train(cfg, task=task, out=out_dir, quiet=quiet)

@@ -210,4 +210,4 @@ def _import_task_fn(spec: str) -> TaskBuilder:
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise TaskError(f"task {spec!r}: {target} has no function {attr!r}")
-    return fn  # type: ignore[no-any-return]
+    return fn

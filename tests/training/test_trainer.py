@@ -39,7 +39,9 @@ def test_same_config_gives_identical_metrics(tmp_path: Path, tiny_config: dict) 
     b = train(tiny_config, out=tmp_path / "b", quiet=True)
     assert _records(a.dir) == _records(b.dir)
     c = train(
-        {**tiny_config, "train": {**tiny_config["train"], "seed": 1}}, out=tmp_path / "c", quiet=True
+        {**tiny_config, "train": {**tiny_config["train"], "seed": 1}},
+        out=tmp_path / "c",
+        quiet=True,
     )
     assert _records(c.dir) != _records(a.dir)
 
@@ -115,7 +117,9 @@ def test_early_stopping_restores_the_best_weights(tmp_path: Path, tiny_config: d
     epochs = [r for r in run.metrics if r["kind"] == "epoch"]
     assert len(epochs) < 30
     best = load_checkpoint(
-        next(c for c in list_checkpoints(run.dir / "checkpoints") if c.epoch == run.best["epoch"]).path
+        next(
+            c for c in list_checkpoints(run.dir / "checkpoints") if c.epoch == run.best["epoch"]
+        ).path
     )["model"]
     for k, v in best.items():
         assert torch.equal(seen["model"][k], v)

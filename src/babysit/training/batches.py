@@ -90,7 +90,10 @@ class Batches:
             order = None
         for start in range(0, self.size, self.batch_size):
             if order is None:
-                yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
+                yield (
+                    self.x[start : start + self.batch_size],
+                    self.y[start : start + self.batch_size],
+                )
             else:
                 idx = order[start : start + self.batch_size]
                 yield self.x[idx], self.y[idx]

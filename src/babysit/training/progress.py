@@ -17,7 +17,9 @@ def _epoch_line(metrics: dict[str, Any]) -> str:
     for key in ("train_loss", "train_acc", "val_loss"):
         if key in metrics:
             parts.append(f"{key} {metrics[key]:.4f}")
-    parts += [f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("val_") and k != "val_loss"]
+    parts += [
+        f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("val_") and k != "val_loss"
+    ]
     return "  ".join(parts)
 
 

@@ -13,7 +13,7 @@ import os
 import random
 import shutil
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,9 +160,7 @@ class Trainer:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.best_epoch, self.best_value = state["best_epoch"], state["best_value"]
         best = [c for c in list_checkpoints(latest.path.parent) if c.epoch == self.best_epoch]
-        self.early_stopping.load_state_dict(
-            state["early_stopping"], best[0].path if best else None
-        )
+        self.early_stopping.load_state_dict(state["early_stopping"], best[0].path if best else None)
         restore_rng(state["rng"], self.generator)
         self.writer.close()
         kept = [r for r in read_metrics(self.run_dir / "metrics.jsonl") if _before(r, self)]
@@ -192,7 +190,7 @@ class Trainer:
                 self._diverge(value, lr, epoch - 1 + i / steps)
                 return None
             if self.full_batch:
-                self.optimizer.step(lambda x=x, y=y: self._backward(self._forward(x, y)[3]))
+                self.optimizer.step(self._closure(x, y))
             else:
                 self._backward(loss)
                 self.optimizer.step()
@@ -238,6 +236,14 @@ class Trainer:
         if self.config.train.clip_grad is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_grad)
         return loss
+
+    def _closure(self, x: torch.Tensor, y: torch.Tensor) -> Callable[[], float]:
+        """Re-evaluate loss and gradients on (x, y): what L-BFGS's line search calls."""
+
+        def closure() -> float:
+            return self._backward(self._forward(x, y)[3]).item()
+
+        return closure
 
     def _diverge(self, value: float, lr: float, epoch: float) -> None:
         self.diverged, self.stop = True, "diverged"
