@@ -96,7 +96,7 @@ class TrainConfig(_Section):
     keep_best: int = Field(1, ge=0)  # checkpoints kept by validation metric
     keep_last: int = Field(1, ge=1)  # most recent checkpoints kept (resume needs one)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    monitor_every: int = Field(25, ge=1)  # steps between probe records
+    monitor_every: int = Field(50, ge=1)  # steps between probe capture windows (babysit.watch)
     sanity: bool = False  # run the sanity checks before training
     gradcheck: bool = False  # run the gradient check before training
     report: bool = True  # write report.html at the end

@@ -17,9 +17,26 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
-__all__ = ["MetricsWriter", "read_metrics"]
+__all__ = ["MetricsWriter", "Sink", "read_metrics"]
+
+
+class Sink(Protocol):
+    """Where the monitor's records go: :class:`MetricsWriter` (canonical) or TensorBoard."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Take one record (``kind`` plus its fields); may buffer."""
+
+    def flush(self) -> None:
+        """Make everything written so far readable."""
+
+    def close(self) -> None:
+        """Flush and release the file; idempotent."""
+
+
+# one encoder for every line (json.dumps with options builds a new one per call)
+_STRICT = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 def _clean(value: Any) -> Any:
@@ -55,7 +72,11 @@ class MetricsWriter:
         self._closed = False
 
     def write(self, record: dict[str, Any]) -> None:
-        self._buffer.append(json.dumps(_clean(record), separators=(",", ":")))
+        try:  # the common case: no NaN/inf, no need to walk the record
+            line = _STRICT.encode(record)
+        except ValueError:
+            line = _STRICT.encode(_clean(record))
+        self._buffer.append(line)
         if time.monotonic() - self._last_flush >= self.flush_every:
             self.flush()
 

@@ -26,6 +26,7 @@ from babysit._io import write_text_atomic
 from babysit.config import Config, load_config
 from babysit.errors import ConfigError, TaskError
 from babysit.monitor.log import MetricsWriter, read_metrics
+from babysit.monitor.watch import Monitor, watch
 from babysit.optim.build import OPTIMIZERS, LRController, create_optimizer
 from babysit.tasks import Task, get_task
 from babysit.training import stages
@@ -132,6 +133,7 @@ class Trainer:
         self.stop: str | None = None
         self.diverged = False
         self.writer = MetricsWriter(run_dir / "metrics.jsonl")
+        self.monitor: Monitor | None = None  # started by fit()
         if self.full_batch and n_train > FULL_BATCH_WARN_EXAMPLES:
             message = (
                 f"optim.rule = {opt.rule!r} computes every step over all {n_train} training "
@@ -143,7 +145,23 @@ class Trainer:
 
     # --- logging -------------------------------------------------------------------
     def log_event(self, what: str, **fields: Any) -> None:
-        self.writer.write({"kind": "event", "step": self.step, "what": what, **fields})
+        if self.monitor is not None:  # one path for every record keeps the file in order
+            self.monitor.event(what, **fields)
+        else:
+            self.writer.write({"kind": "event", "step": self.step, "what": what, **fields})
+
+    def _start_monitor(self) -> Monitor:
+        """The same Monitor as ``babysit.watch()``: probes, batch and epoch records."""
+        return watch(
+            self.model,
+            self.optimizer,
+            writer=self.writer,
+            every=self.config.train.monitor_every,
+            steps_per_epoch=len(self.train_batches),
+            chance_loss=_chance_loss(self.task),
+            image_shape=_image_shape(self.task),
+            start_step=self.step,
+        )
 
     def _call(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
@@ -195,17 +213,9 @@ class Trainer:
                 self._backward(loss)
                 self.optimizer.step()
             self.step += 1
-            self.writer.write(
-                {
-                    "kind": "batch",
-                    "step": self.step,
-                    "epoch": epoch - 1 + (i + 1) / steps,
-                    "loss": value,
-                    "data_loss": data_loss.item(),
-                    "reg_loss": reg_loss.item(),
-                    "lr": lr,
-                    "mu": mu,
-                }
+            assert self.monitor is not None
+            self.monitor.step(
+                value, data_loss=data_loss.detach(), reg_loss=reg_loss.detach(), lr=lr, mu=mu
             )
             loss_sum += data_loss.detach().double() * x.shape[0]
             if count_correct is not None:
@@ -256,6 +266,7 @@ class Trainer:
     def fit(self) -> Run:
         """Train for the configured epochs (from where a resume left off)."""
         cfg = self.config.train
+        monitor = self.monitor = self._start_monitor()
         self._call("on_train_start")
         try:
             for epoch in range(self.epoch + 1, cfg.epochs + 1):
@@ -266,7 +277,7 @@ class Trainer:
                 val_loss, val_value = evaluate(
                     self.model, self.val_batches, self.task.loss_fn, self.task.metric
                 )
-                record = {"kind": "epoch", "epoch": epoch, "step": self.step, **record}
+                record = {"epoch": epoch, **record}
                 record["val_loss"] = val_loss
                 record[self.metric_key] = val_value
                 if math.isfinite(val_value) and is_better(
@@ -274,15 +285,16 @@ class Trainer:
                 ):
                     self.best_epoch, self.best_value, self.best_record = epoch, val_value, record
                 self.controller.end_epoch(val_value, mode=self.task.direction)
-                self.writer.write(record)
+                monitor.log_epoch(**record)  # written and flushed
                 self.epoch = epoch
                 self._call("on_epoch_end", epoch, record)
-                self.writer.flush()
                 if self.stop:
                     self.log_event(self.stop, epoch=epoch, best_epoch=self.best_epoch)
                     break
         finally:
             self._call("on_train_end")
+            monitor.close()  # removes its hooks; the writer is ours to close
+            self.monitor = None
             self.writer.close()
         return Run(
             dir=self.run_dir,
@@ -290,6 +302,32 @@ class Trainer:
             diverged=self.diverged,
             stopped=self.stop,
         )
+
+
+def _chance_loss(task: Task) -> float | None:
+    """The loss of all-equal scores on a few validation examples (ln C for cross-entropy)."""
+    if task.chance_loss is not None:
+        return task.chance_loss
+    if task.num_classes is None or not isinstance(task.val, tuple | list):
+        return None
+    targets = task.val[1][:256]
+    try:
+        value = float(task.loss_fn(torch.zeros(len(targets), task.num_classes), targets))
+    except Exception:  # a loss that does not take class scores: no chance reference
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _image_shape(task: Task) -> tuple[int, ...] | None:
+    """(H, W) or (3, H, W) of flat image inputs, so a dense first layer's filters can be drawn."""
+    if not isinstance(task.train, tuple | list) or task.train[0].ndim != 2:
+        return None
+    features = int(task.train[0].shape[1])
+    for channels in (1, 3):
+        side = math.isqrt(features // channels)
+        if side >= 4 and channels * side * side == features:
+            return (side, side) if channels == 1 else (channels, side, side)
+    return None
 
 
 def _before(record: Mapping[str, Any], trainer: Trainer) -> bool:

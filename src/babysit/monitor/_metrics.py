@@ -1,0 +1,158 @@
+"""What the diagnoses read: a bounded summary of a run's records, fed live or from a file.
+
+Memory stays bounded however long the run: the whole loss curve is kept as at most
+:data:`CAPACITY` means of ``stride`` consecutive steps (the stride doubles when full), plus
+the first :data:`HEAD` raw losses (the initial level) and the last :data:`RECENT` raw losses
+(batch-to-batch noise); per probe name the first and the last :data:`PROBE_KEEP` records.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["CAPACITY", "HEAD", "PROBE_KEEP", "RECENT", "Curve", "Metrics", "ProbeHistory"]
+
+HEAD = 5
+RECENT = 1000
+CAPACITY = 2048
+PROBE_KEEP = 256
+EPOCH_KEEP = 10_000
+EVENT_KEEP = 1_000
+
+
+class Curve:
+    """A loss curve decimated to at most ``capacity`` points, each the mean of ``stride`` steps."""
+
+    def __init__(self, capacity: int = CAPACITY) -> None:
+        self.capacity = capacity
+        self.stride = 1
+        self.steps: list[float] = []
+        self.epochs: list[float] = []  # nan where the records had no epoch
+        self.values: list[float] = []
+        self._acc = [0.0, 0.0, 0.0]
+        self._n = 0
+
+    def add(self, step: float, epoch: float, value: float) -> None:
+        self._acc[0] += step
+        self._acc[1] += epoch
+        self._acc[2] += value
+        self._n += 1
+        if self._n == self.stride:
+            self.steps.append(self._acc[0] / self._n)
+            self.epochs.append(self._acc[1] / self._n)
+            self.values.append(self._acc[2] / self._n)
+            self._acc, self._n = [0.0, 0.0, 0.0], 0
+            if len(self.values) >= self.capacity:
+                for xs in (self.steps, self.epochs, self.values):
+                    xs[:] = [(a + b) / 2 for a, b in zip(xs[0::2], xs[1::2], strict=False)]
+                self.stride *= 2
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass
+class ProbeHistory:
+    """The first record of a probe and the latest :data:`PROBE_KEEP`, as (step, values)."""
+
+    first: tuple[int, dict[str, Any]]
+    latest: deque[tuple[int, dict[str, Any]]] = field(
+        default_factory=lambda: deque(maxlen=PROBE_KEEP)
+    )
+
+    @property
+    def last(self) -> tuple[int, dict[str, Any]]:
+        return self.latest[-1] if self.latest else self.first
+
+
+@dataclass
+class Metrics:
+    """A run's records, summarised for the diagnoses (feed with :meth:`add`)."""
+
+    chance_loss: float | None = None
+    steps_per_epoch: float | None = None
+    curve: Curve = field(default_factory=Curve)
+    head: list[float] = field(default_factory=list)
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
+    nonfinite: dict[str, Any] | None = None  # the first NaN/inf loss: {"step", "loss"}
+    last_step: int = 0
+    last_epoch: float | None = None
+    epochs: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EPOCH_KEEP))
+    probes: dict[str, ProbeHistory] = field(default_factory=dict)
+    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EVENT_KEEP))
+
+    @classmethod
+    def from_records(cls, records: Iterable[dict[str, Any]]) -> Metrics:
+        metrics = cls()
+        for record in records:
+            metrics.add(record)
+        return metrics
+
+    def add(self, record: dict[str, Any]) -> None:
+        kind = record.get("kind")
+        if kind == "batch":
+            self._batch(record)
+        elif kind == "epoch":
+            self.epochs.append(dict(record))
+            if self.steps_per_epoch is None and record.get("epoch") == 1 and record.get("step"):
+                self.steps_per_epoch = float(record["step"])  # as the monitor infers it
+        elif kind == "probe" and isinstance(record.get("values"), dict):
+            step = int(record.get("step", self.last_step))
+            history = self.probes.get(record["name"])
+            if history is None:
+                self.probes[record["name"]] = ProbeHistory((step, record["values"]))
+            else:
+                history.latest.append((step, record["values"]))
+        elif kind == "event":
+            self._event(record)
+
+    def _batch(self, record: dict[str, Any]) -> None:
+        if not isinstance(record.get("loss"), int | float):
+            return
+        loss = float(record["loss"])
+        step = int(record.get("step", self.last_step + 1))
+        epoch = record.get("epoch")
+        if epoch is None and self.steps_per_epoch:
+            epoch = step / self.steps_per_epoch
+        self.last_step = step
+        self.last_epoch = None if epoch is None else float(epoch)
+        if not math.isfinite(loss):
+            if self.nonfinite is None:
+                self.nonfinite = {"step": step, "loss": loss}
+            return
+        if len(self.head) < HEAD:
+            self.head.append(loss)
+        self.recent.append(loss)
+        self.curve.add(step, math.nan if epoch is None else float(epoch), loss)
+
+    def _event(self, record: dict[str, Any]) -> None:
+        self.events.append(dict(record))
+        what = record.get("what")
+        if what == "watch":
+            for key in ("chance_loss", "steps_per_epoch"):
+                if isinstance(record.get(key), int | float):
+                    setattr(self, key, float(record[key]))
+        elif what == "diverged" and self.nonfinite is None:
+            self.nonfinite = {"step": record.get("step"), "loss": record.get("loss")}
+
+    @property
+    def initial_loss(self) -> float | None:
+        """Median of the first :data:`HEAD` finite batch losses."""
+        return statistics.median(self.head) if self.head else None
+
+    @property
+    def reference_loss(self) -> float | None:
+        """The loss "at chance": the given chance loss, else the initial loss."""
+        return self.chance_loss if self.chance_loss is not None else self.initial_loss
+
+    @property
+    def epochs_done(self) -> float:
+        """How many epochs the batch records span (from epoch fractions or epoch records)."""
+        if self.last_epoch is not None:
+            return self.last_epoch
+        return float(len(self.epochs))

@@ -1,0 +1,258 @@
+"""Diagnosis rules on synthetic metrics shaped like the notes' curves, and findings.json."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from babysit.monitor._metrics import CAPACITY, RECENT, Metrics
+from babysit.monitor.diagnose import (
+    CODES,
+    DIAGNOSES,
+    Finding,
+    diagnose,
+    write_findings,
+)
+
+CHANCE = math.log(10)  # 2.302
+
+
+def _stream(
+    losses: Any, *, per_epoch: int = 50, chance: float | None = CHANCE
+) -> list[dict[str, Any]]:
+    head = {
+        "kind": "event",
+        "step": 0,
+        "what": "watch",
+        "chance_loss": chance,
+        "steps_per_epoch": per_epoch,
+    }
+    batches = [
+        {"kind": "batch", "step": i + 1, "epoch": (i + 1) / per_epoch, "loss": float(v)}
+        for i, v in enumerate(losses)
+    ]
+    return [head, *batches]
+
+
+def _healthy(n: int = 500, seed: int = 0) -> np.ndarray:
+    """Fast-then-slow decay to 0.1 with a little batch noise: the notes' "good" curve."""
+    t = np.arange(n)
+    return 0.1 + 2.2 * np.exp(-t / 60) + np.random.default_rng(seed).normal(0, 0.02, n)
+
+
+def _codes(
+    records: list[dict[str, Any]], severity: tuple[str, ...] = ("warning", "error")
+) -> set[str]:
+    return {f.code for f in diagnose(records) if f.severity in severity}
+
+
+def test_the_registry_holds_exactly_the_designed_codes() -> None:
+    assert sorted(DIAGNOSES) == sorted(CODES)
+    assert len(CODES) == 13
+
+
+def test_a_healthy_curve_raises_nothing() -> None:
+    assert diagnose(_stream(_healthy())) == []
+
+
+def test_exploding_loss_is_lr_too_high() -> None:
+    t = np.arange(300)
+    (finding,) = diagnose(_stream(2.3 * np.exp(t / 100)))
+    assert finding.code == "lr_too_high" and finding.severity == "warning"
+    assert "lower the learning rate" in finding.advice
+
+
+def test_a_loss_that_falls_then_bounces_back_up_is_lr_too_high() -> None:
+    t = np.arange(400)
+    losses = np.where(t < 150, 2.3 - 1.5 * t / 150, 0.8 + 0.6 * (t - 150) / 250)
+    assert "lr_too_high" in _codes(_stream(losses))
+
+
+def test_a_slow_nearly_linear_decrease_is_lr_too_low() -> None:
+    losses = CHANCE - 0.0004 * np.arange(500)  # falls 0.2 in 10 epochs, at a constant rate
+    assert _codes(_stream(losses)) == {"lr_too_low", "not_learning"}
+    assert "lr_too_low" not in _codes(_stream(_healthy()))
+
+
+def test_batch_to_batch_wiggle_is_loss_noisy() -> None:
+    noisy = _healthy() + np.random.default_rng(1).normal(0, 0.4, 500)
+    assert "loss_noisy" in _codes(_stream(noisy))
+    # threshold 0.08 x chance on the wiggle std(diff) / sqrt(2): 0.3 x chance is beyond it
+    (rule,) = [DIAGNOSES["loss_noisy"]]
+    m = Metrics.from_records(_stream(noisy))
+    assert rule(m, noisy=0.5) == []
+
+
+def test_a_nan_loss_is_diverged_at_its_first_step() -> None:
+    losses = [*_healthy(100), math.nan, math.inf, 1.0]
+    (finding,) = [f for f in diagnose(_stream(losses)) if f.code == "diverged"]
+    assert finding.step == 101 and finding.severity == "error"
+
+
+def test_a_diverged_event_is_diverged() -> None:
+    records = [
+        *_stream(_healthy(50)),
+        {"kind": "event", "step": 50, "what": "diverged", "loss": math.nan},
+    ]
+    assert "diverged" in _codes(records)
+
+
+def test_loss_at_chance_after_an_epoch_is_not_learning() -> None:
+    flat = CHANCE + np.random.default_rng(0).normal(0, 0.01, 120)
+    assert _codes(_stream(flat)) == {"not_learning"}
+    assert _codes(_stream(flat[:40])) == set()  # under one epoch: too early to say
+
+
+def _epochs(
+    train_acc: list[float], val_acc: list[float], train_loss: list[float], val_loss: list[float]
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": "epoch",
+            "epoch": i + 1,
+            "step": 50 * (i + 1),
+            "train_acc": ta,
+            "val_acc": va,
+            "train_loss": tl,
+            "val_loss": vl,
+        }
+        for i, (ta, va, tl, vl) in enumerate(
+            zip(train_acc, val_acc, train_loss, val_loss, strict=True)
+        )
+    ]
+
+
+def test_val_loss_rising_while_train_loss_falls_is_overfitting() -> None:
+    train_loss = [1.0 / (e + 1) for e in range(10)]
+    val_loss = [0.8, 0.6, 0.5, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75]  # best at epoch 4
+    acc = [0.9] * 10
+    (finding,) = diagnose(_epochs(acc, acc, train_loss, val_loss))
+    assert finding.code == "overfitting" and finding.evidence["best_epoch"] == 4
+    assert "regularization" in finding.advice
+
+
+def test_a_growing_accuracy_gap_is_overfitting() -> None:
+    train_acc = [0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0, 1.0]
+    val_acc = [0.68, 0.77, 0.80, 0.79, 0.78, 0.78, 0.77, 0.77]
+    flat = [0.5] * 8
+    assert _codes(_epochs(train_acc, val_acc, flat, flat)) == {"overfitting"}
+    val_close = [a - 0.02 for a in train_acc]  # val tracks train: no gap
+    assert _codes(_epochs(train_acc, val_close, flat, flat)) == set()
+
+
+def test_low_train_accuracy_tracked_by_val_is_underfitting() -> None:
+    train_acc = [0.40, 0.50, 0.54, 0.55, 0.55, 0.55]
+    val_acc = [0.42, 0.52, 0.55, 0.56, 0.56, 0.55]
+    records = [
+        *_stream(_healthy(300) * 0.3 + 0.5, chance=math.log(3)),
+        *_epochs(train_acc, val_acc, [0.8] * 6, [0.8] * 6),
+    ]
+    (finding,) = [f for f in diagnose(records) if f.code == "underfitting"]
+    assert "larger" in finding.advice
+    rising = [0.40, 0.45, 0.50, 0.55, 0.60, 0.65]  # still learning: not (yet) underfitting
+    records = [
+        *_stream(_healthy(300) * 0.3 + 0.5, chance=math.log(3)),
+        *_epochs(rising, rising, [0.8] * 6, [0.8] * 6),
+    ]
+    assert "underfitting" not in _codes(records)
+
+
+def _probe(name: str, step: int, values: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "probe", "step": step, "name": name, "values": values}
+
+
+@pytest.mark.parametrize(
+    ("ratio", "code"), [(0.3, "update_ratio_high"), (3e-5, "update_ratio_low"), (1e-3, None)]
+)
+def test_update_ratios_far_from_1e3_are_flagged_per_parameter(
+    ratio: float, code: str | None
+) -> None:
+    records = [*_stream(_healthy(200))]
+    records.append(
+        _probe("update_ratio", 1, {"w1": 50.0, "w2": 50.0})
+    )  # the step from init: ignored
+    for step in (51, 101, 151):
+        records.append(_probe("update_ratio", step, {"w1": ratio, "w2": 1e-3}))
+    found = [f for f in diagnose(records) if f.code.startswith("update_ratio")]
+    if code is None:
+        assert found == []
+    else:
+        (finding,) = found
+        assert finding.code == code and finding.evidence["param"] == "w1"
+        assert finding.evidence["ratio"] == pytest.approx(ratio)
+
+
+def _act(dead: float | None = None, saturated: float | None = None) -> dict[str, Any]:
+    return {"a1": {"mean": 0.1, "std": 1.0, "dead": dead, "saturated": saturated}}
+
+
+@pytest.mark.parametrize(("field", "code"), [("dead", "dead_relu"), ("saturated", "saturation")])
+def test_layer_problems_are_warnings_at_the_latest_probe_and_info_if_recovered(
+    field: str, code: str
+) -> None:
+    bad, good = _act(**{field: 0.9}), _act(**{field: 0.1})
+    (latest,) = diagnose([_probe("act_stats", 4, good), _probe("act_stats", 54, bad)])
+    assert (latest.code, latest.severity, latest.step) == (code, "warning", 54)
+    (early,) = diagnose([_probe("act_stats", 4, bad), _probe("act_stats", 54, good)])
+    assert (early.code, early.severity, early.step) == (code, "info", 4)
+    assert diagnose([_probe("act_stats", 4, good)]) == []
+
+
+def test_gradients_shrinking_layer_by_layer_are_vanishing() -> None:
+    norms = {"fc1": 1e-9, "fc2": 1e-7, "fc3": 1e-5, "fc4": 1e-3, "out": 0.1}  # x100 per layer
+    (finding,) = diagnose([_probe("grad_norm", 4, norms)])
+    assert finding.code == "vanishing_gradients" and finding.evidence["factor"] == pytest.approx(
+        0.01
+    )
+    grow = {"fc1": 1e3, "fc2": 10.0, "fc3": 0.1, "out": 0.1}
+    assert _codes([_probe("grad_norm", 4, grow)]) == {"exploding_gradients"}
+    # the output layer's small init scale alone is not a shrink
+    assert diagnose([_probe("grad_norm", 4, {"fc1": 1e-3, "fc2": 1e-3, "out": 0.1})]) == []
+
+
+def test_findings_json_is_atomic_and_most_severe_first(tmp_path: Path) -> None:
+    findings = [
+        Finding("dead_relu", "info", 4, "m", "a"),
+        Finding("diverged", "error", 9, "m", "a", {"loss": math.nan}),
+        Finding("lr_too_low", "warning", 100, "m", "a", {"drop": math.inf}),
+    ]
+    path = write_findings(tmp_path / "findings.json", findings)
+    text = path.read_text()
+
+    def strict(token: str) -> None:
+        raise AssertionError(f"not strict JSON: {token}")
+
+    data = json.loads(text, parse_constant=strict)
+    assert [d["severity"] for d in data] == ["error", "warning", "info"]
+    assert data[0]["evidence"] == {"loss": "nan"} and set(data[0]) == {
+        "code",
+        "severity",
+        "step",
+        "message",
+        "advice",
+        "evidence",
+    }
+    assert [p.name for p in tmp_path.iterdir()] == ["findings.json"]  # no temp file left
+
+
+def test_finding_rejects_unknown_codes_and_severities() -> None:
+    with pytest.raises(ValueError, match="code"):
+        Finding("lr_wrong", "warning", 1, "m", "a")
+    with pytest.raises(ValueError, match="severity"):
+        Finding("diverged", "fatal", 1, "m", "a")
+
+
+def test_metrics_stay_bounded_and_keep_the_curve_mean() -> None:
+    n = 100_000
+    losses = np.random.default_rng(0).random(n)
+    m = Metrics.from_records(_stream(losses, per_epoch=1000))
+    assert len(m.curve) <= CAPACITY and len(m.recent) == RECENT
+    kept = m.curve.stride * len(m.curve)  # whole strides; the partial one is pending
+    assert statistics.fmean(m.curve.values) == pytest.approx(losses[:kept].mean(), rel=1e-9)
+    assert m.epochs_done == pytest.approx(100.0)
