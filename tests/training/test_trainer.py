@@ -99,7 +99,7 @@ def test_nan_loss_stops_the_run_and_marks_it_diverged(tmp_path: Path, tiny_confi
     events = [r for r in run.metrics if r["kind"] == "event" and r["what"] == "diverged"]
     assert len(events) == 1 and events[0]["lr"] == 1e6
     last_step = max(r["step"] for r in run.metrics if r["kind"] == "batch")
-    assert events[0]["step"] == last_step  # stopped at the step that blew up
+    assert events[0]["step"] == last_step + 1  # stopped at the step that blew up, no update
 
 
 def test_early_stopping_restores_the_best_weights(tmp_path: Path, tiny_config: dict) -> None:

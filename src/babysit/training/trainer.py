@@ -148,7 +148,7 @@ class Trainer:
         if self.monitor is not None:  # one path for every record keeps the file in order
             self.monitor.event(what, **fields)
         else:
-            self.writer.write({"kind": "event", "step": self.step, "what": what, **fields})
+            self.writer.write({"kind": "event", "step": self.step, "what": what} | fields)
 
     def _start_monitor(self) -> Monitor:
         """The same Monitor as ``babysit.watch()``: probes, batch and epoch records."""
@@ -257,7 +257,8 @@ class Trainer:
 
     def _diverge(self, value: float, lr: float, epoch: float) -> None:
         self.diverged, self.stop = True, "diverged"
-        self.log_event("diverged", loss=value, lr=lr, epoch=epoch)
+        # the step whose loss blew up: it took no update, so no batch record carries it
+        self.log_event("diverged", step=self.step + 1, loss=value, lr=lr, epoch=epoch)
         print(
             f"babysit: loss became {value} at step {self.step + 1} (lr {lr:.3g}): run diverged; "
             "lower optim.lr (or add train.clip_grad)"
