@@ -34,7 +34,7 @@ def make(width=4):
 def test_l2_weights_skips_biases() -> None:
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     expected = sum(float((m.weight.detach() ** 2).sum()) for m in (model[0], model[2]))
-    assert float(l2_weights(model, 0.5)) == pytest.approx(0.5 * expected)
+    assert l2_weights(model, 0.5).item() == pytest.approx(0.5 * expected)
 
 
 @pytest.mark.parametrize("name", ["digits-softmax", "digits-mlp", "digits-convnet", "spiral-mlp"])
