@@ -119,48 +119,29 @@ def demo(
     typer.echo(result.summary())
 
 
+def _run_check(name: str, config: Path | None, task: str | None, sets: list[str] | None) -> None:
+    from babysit._checks import CHECKS
+
+    def go() -> Any:
+        cfg = _resolve_config(config, task, sets)
+        return CHECKS[name].run(_task_for(cfg), cfg)
+
+    report = _guard(go)
+    print_report(report, title=CHECKS[name].title)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
 @app.command()
-def gradcheck(
-    config: ConfigArg = None,
-    task: TaskOpt = None,
-    set_: SetOpt = None,
-) -> None:
+def gradcheck(config: ConfigArg = None, task: TaskOpt = None, set_: SetOpt = None) -> None:
     """Check the analytic gradient of every parameter tensor against finite differences."""
-
-    def go() -> Any:
-        cfg = _resolve_config(config, task, set_)
-        from babysit._gradcheck import gradcheck_task
-
-        return gradcheck_task(
-            _task_for(cfg), cfg.model_table(), reg=cfg.train.reg, seed=cfg.train.seed
-        )
-
-    report = _guard(go)
-    print_report(report, title="gradient check (analytic vs centered difference, per tensor)")
-    if not report.passed:
-        raise typer.Exit(1)
+    _run_check("gradcheck", config, task, set_)
 
 
 @app.command()
-def sanity(
-    config: ConfigArg = None,
-    task: TaskOpt = None,
-    set_: SetOpt = None,
-) -> None:
+def sanity(config: ConfigArg = None, task: TaskOpt = None, set_: SetOpt = None) -> None:
     """Sanity checks before training: chance loss, reg raises loss, overfit a tiny subset."""
-
-    def go() -> Any:
-        cfg = _resolve_config(config, task, set_)
-        from babysit.sanity import sanity_task
-
-        return sanity_task(
-            _task_for(cfg), cfg.model_table(), reg=cfg.train.reg, seed=cfg.train.seed
-        )
-
-    report = _guard(go)
-    print_report(report, title="sanity checks")
-    if not report.passed:
-        raise typer.Exit(1)
+    _run_check("sanity", config, task, set_)
 
 
 @app.command("lr-find")

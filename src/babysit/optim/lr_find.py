@@ -11,6 +11,7 @@ of magnitude between seeds.
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from babysit._io import write_json_atomic
+from babysit._io import write_bytes_atomic, write_json_atomic
 from babysit.config import Config
 from babysit.errors import ConfigError
 from babysit.optim.build import create_optimizer
@@ -156,10 +157,10 @@ def plot_lr_find(result: LRFindResult, out_dir: str | Path) -> LRFindResult:
     ax.legend(fontsize=8)
     fig.tight_layout()
     png = out / "lr_find.png"
-    tmp = out / ".lr_find.png.tmp"
-    fig.savefig(tmp, format="png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     plt.close(fig)
-    tmp.replace(png)
+    write_bytes_atomic(png, buffer.getvalue())
     result.files = {"plot": str(png), "json": str(out / "lr_find.json")}
     write_json_atomic(out / "lr_find.json", result.to_dict())
     return result

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 import struct
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from babysit._io import write_bytes_atomic
 from babysit.errors import ReportError
 
 __all__ = [
@@ -28,7 +27,6 @@ __all__ = [
     "Part",
     "ReportError",
     "SectionSpec",
-    "atomic_write",
     "note",
     "paragraph",
     "render_page",
@@ -102,18 +100,6 @@ def table(
 
 def _cell(value: object) -> str:
     return value if isinstance(value, Html) else html.escape(str(value))
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file in the same dir, then ``os.replace`` it onto ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _png_size(png: bytes) -> tuple[int, int]:
@@ -197,7 +183,7 @@ def render_page(page: str, data: object, out_dir: Path, *, title: str, subtitle:
         plots = out_dir / "plots"
         plots.mkdir(exist_ok=True)
         for image in images:
-            atomic_write(plots / f"{image.name}.png", image.png)
+            write_bytes_atomic(plots / f"{image.name}.png", image.png)
     target = out_dir / "report.html"
-    atomic_write(target, doc.encode("utf-8"))
+    write_bytes_atomic(target, doc.encode("utf-8"))
     return target

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import random
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -19,6 +18,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from babysit._io import atomic_open
 from babysit.errors import CheckpointError
 
 __all__ = [
@@ -65,16 +65,8 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
     """Write ``state`` atomically: a temp file in the same dir, fsync, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
     return path
 
 

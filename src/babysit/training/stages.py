@@ -13,32 +13,22 @@ __all__ = ["after_training", "before_training"]
 
 
 def before_training(trainer: Trainer, *, quiet: bool) -> str | None:
-    """Run the sanity checks / gradient check the config asks for; the name of a failed one."""
-    cfg = trainer.config
-    if cfg.train.sanity:
-        from babysit.sanity import sanity_task
+    """Run the checks the config switches on (train.sanity, train.gradcheck); a failed one's name.
 
-        report: Any = sanity_task(
-            trainer.task, cfg.model_table(), reg=cfg.train.reg, seed=cfg.train.seed
-        )
-        write_json_atomic(trainer.run_dir / "sanity.json", report.to_dict())
+    Each report is saved as ``<name>.json`` in the run dir (the HTML report shows it).
+    """
+    from babysit._checks import CHECKS
+
+    for check in CHECKS.values():
+        if not getattr(trainer.config.train, check.name):
+            continue
+        report = check.run(trainer.task, trainer.config)
+        write_json_atomic(trainer.run_dir / f"{check.name}.json", report.to_dict())
         if not quiet:
             print(report)
         if not report.passed:
-            trainer.log_event("sanity_failed")
-            return "sanity"
-    if cfg.train.gradcheck:
-        from babysit._gradcheck import gradcheck_task
-
-        report = gradcheck_task(
-            trainer.task, cfg.model_table(), reg=cfg.train.reg, seed=cfg.train.seed
-        )
-        write_json_atomic(trainer.run_dir / "gradcheck.json", report.to_dict())
-        if not quiet:
-            print(report)
-        if not report.passed:
-            trainer.log_event("gradcheck_failed")
-            return "gradcheck"
+            trainer.log_event(f"{check.name}_failed")
+            return check.name
     return None
 
 

@@ -1,0 +1,45 @@
+"""The checks that run before training, by name: for ``babysit sanity|gradcheck`` and the trainer.
+
+Each takes the task and the resolved config and returns a report with ``passed``,
+``to_dict()``, ``table()`` and ``footer()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from babysit.config import Config
+from babysit.tasks import Task
+
+__all__ = ["CHECKS", "PreCheck"]
+
+
+@dataclass(frozen=True)
+class PreCheck:
+    name: str  # also the config switch train.<name> and the run dir's <name>.json
+    title: str
+    run: Callable[[Task, Config], Any]
+
+
+def _sanity(task: Task, cfg: Config) -> Any:
+    from babysit.sanity import sanity_task
+
+    return sanity_task(task, cfg.model_table(), reg=cfg.train.reg, seed=cfg.train.seed)
+
+
+def _gradcheck(task: Task, cfg: Config) -> Any:
+    from babysit._gradcheck import gradcheck_task
+
+    return gradcheck_task(task, cfg.model_table(), reg=cfg.train.reg, seed=cfg.train.seed)
+
+
+# in the order the trainer runs them: the cheap gate first
+CHECKS: dict[str, PreCheck] = {
+    c.name: c
+    for c in (
+        PreCheck("sanity", "sanity checks", _sanity),
+        PreCheck("gradcheck", "gradient check (analytic vs centered difference)", _gradcheck),
+    )
+}
