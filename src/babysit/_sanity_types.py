@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from babysit.errors import BabysitError
-from babysit.monitor.log import _clean
+from babysit.monitor.log import json_safe
 
 __all__ = ["Check", "SanityInputError", "SanityOptions", "SanityReport"]
 
@@ -96,7 +96,7 @@ class Check:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of every field plus ``verdict`` (non-finite floats as "nan"/"inf")."""
-        out: dict[str, Any] = _clean(asdict(self))
+        out: dict[str, Any] = json_safe(asdict(self))
         out["verdict"] = self.verdict
         return out
 
@@ -171,7 +171,7 @@ class SanityReport:
         return {
             "passed": self.passed,
             "checks": [c.to_dict() for c in self.checks],
-            "info": _clean(dict(self.info)),
+            "info": json_safe(dict(self.info)),
         }
 
     def table(self) -> tuple[list[str], list[list[str]]]:

@@ -19,7 +19,7 @@ from babysit._io import write_json_atomic
 from babysit.monitor import _curve_rules, _layer_rules  # noqa: F401  (they register the rules)
 from babysit.monitor._findings import CODES, DIAGNOSES, SEVERITIES, Finding, diagnosis
 from babysit.monitor._metrics import Metrics
-from babysit.monitor.log import _clean
+from babysit.monitor.log import json_safe
 
 __all__ = [
     "CODES",
@@ -52,4 +52,4 @@ def diagnose(records: Iterable[dict[str, Any]]) -> list[Finding]:
 
 def write_findings(path: str | os.PathLike[str], findings: Iterable[Finding]) -> Path:
     """Write findings.json atomically (temp file + os.replace), most severe first."""
-    return write_json_atomic(path, _clean([f.to_dict() for f in sort_findings(findings)]))
+    return write_json_atomic(path, json_safe([f.to_dict() for f in sort_findings(findings)]))

@@ -15,11 +15,13 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-__all__ = ["MetricsWriter", "Sink", "read_metrics"]
+from babysit._io import atomic_open
+
+__all__ = ["MetricsWriter", "Sink", "json_safe", "read_metrics", "rewrite_metrics"]
 
 
 class Sink(Protocol):
@@ -39,14 +41,14 @@ class Sink(Protocol):
 _STRICT = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON has no NaN/inf: write them as strings "nan", "inf", "-inf" (read back as floats)."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -75,7 +77,7 @@ class MetricsWriter:
         try:  # the common case: no NaN/inf, no need to walk the record
             line = _STRICT.encode(record)
         except ValueError:
-            line = _STRICT.encode(_clean(record))
+            line = _STRICT.encode(json_safe(record))
         self._buffer.append(line)
         if time.monotonic() - self._last_flush >= self.flush_every:
             self.flush()
@@ -101,6 +103,13 @@ class MetricsWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def rewrite_metrics(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> None:
+    """Replace ``path`` atomically with ``records`` (a resume cuts the log back this way)."""
+    with atomic_open(path, "w") as f:
+        for record in records:
+            f.write(_STRICT.encode(json_safe(record)) + "\n")
 
 
 def read_metrics(

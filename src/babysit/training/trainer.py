@@ -25,7 +25,7 @@ from torch import nn
 from babysit._io import write_text_atomic
 from babysit.config import Config, load_config
 from babysit.errors import ConfigError, TaskError
-from babysit.monitor.log import MetricsWriter, read_metrics
+from babysit.monitor.log import MetricsWriter, read_metrics, rewrite_metrics
 from babysit.monitor.watch import Monitor, watch
 from babysit.optim.build import OPTIMIZERS, LRController, create_optimizer
 from babysit.tasks import Task, get_task
@@ -185,8 +185,7 @@ class Trainer:
         self.best_record = next(
             (r for r in kept if r["kind"] == "epoch" and r["epoch"] == self.best_epoch), {}
         )
-        lines = "".join(_json_line(r) for r in kept)
-        write_text_atomic(self.run_dir / "metrics.jsonl", lines)
+        rewrite_metrics(self.run_dir / "metrics.jsonl", kept)
         self.writer = MetricsWriter(self.run_dir / "metrics.jsonl")
         self.log_event("resumed", epoch=self.epoch, checkpoint=latest.path.name)
 
@@ -336,14 +335,6 @@ def _before(record: Mapping[str, Any], trainer: Trainer) -> bool:
     if record.get("kind") == "epoch":
         return int(record["epoch"]) <= trainer.epoch
     return int(record.get("step", 0)) <= trainer.step
-
-
-def _json_line(record: Mapping[str, Any]) -> str:
-    import json
-
-    from babysit.monitor.log import _clean
-
-    return json.dumps(_clean(dict(record)), separators=(",", ":")) + "\n"
 
 
 def train(
