@@ -150,7 +150,7 @@ def test_lbfgs_warns_on_a_large_training_set(
     from torch import nn
 
     import babysit
-    from babysit.training import trainer as trainer_mod
+    from babysit.training import loop as trainer_mod
 
     x = torch.randn(300, 4)
     y = (x[:, 0] > 0).long()

@@ -7,6 +7,7 @@ checkpointed state (resume gives the same batches as an uninterrupted run).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,7 +15,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["METRICS", "Batches", "evaluate", "split_size"]
+from babysit.tasks import Task
+
+__all__ = ["METRICS", "Batches", "chance_loss", "evaluate", "image_shape", "split_size"]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -134,3 +137,29 @@ def evaluate(
     mean_loss = (loss_sum / max(n, 1)).item()
     value = (stat_sum / max(n, 1)).item() if stat_fn is not None else mean_loss
     return mean_loss, value
+
+
+def chance_loss(task: Task) -> float | None:
+    """The loss of all-equal scores on a few validation examples (ln C for cross-entropy)."""
+    if task.chance_loss is not None:
+        return task.chance_loss
+    if task.num_classes is None or not isinstance(task.val, tuple | list):
+        return None
+    targets = task.val[1][:256]
+    try:
+        value = float(task.loss_fn(torch.zeros(len(targets), task.num_classes), targets))
+    except Exception:  # a loss that does not take class scores: no chance reference
+        return None
+    return value if math.isfinite(value) else None
+
+
+def image_shape(task: Task) -> tuple[int, ...] | None:
+    """(H, W) or (3, H, W) of flat image inputs, so a dense first layer's filters can be drawn."""
+    if not isinstance(task.train, tuple | list) or task.train[0].ndim != 2:
+        return None
+    features = int(task.train[0].shape[1])
+    for channels in (1, 3):
+        side = math.isqrt(features // channels)
+        if side >= 4 and channels * side * side == features:
+            return (side, side) if channels == 1 else (channels, side, side)
+    return None

@@ -22,7 +22,7 @@ from babysit.training.checkpoint import (
 )
 
 if TYPE_CHECKING:
-    from babysit.training.trainer import Trainer
+    from babysit.training.loop import Trainer
 
 __all__ = ["Callback", "Checkpointer", "EarlyStopping"]
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from babysit._io import write_json_atomic
 
 if TYPE_CHECKING:
-    from babysit.training.trainer import Trainer
+    from babysit.training.loop import Trainer
 
 __all__ = ["after_training", "before_training"]
 
