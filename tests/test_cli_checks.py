@@ -133,3 +133,9 @@ def test_train_gradcheck_gate_writes_its_report(tmp_path: Path) -> None:
     assert run.failed_check is None
     saved = json.loads((tmp_path / "r" / "gradcheck.json").read_text())
     assert saved["passed"] is True and {p["name"] for p in saved["params"]} >= {"fc1.weight"}
+
+
+def test_task_option_keeps_quotes_and_backslashes_in_a_path() -> None:
+    result = runner.invoke(app, ["sanity", "--task", 'we"ird\\dir.py:make'])
+    assert result.exit_code == 2
+    assert 'file we"ird\\dir.py not found' in result.output

@@ -7,6 +7,7 @@ the config has been validated, so bad input is answered fast.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -61,14 +62,8 @@ def _resolve_config(config: Path | None, task: str | None, sets: list[str] | Non
         raise ConfigError("give a CONFIG file or --task NAME")
     overrides = list(sets or [])
     if task is not None:
-        overrides.insert(0, f"task.name={task!r}".replace("'", '"'))
+        overrides.insert(0, f"task.name={json.dumps(task)}")  # a TOML basic string
     return load_config(config, overrides)
-
-
-def _task_for(cfg: Config) -> Any:
-    from babysit.tasks import get_task
-
-    return get_task(cfg.task.name, data_dir=cfg.task.data_dir, **cfg.task.options)
 
 
 @app.command()
@@ -124,7 +119,9 @@ def _run_check(name: str, config: Path | None, task: str | None, sets: list[str]
 
     def go() -> Any:
         cfg = _resolve_config(config, task, sets)
-        return CHECKS[name].run(_task_for(cfg), cfg)
+        from babysit.tasks import task_for
+
+        return CHECKS[name].run(task_for(cfg), cfg)
 
     report = _guard(go)
     print_report(report, title=CHECKS[name].title)
@@ -168,7 +165,9 @@ def lr_find(
         from babysit.training.trainer import select_device
 
         dev = select_device(device or cfg.train.device)
-        result = sweep(_task_for(cfg), cfg, steps=steps, lr_min=lr_min, lr_max=lr_max, device=dev)
+        from babysit.tasks import task_for
+
+        result = sweep(task_for(cfg), cfg, steps=steps, lr_min=lr_min, lr_max=lr_max, device=dev)
         return plot_lr_find(result, out_dir)
 
     result = _guard(go)

@@ -46,7 +46,7 @@ def run_demo(
 ) -> DemoResult:
     """Train digits-mlp, evaluate its best weights once on the test split, write demo.json."""
     from babysit.config import load_config
-    from babysit.tasks import get_task
+    from babysit.tasks import task_for
     from babysit.training.batches import Batches, evaluate
     from babysit.training.checkpoint import list_checkpoints, load_checkpoint
     from babysit.training.trainer import train
@@ -56,7 +56,7 @@ def run_demo(
     out_dir = (
         Path(out) if out is not None else Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     )
-    task = get_task(cfg.task.name)
+    task = task_for(cfg)
     start = time.perf_counter()
     run = train(cfg, task=task, out=out_dir, quiet=quiet)
     seconds = time.perf_counter() - start

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-__all__ = ["Task", "l2_weights"]
+if TYPE_CHECKING:
+    from babysit.config import Config
+
+__all__ = ["TASKS", "Task", "get_task", "l2_weights", "register_task", "task_for"]
 
 # train/val/test: (inputs, targets) tensors, a torch Dataset, or a DataLoader.
 Split = Any
@@ -172,6 +175,11 @@ def get_task(name: str, *, data_dir: str | None = None, **options: Any) -> Task:
             "(return babysit.Task(model_factory=..., train=..., val=..., loss_fn=...))"
         )
     return task
+
+
+def task_for(config: Config) -> Task:
+    """The task a config's ``[task]`` table names (name, data_dir, options)."""
+    return get_task(config.task.name, data_dir=config.task.data_dir, **config.task.options)
 
 
 def _import_task_fn(spec: str) -> TaskBuilder:

@@ -17,7 +17,7 @@ import torch
 from babysit._io import write_text_atomic
 from babysit.config import Config, load_config
 from babysit.errors import ConfigError, TaskError
-from babysit.tasks import Task, get_task
+from babysit.tasks import Task, task_for
 from babysit.training import stages
 from babysit.training.batches import METRICS
 from babysit.training.callbacks import Callback
@@ -69,7 +69,7 @@ def train(
         cfg.train.device = device  # type: ignore[assignment]
     dev = select_device(cfg.train.device)
     if task is None:
-        task = get_task(cfg.task.name, data_dir=cfg.task.data_dir, **cfg.task.options)
+        task = task_for(cfg)
     if task.metric not in METRICS and task.metric != "loss":
         raise TaskError(f"Task.metric {task.metric!r} is unknown: use one of acc, loss")
 
