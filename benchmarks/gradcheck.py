@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-import babysit._gradcheck as bg
+import babysit.checks.gradcheck.check as bg
 
 
 def timed(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:

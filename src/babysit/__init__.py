@@ -19,7 +19,7 @@ from babysit.errors import (
 )
 
 if TYPE_CHECKING:
-    from babysit._gradcheck import (
+    from babysit.checks.gradcheck import (
         GradcheckReport,
         ParamCheck,
         gradcheck,
@@ -28,12 +28,18 @@ if TYPE_CHECKING:
         numerical_gradient,
         rel_error,
     )
+    from babysit.checks.sanity import (
+        Check,
+        SanityInputError,
+        SanityReport,
+        sanity_check,
+        sanity_task,
+    )
     from babysit.config import Config, load_config
     from babysit.monitor.watch import Monitor, watch
     from babysit.report.html import write_report
-    from babysit.sanity import Check, SanityInputError, SanityReport, sanity_check, sanity_task
     from babysit.tasks import Task, get_task, l2_weights
-    from babysit.training.trainer import Run, train
+    from babysit.training.run import Run, train
 
 __version__ = "0.1.0"
 
@@ -44,20 +50,20 @@ _LAZY: dict[str, str] = {
     "Task": "babysit.tasks",
     "get_task": "babysit.tasks",
     "l2_weights": "babysit.tasks",
-    "Run": "babysit.training.trainer",
-    "train": "babysit.training.trainer",
-    "rel_error": "babysit._gradcheck",
-    "numerical_gradient": "babysit._gradcheck",
-    "gradcheck_fn": "babysit._gradcheck",
-    "gradcheck": "babysit._gradcheck",
-    "gradcheck_task": "babysit._gradcheck",
-    "GradcheckReport": "babysit._gradcheck",
-    "ParamCheck": "babysit._gradcheck",
-    "sanity_check": "babysit.sanity",
-    "sanity_task": "babysit.sanity",
-    "SanityInputError": "babysit.sanity",
-    "SanityReport": "babysit.sanity",
-    "Check": "babysit.sanity",
+    "Run": "babysit.training.run",
+    "train": "babysit.training.run",
+    "rel_error": "babysit.checks.gradcheck",
+    "numerical_gradient": "babysit.checks.gradcheck",
+    "gradcheck_fn": "babysit.checks.gradcheck",
+    "gradcheck": "babysit.checks.gradcheck",
+    "gradcheck_task": "babysit.checks.gradcheck",
+    "GradcheckReport": "babysit.checks.gradcheck",
+    "ParamCheck": "babysit.checks.gradcheck",
+    "sanity_check": "babysit.checks.sanity",
+    "sanity_task": "babysit.checks.sanity",
+    "SanityInputError": "babysit.checks.sanity",
+    "SanityReport": "babysit.checks.sanity",
+    "Check": "babysit.checks.sanity",
     "watch": "babysit.monitor.watch",
     "Monitor": "babysit.monitor.watch",
     "write_report": "babysit.report.html",

@@ -84,7 +84,7 @@ def train(
             raise ConfigError(f"--device {device!r}: use cpu or cuda")
         # validate before torch is imported, so bad input is answered fast
         cfg = load_config(config, set_ or []) if config is not None else None
-        from babysit.training.trainer import train as run_training
+        from babysit.training.run import train as run_training
 
         return run_training(
             cfg,
@@ -115,7 +115,7 @@ def demo(
 
 
 def _run_check(name: str, config: Path | None, task: str | None, sets: list[str] | None) -> None:
-    from babysit._checks import CHECKS
+    from babysit.checks.gates import CHECKS
 
     def go() -> Any:
         cfg = _resolve_config(config, task, sets)
@@ -160,9 +160,9 @@ def lr_find(
         out_dir = (
             out or Path("runs") / f"lr-find-{cfg.task.name.replace('/', '-').replace(':', '-')}"
         )
-        from babysit.optim.lr_find import lr_find as sweep
-        from babysit.optim.lr_find import plot_lr_find
-        from babysit.training.trainer import select_device
+        from babysit.training.lr_find import lr_find as sweep
+        from babysit.training.lr_find import plot_lr_find
+        from babysit.training.run import select_device
 
         dev = select_device(device or cfg.train.device)
         from babysit.tasks import task_for

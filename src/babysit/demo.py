@@ -49,7 +49,7 @@ def run_demo(
     from babysit.tasks import task_for
     from babysit.training.batches import Batches, evaluate
     from babysit.training.checkpoint import list_checkpoints, load_checkpoint
-    from babysit.training.trainer import train
+    from babysit.training.run import train
 
     overrides = ["train.epochs=5"] if fast else []
     cfg = load_config(DEMO_CONFIG, overrides)

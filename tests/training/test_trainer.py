@@ -12,7 +12,7 @@ import torch
 from babysit.monitor.log import read_metrics
 from babysit.training.callbacks import Callback
 from babysit.training.checkpoint import list_checkpoints, load_checkpoint
-from babysit.training.trainer import train
+from babysit.training.run import train
 
 
 def _records(run_dir: Path, kinds: tuple[str, ...] = ("batch", "epoch")) -> list[dict]:
@@ -150,7 +150,7 @@ def test_lbfgs_warns_on_a_large_training_set(
     from torch import nn
 
     import babysit
-    from babysit.training import loop as trainer_mod
+    from babysit.training import trainer as trainer_mod
 
     x = torch.randn(300, 4)
     y = (x[:, 0] > 0).long()

@@ -15,11 +15,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from babysit._io import write_json_atomic
+from babysit._io import json_safe, write_json_atomic
 from babysit.monitor import _curve_rules, _layer_rules  # noqa: F401  (they register the rules)
 from babysit.monitor._findings import CODES, DIAGNOSES, SEVERITIES, Finding, diagnosis
 from babysit.monitor._metrics import Metrics
-from babysit.monitor.log import json_safe
 
 __all__ = [
     "CODES",

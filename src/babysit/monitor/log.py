@@ -12,16 +12,15 @@ while writing costs no step any time.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from babysit._io import atomic_open
+from babysit._io import atomic_open, json_restore, json_safe
 
-__all__ = ["MetricsWriter", "Sink", "json_safe", "read_metrics", "rewrite_metrics"]
+__all__ = ["MetricsWriter", "Sink", "read_metrics", "rewrite_metrics"]
 
 
 class Sink(Protocol):
@@ -39,27 +38,6 @@ class Sink(Protocol):
 
 # one encoder for every line (json.dumps with options builds a new one per call)
 _STRICT = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-
-
-def json_safe(value: Any) -> Any:
-    """JSON has no NaN/inf: write them as strings "nan", "inf", "-inf" (read back as floats)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def _restore(value: Any) -> Any:
-    if isinstance(value, str) and value in ("nan", "inf", "-inf"):
-        return float(value)
-    if isinstance(value, dict):
-        return {k: _restore(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_restore(v) for v in value]
-    return value
 
 
 class MetricsWriter:
@@ -126,4 +104,4 @@ def read_metrics(
             except json.JSONDecodeError:
                 continue  # a live run's partly written last line
             if kind is None or record.get("kind") == kind:
-                yield _restore(record)
+                yield json_restore(record)

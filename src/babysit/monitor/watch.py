@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from babysit.errors import ConfigError
 from babysit.monitor._findings import Finding
 from babysit.monitor._metrics import Metrics
-from babysit.monitor._schedule import SLOW_FACTOR, ProbeSchedule
+from babysit.monitor._windows import SLOW_FACTOR, ProbeSchedule
 from babysit.monitor.log import MetricsWriter, Sink
 from babysit.monitor.probes import to_python
 

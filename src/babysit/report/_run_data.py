@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from babysit._io import json_restore
 from babysit.monitor.log import read_metrics
 from babysit.report._page import ReportError
 from babysit.report._series import Downsampler, Hist, Keyed, Series, Thinned
@@ -190,7 +191,7 @@ def _read_json(path: Path, expect: type, what: str) -> Any:
     if not path.is_file():
         return None
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        value = json_restore(json.loads(path.read_text(encoding="utf-8")))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ReportError(
             f"{path}: not valid JSON ({exc}); rewrite it or delete it to leave it out"

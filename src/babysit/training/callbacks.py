@@ -22,7 +22,7 @@ from babysit.training.checkpoint import (
 )
 
 if TYPE_CHECKING:
-    from babysit.training.loop import Trainer
+    from babysit.training.trainer import Trainer
 
 __all__ = ["Callback", "Checkpointer", "EarlyStopping"]
 

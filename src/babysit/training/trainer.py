@@ -1,97 +1,305 @@
-"""``babysit.train()``: validate the input, make the run dir, train, diagnose, report.
+"""The Trainer: epochs x minibatches with torch.optim, validation, callbacks, resume.
 
-Bad input raises ConfigError / TaskError / DataError / CheckpointError before any file
-is written; a :class:`Run` describes what the run left behind in its directory.
+loss = data loss + reg_fn(model, reg), both logged. Every epoch: validation loss and
+the task's metric, a checkpoint, the lr schedule and early stopping. A NaN/inf loss
+stops the run at that step and marks it diverged. Same config on the CPU => the same
+metrics, and a resumed run ends with the weights an uninterrupted one would have.
+Every record goes through the same Monitor as ``babysit.watch()``.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterable, Mapping
+import math
+import random
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch import nn
 
-from babysit._io import write_text_atomic
-from babysit.config import Config, load_config
-from babysit.errors import ConfigError, TaskError
-from babysit.tasks import Task, task_for
-from babysit.training import stages
-from babysit.training.batches import METRICS
-from babysit.training.callbacks import Callback
-from babysit.training.loop import Run, Trainer
-from babysit.training.rundir import check_new_run_dir, check_resume_dir, default_run_dir
+from babysit.config import Config
+from babysit.monitor.log import MetricsWriter, read_metrics, rewrite_metrics
+from babysit.monitor.watch import Monitor, watch
+from babysit.optim.build import OPTIMIZERS, LRController, create_optimizer
+from babysit.tasks import Task
+from babysit.training.batches import (
+    METRICS,
+    Batches,
+    chance_loss,
+    evaluate,
+    image_shape,
+    split_size,
+)
+from babysit.training.callbacks import Callback, Checkpointer, EarlyStopping, is_better
+from babysit.training.checkpoint import list_checkpoints, load_checkpoint, restore_rng
+from babysit.training.progress import ProgressCallback
 
-__all__ = ["Run", "select_device", "train"]
+__all__ = ["FULL_BATCH_WARN_EXAMPLES", "Run", "Trainer", "seed_everything"]
+
+FULL_BATCH_WARN_EXAMPLES = 10_000  # L-BFGS above this many training examples gets a warning
 
 
-def select_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but torch sees no CUDA GPU (use cpu)")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+@dataclass
+class Run:
+    """What a training run left behind; everything is also on disk in ``dir``."""
+
+    dir: Path
+    best: dict[str, Any] = field(default_factory=dict)  # the best epoch record
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    diverged: bool = False
+    stopped: str | None = None  # "early_stop" | "diverged" | "sanity" | "gradcheck" | None
+    failed_check: str | None = None  # a pre-training check that failed
+
+    @property
+    def metrics(self) -> list[dict[str, Any]]:
+        return list(read_metrics(self.dir / "metrics.jsonl"))
 
 
-def train(
-    config: str | os.PathLike[str] | Mapping[str, Any] | Config | None = None,
-    *,
-    task: Task | None = None,
-    out: str | os.PathLike[str] | None = None,
-    overrides: Iterable[str] = (),
-    resume: bool = False,
-    device: str | None = None,
-    quiet: bool = False,
-    callbacks: Iterable[Callback] = (),
-) -> Run:
-    """Train a task as the config says and return the :class:`Run` (its dir holds everything).
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch, numpy and random; return the generator that orders the data."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    return torch.Generator().manual_seed(seed)
 
-    Bad input raises ConfigError / TaskError / DataError / CheckpointError before any file
-    is written. ``resume=True`` continues the run in ``out`` from its newest checkpoint.
-    """
-    if resume:
-        if out is None:
-            raise ConfigError("--resume needs --out DIR, the run directory to continue")
-        run_dir = Path(out)
-        given = None
-        if config is not None:
-            given = load_config(config, overrides)
-        elif overrides and (run_dir / "config.toml").is_file():
-            given = load_config(run_dir / "config.toml", overrides)
-        cfg = check_resume_dir(run_dir, given)
-    else:
-        cfg = load_config(config, overrides)
-        run_dir = Path(out) if out is not None else default_run_dir(cfg)
-        check_new_run_dir(run_dir)
-    if device is not None:
-        cfg.train.device = device  # type: ignore[assignment]
-    dev = select_device(cfg.train.device)
-    if task is None:
-        task = task_for(cfg)
-    if task.metric not in METRICS and task.metric != "loss":
-        raise TaskError(f"Task.metric {task.metric!r} is unknown: use one of acc, loss")
 
-    created = not run_dir.exists()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--out {run_dir}: cannot create the run directory: {exc}") from None
-    try:
-        trainer = Trainer(cfg, task, run_dir, device=dev, quiet=quiet, callbacks=callbacks)
-        if resume:
-            trainer.resume()
-        write_text_atomic(run_dir / "config.toml", cfg.to_toml())  # resume may extend epochs
-    except BaseException:
-        if created:  # bad input found while setting up: leave nothing half-written
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    failed = None if resume else stages.before_training(trainer, quiet=quiet)
-    if failed is not None:
-        trainer.writer.close()
-        run = Run(dir=run_dir, stopped=failed, failed_check=failed)
-    else:
-        run = trainer.fit()
-    run.findings = stages.after_training(trainer, quiet=quiet)
-    return run
+class Trainer:
+    """One run: owns the model, optimizer, lr controller, data order and the metrics log."""
+
+    def __init__(
+        self,
+        config: Config,
+        task: Task,
+        run_dir: Path,
+        *,
+        device: torch.device,
+        quiet: bool = False,
+        callbacks: Iterable[Callback] = (),
+    ) -> None:
+        cfg = config.train
+        self.config, self.task, self.run_dir, self.device = config, task, run_dir, device
+        self.metric_key = f"val_{task.metric}"
+        self.generator = seed_everything(cfg.seed)
+        self.model: nn.Module = task.model_factory(config.model_table()).to(device)
+        opt = config.optim
+        spec = OPTIMIZERS[opt.rule]
+        self.full_batch = spec.full_batch  # L-BFGS: one closure step per epoch on all the data
+        n_train = split_size(task.train)
+        self.train_batches = Batches(
+            task.train,
+            n_train if self.full_batch else cfg.batch_size,
+            shuffle=not self.full_batch,
+            generator=self.generator,
+            device=device,
+        )
+        self.val_batches = Batches(task.val, cfg.eval_batch_size, shuffle=False, device=device)
+        self.optimizer = create_optimizer(
+            self.model.parameters(), opt.rule, opt.model_dump(exclude={"rule"})
+        )
+        sched = config.schedule
+        self.controller = LRController(
+            self.optimizer,
+            kind=sched.kind,
+            lr0=opt.lr,
+            steps_per_epoch=len(self.train_batches),
+            # the momentum a schedule drives and the log shows: SGD's mu, Adam's beta1
+            mu={"momentum": opt.mu, "betas0": opt.beta1}.get(spec.momentum_key or ""),
+            momentum_key=spec.momentum_key,
+            keys=sched.model_dump(exclude={"kind"}),
+        )
+        self.early_stopping = EarlyStopping(cfg.early_stop)
+        # early stopping first: the checkpoint then holds its updated counters
+        self.callbacks: list[Callback] = [
+            self.early_stopping,
+            Checkpointer(run_dir / "checkpoints", keep_best=cfg.keep_best, keep_last=cfg.keep_last),
+            ProgressCallback(quiet=quiet),
+            *callbacks,
+        ]
+        self.epoch = 0  # last completed epoch
+        self.step = 0  # optimizer steps taken
+        self.best_epoch: int | None = None
+        self.best_value: float | None = None
+        self.best_record: dict[str, Any] = {}
+        self.stop: str | None = None
+        self.diverged = False
+        self.writer = MetricsWriter(run_dir / "metrics.jsonl")
+        self.monitor: Monitor | None = None  # started by fit()
+        if self.full_batch and n_train > FULL_BATCH_WARN_EXAMPLES:
+            message = (
+                f"optim.rule = {opt.rule!r} computes every step over all {n_train} training "
+                "examples (it is full-batch, as the notes explain); on a set this large "
+                "minibatch SGD + momentum or Adam is the usual choice"
+            )
+            warnings.warn(message, stacklevel=2)
+            self.log_event("full_batch_warning", examples=n_train, message=message)
+
+    # --- logging -------------------------------------------------------------------
+    def log_event(self, what: str, **fields: Any) -> None:
+        if self.monitor is not None:  # one path for every record keeps the file in order
+            self.monitor.event(what, **fields)
+        else:
+            self.writer.write({"kind": "event", "step": self.step, "what": what} | fields)
+
+    def _start_monitor(self) -> Monitor:
+        """The same Monitor as ``babysit.watch()``: probes, batch and epoch records."""
+        return watch(
+            self.model,
+            self.optimizer,
+            writer=self.writer,
+            every=self.config.train.monitor_every,
+            steps_per_epoch=len(self.train_batches),
+            chance_loss=chance_loss(self.task),
+            image_shape=image_shape(self.task),
+            start_step=self.step,
+        )
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+    # --- resume --------------------------------------------------------------------
+    def resume(self) -> None:
+        """Load the newest checkpoint and cut metrics.jsonl back to it."""
+        latest = list_checkpoints(self.run_dir / "checkpoints")[-1]
+        state = load_checkpoint(latest.path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.controller.load_state_dict(state["scheduler"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.best_epoch, self.best_value = state["best_epoch"], state["best_value"]
+        best = [c for c in list_checkpoints(latest.path.parent) if c.epoch == self.best_epoch]
+        self.early_stopping.load_state_dict(state["early_stopping"], best[0].path if best else None)
+        restore_rng(state["rng"], self.generator)
+        self.writer.close()
+        kept = [r for r in read_metrics(self.run_dir / "metrics.jsonl") if _before(r, self)]
+        self.best_record = next(
+            (r for r in kept if r["kind"] == "epoch" and r["epoch"] == self.best_epoch), {}
+        )
+        rewrite_metrics(self.run_dir / "metrics.jsonl", kept)
+        self.writer = MetricsWriter(self.run_dir / "metrics.jsonl")
+        self.log_event("resumed", epoch=self.epoch, checkpoint=latest.path.name)
+
+    # --- the loop ------------------------------------------------------------------
+    def _train_epoch(self, epoch: int) -> dict[str, Any] | None:
+        """One pass over the training data; None when the loss diverged."""
+        task, model = self.task, self.model
+        model.train()
+        steps = len(self.train_batches)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.float64, device=self.device)
+        seen = 0
+        count_correct = METRICS.get(task.metric)
+        for i, (x, y) in enumerate(self.train_batches):
+            lr, mu = self.controller.at_step(self.step)
+            out, data_loss, reg_loss, loss = self._forward(x, y)
+            value = loss.item()  # one host sync per step: needed for the divergence guard
+            if not math.isfinite(value):
+                self._diverge(value, lr, epoch - 1 + i / steps)
+                return None
+            if self.full_batch:
+                self.optimizer.step(self._closure(x, y))
+            else:
+                self._backward(loss)
+                self.optimizer.step()
+            self.step += 1
+            assert self.monitor is not None
+            self.monitor.step(
+                value, data_loss=data_loss.detach(), reg_loss=reg_loss.detach(), lr=lr, mu=mu
+            )
+            loss_sum += data_loss.detach().double() * x.shape[0]
+            if count_correct is not None:
+                correct += count_correct(out.detach(), y).double()
+            seen += x.shape[0]
+            self._call("on_step_end", self.step, value)
+        train_loss = (loss_sum / max(seen, 1)).item()
+        record: dict[str, Any] = {"train_loss": train_loss}
+        record[f"train_{task.metric}"] = (
+            (correct / max(seen, 1)).item() if count_correct is not None else train_loss
+        )
+        return record
+
+    def _forward(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(outputs, data loss, reg loss, total loss) of one minibatch."""
+        reg = self.config.train.reg
+        out = self.model(x)
+        data_loss = self.task.loss_fn(out, y)
+        reg_loss = self.task.reg_fn(self.model, reg) if reg > 0 else torch.zeros_like(data_loss)
+        return out, data_loss, reg_loss, data_loss + reg_loss
+
+    def _backward(self, loss: torch.Tensor) -> torch.Tensor:
+        """Gradients of ``loss`` into .grad (clipped when configured); returns the loss."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.train.clip_grad is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_grad)
+        return loss
+
+    def _closure(self, x: torch.Tensor, y: torch.Tensor) -> Callable[[], float]:
+        """Re-evaluate loss and gradients on (x, y): what L-BFGS's line search calls."""
+
+        def closure() -> float:
+            return self._backward(self._forward(x, y)[3]).item()
+
+        return closure
+
+    def _diverge(self, value: float, lr: float, epoch: float) -> None:
+        self.diverged, self.stop = True, "diverged"
+        # the step whose loss blew up: it took no update, so no batch record carries it
+        self.log_event("diverged", step=self.step + 1, loss=value, lr=lr, epoch=epoch)
+        print(
+            f"babysit: loss became {value} at step {self.step + 1} (lr {lr:.3g}): run diverged; "
+            "lower optim.lr (or add train.clip_grad)"
+        )
+
+    def fit(self) -> Run:
+        """Train for the configured epochs (from where a resume left off)."""
+        cfg = self.config.train
+        monitor = self.monitor = self._start_monitor()
+        self._call("on_train_start")
+        try:
+            for epoch in range(self.epoch + 1, cfg.epochs + 1):
+                self._call("on_epoch_start", epoch)
+                record = self._train_epoch(epoch)
+                if record is None:
+                    break
+                val_loss, val_value = evaluate(
+                    self.model, self.val_batches, self.task.loss_fn, self.task.metric
+                )
+                record = {"epoch": epoch, **record}
+                record["val_loss"] = val_loss
+                record[self.metric_key] = val_value
+                if math.isfinite(val_value) and is_better(
+                    val_value, self.best_value, self.task.direction
+                ):
+                    self.best_epoch, self.best_value, self.best_record = epoch, val_value, record
+                self.controller.end_epoch(val_value, mode=self.task.direction)
+                monitor.log_epoch(**record)  # written and flushed
+                self.epoch = epoch
+                self._call("on_epoch_end", epoch, record)
+                if self.stop:
+                    self.log_event(self.stop, epoch=epoch, best_epoch=self.best_epoch)
+                    break
+        finally:
+            self._call("on_train_end")
+            monitor.close()  # removes its hooks; the writer is ours to close
+            self.monitor = None
+            self.writer.close()
+        return Run(
+            dir=self.run_dir,
+            best=dict(self.best_record),
+            diverged=self.diverged,
+            stopped=self.stop,
+        )
+
+
+def _before(record: Mapping[str, Any], trainer: Trainer) -> bool:
+    """Keep records up to the checkpoint being resumed from (drop the epoch in flight)."""
+    if record.get("kind") == "epoch":
+        return int(record["epoch"]) <= trainer.epoch
+    return int(record.get("step", 0)) <= trainer.step

@@ -8,9 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from babysit._gradcheck import gradcheck
-from babysit._gradcheck_core import sample_coordinates
-from babysit._gradcheck_eval import (
+from babysit.checks.gradcheck.check import gradcheck
+from babysit.checks.gradcheck.evaluate import (
     Moves,
     Objective,
     estimate_noise,
@@ -18,7 +17,8 @@ from babysit._gradcheck_eval import (
     values_batched,
     values_plain,
 )
-from babysit._gradcheck_setup import LossModule, params_objective
+from babysit.checks.gradcheck.inputs import LossModule, params_objective
+from babysit.checks.gradcheck.leaf import sample_coordinates
 from babysit.tasks import l2_weights
 
 

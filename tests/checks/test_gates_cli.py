@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from babysit.cli import app
-from babysit.training.trainer import train
+from babysit.training.run import train
 
 runner = CliRunner()
 

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from babysit._gradcheck import gradcheck, gradcheck_fn, numerical_gradient, rel_error
-from babysit._gradcheck_kinks import KinkRecorder, crossed
+from babysit.checks.gradcheck.check import gradcheck, gradcheck_fn, numerical_gradient, rel_error
+from babysit.checks.gradcheck.kinks import KinkRecorder, crossed
 
 
 def decisions(f: Callable[[Tensor], Any], x: list[float]) -> Any:

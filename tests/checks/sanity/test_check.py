@@ -16,8 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import babysit.tasks
-from babysit.errors import BabysitError
-from babysit.sanity import (
+from babysit.checks.sanity.check import (
     CHECKS,
     SanityInputError,
     SanityOptions,
@@ -25,6 +24,7 @@ from babysit.sanity import (
     sanity_check,
     sanity_task,
 )
+from babysit.errors import BabysitError
 from babysit.tasks import Task, l2_weights
 
 LN10 = math.log(10)  # the notes: -ln(1/10) = 2.302 for 10-class softmax at chance

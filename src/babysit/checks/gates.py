@@ -24,13 +24,13 @@ class PreCheck:
 
 
 def _sanity(task: Task, cfg: Config) -> Any:
-    from babysit.sanity import sanity_task
+    from babysit.checks.sanity.check import sanity_task
 
     return sanity_task(task, cfg.model_table(), reg=cfg.train.reg, seed=cfg.train.seed)
 
 
 def _gradcheck(task: Task, cfg: Config) -> Any:
-    from babysit._gradcheck import gradcheck_task
+    from babysit.checks.gradcheck.check import gradcheck_task
 
     return gradcheck_task(task, cfg.model_table(), reg=cfg.train.reg, seed=cfg.train.seed)
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from babysit._gradcheck import (
+from babysit.checks.gradcheck.check import (
     gradcheck,
     gradcheck_fn,
     gradcheck_task,
@@ -294,7 +294,7 @@ def test_non_scalar_loss_and_bad_data_raise_data_error() -> None:
 
 def test_babysit_gradcheck_is_the_function_even_after_internal_imports() -> None:
     import babysit
-    import babysit._gradcheck  # the CLI and the trainer import the implementation module
+    import babysit.checks.gradcheck.check  # the CLI and the trainer import this module
 
-    assert babysit.gradcheck is babysit._gradcheck.gradcheck
+    assert babysit.gradcheck is babysit.checks.gradcheck.check.gradcheck
     assert babysit.gradcheck(mlp(), F.cross_entropy, *data()).passed

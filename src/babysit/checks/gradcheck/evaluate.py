@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from babysit._gradcheck_kinks import Decisions, KinkRecorder
+from babysit.checks.gradcheck.kinks import Decisions, KinkRecorder
 from babysit.errors import DataError
 
 __all__ = [

@@ -23,10 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from babysit._gradcheck_eval import Objective
-from babysit._gradcheck_report import SCALES, GradcheckReport, ParamCheck
-from babysit._gradcheck_run import Settings, check_objective, thresholds
-from babysit._gradcheck_setup import (
+from babysit.checks.gradcheck.evaluate import Objective
+from babysit.checks.gradcheck.inputs import (
     OBJECTIVES,
     LossModule,
     batch_of,
@@ -35,6 +33,8 @@ from babysit._gradcheck_setup import (
     function_objective,
     model_copy,
 )
+from babysit.checks.gradcheck.report import SCALES, GradcheckReport, ParamCheck
+from babysit.checks.gradcheck.verdicts import Settings, check_objective, thresholds
 from babysit.errors import ConfigError, DataError
 from babysit.tasks import RegFn, Task, l2_weights
 

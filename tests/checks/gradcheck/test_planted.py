@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from babysit._gradcheck import gradcheck, gradcheck_fn
+from babysit.checks.gradcheck.check import gradcheck, gradcheck_fn
 from babysit.tasks import l2_weights
 
 

@@ -1,6 +1,6 @@
 """The sanity checks' results (``Check``, ``SanityReport``) and their bad-input exception.
 
-Kept apart from :mod:`babysit.sanity` so the private check modules can build results
+Kept apart from :mod:`babysit.checks.sanity.check` so the private check modules can build results
 without importing the public module; everything here is re-exported there.
 """
 
@@ -12,8 +12,8 @@ import textwrap
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from babysit._io import json_safe
 from babysit.errors import BabysitError
-from babysit.monitor.log import json_safe
 
 __all__ = ["Check", "SanityInputError", "SanityOptions", "SanityReport"]
 

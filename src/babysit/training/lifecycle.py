@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from babysit._io import write_json_atomic
 
 if TYPE_CHECKING:
-    from babysit.training.loop import Trainer
+    from babysit.training.trainer import Trainer
 
 __all__ = ["after_training", "before_training"]
 
@@ -17,7 +17,7 @@ def before_training(trainer: Trainer, *, quiet: bool) -> str | None:
 
     Each report is saved as ``<name>.json`` in the run dir (the HTML report shows it).
     """
-    from babysit._checks import CHECKS
+    from babysit.checks.gates import CHECKS
 
     for check in CHECKS.values():
         if not getattr(trainer.config.train, check.name):

@@ -9,16 +9,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from babysit._gradcheck_core import (
+from babysit.checks.gradcheck.evaluate import Objective
+from babysit.checks.gradcheck.kinks import Decisions
+from babysit.checks.gradcheck.leaf import (
     KINK_JUMP,
     NOISE_SIGMAS,
     ROUNDOFF_ULPS,
     LeafResult,
     check_leaf,
 )
-from babysit._gradcheck_eval import Objective
-from babysit._gradcheck_kinks import Decisions
-from babysit._gradcheck_report import ParamCheck, Scale, coordinate_verdict, worst_of
+from babysit.checks.gradcheck.report import ParamCheck, Scale, coordinate_verdict, worst_of
 
 __all__ = ["AUTO_STEPS", "H_MAX", "TINY", "Settings", "check_objective", "thresholds"]
 

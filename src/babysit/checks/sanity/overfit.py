@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from babysit._sanity_checks import LossFn, SanityContext, register_check
-from babysit._sanity_types import Check
+from babysit.checks.sanity.at_init import LossFn, SanityContext, register_check
+from babysit.checks.sanity.report import Check
 
 __all__ = ["overfit_small"]
 

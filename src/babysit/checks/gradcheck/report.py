@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from babysit._io import json_safe
 
 __all__ = ["SCALES", "GradcheckReport", "ParamCheck", "Scale", "coordinate_verdict", "worst_of"]
 
@@ -100,8 +101,8 @@ class GradcheckReport:
         raise KeyError(f"no gradcheck row for {name!r} (part={part!r}, stage={stage!r})")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (gradcheck.json, the HTML report); non-finite numbers become None."""
-        return _finite(
+        """JSON-able form (gradcheck.json, the HTML report); NaN/inf as strings (json_safe)."""
+        return json_safe(
             {
                 "passed": self.passed,
                 "thresholds": self.thresholds,
@@ -119,17 +120,6 @@ class GradcheckReport:
 
     def __str__(self) -> str:
         return render(self)
-
-
-def _finite(obj: Any) -> Any:
-    """Tuples to lists and inf/nan to None, recursively, so json.dumps(strict) accepts it."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _num(x: Any) -> str:

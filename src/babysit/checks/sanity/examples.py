@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
-from babysit._sanity_types import SanityInputError
+from babysit.checks.sanity.report import SanityInputError
 
 __all__ = ["Batch", "Sample", "check_labels", "check_loss", "check_outputs", "draw"]
 

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 from babysit.cli import app
 from babysit.config import load_config
 from babysit.errors import ConfigError
-from babysit.optim.lr_find import lr_find, plot_lr_find
 from babysit.tasks import get_task
-from babysit.training.trainer import train
+from babysit.training.lr_find import lr_find, plot_lr_find
+from babysit.training.run import train
 
 CFG = {"task": {"name": "digits-mlp"}, "optim": {"rule": "sgd"}, "train": {"batch_size": 32}}
 
@@ -43,7 +43,7 @@ def test_suggested_lr_trains_well_and_the_minimum_is_too_hot(tmp_path: Path) -> 
 
 
 def test_smoothing_is_bias_corrected() -> None:
-    from babysit.optim.lr_find import _smooth
+    from babysit.training.lr_find import _smooth
 
     assert _smooth([3.0, 3.0, 3.0], 0.9) == pytest.approx([3.0, 3.0, 3.0])
 

@@ -1,7 +1,7 @@
 """The sanity checks' registry and the two checks at init: chance loss, reg raises the loss.
 
 Each check is a function ``(ctx: SanityContext) -> Check`` registered by name with
-:func:`register_check`; :func:`babysit.sanity.sanity_check` runs them in registration
+:func:`register_check`; :func:`babysit.checks.sanity.check.sanity_check` runs them in registration
 order. The notes: "Look for correct loss at chance performance" and "increasing the
 regularization strength should increase the loss".
 """
@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from babysit._sanity_data import Batch, Sample
-from babysit._sanity_types import Check, SanityOptions
+from babysit.checks.sanity.examples import Batch, Sample
+from babysit.checks.sanity.report import Check, SanityOptions
 
 __all__ = [
     "CHANCE_REFERENCES",

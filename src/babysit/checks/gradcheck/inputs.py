@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.utils.data import DataLoader, Dataset
 
-from babysit._gradcheck_eval import Objective
+from babysit.checks.gradcheck.evaluate import Objective
 from babysit.errors import DataError
 
 __all__ = [

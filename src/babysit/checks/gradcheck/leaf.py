@@ -29,8 +29,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from babysit._gradcheck_eval import Moves, Objective, estimate_noise, recorded_plain, values
-from babysit._gradcheck_kinks import Decisions, crossed
+from babysit.checks.gradcheck.evaluate import (
+    Moves,
+    Objective,
+    estimate_noise,
+    recorded_plain,
+    values,
+)
+from babysit.checks.gradcheck.kinks import Decisions, crossed
 
 __all__ = [
     "KINK_JUMP",

@@ -25,10 +25,16 @@ from typing import Any
 import torch
 from torch import nn
 
-import babysit._sanity_overfit  # noqa: F401 - registers "overfit_small" after the others
-from babysit._sanity_checks import CHANCE_REFERENCES, CHECKS, SanityContext, register_check, seeded
-from babysit._sanity_data import Batch, check_labels, check_loss, check_outputs, draw
-from babysit._sanity_types import Check, SanityInputError, SanityOptions, SanityReport
+import babysit.checks.sanity.overfit  # noqa: F401 - registers "overfit_small" after the others
+from babysit.checks.sanity.at_init import (
+    CHANCE_REFERENCES,
+    CHECKS,
+    SanityContext,
+    register_check,
+    seeded,
+)
+from babysit.checks.sanity.examples import Batch, check_labels, check_loss, check_outputs, draw
+from babysit.checks.sanity.report import Check, SanityInputError, SanityOptions, SanityReport
 from babysit.tasks import LossFn, RegFn, Task, l2_weights
 
 __all__ = [
