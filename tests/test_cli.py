@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import subprocess
@@ -157,6 +158,21 @@ def test_train_then_resume_through_the_cli(tmp_path: Path) -> None:
     assert "hidden = [\n    16,\n]" in (out / "config.toml").read_text()  # still the run's model
 
 
+def test_train_shows_the_gate_epochs_findings_and_report_unless_quiet(tmp_path: Path) -> None:
+    good = _write(tmp_path, GOOD)
+    out = tmp_path / "run"
+    gated = ["--set", "train.sanity=true", "--set", "train.report=true"]
+    code, output = _run("train", str(good), *gated, "--out", str(out))
+    assert code == 0, output
+    assert "sanity checks" in output and "overfit_small" in output  # the gate's table
+    assert "epoch 1  train_loss" in output
+    findings = json.loads((out / "findings.json").read_text())
+    assert findings and all(f["message"] in output for f in findings)
+    assert f"report written to {out / 'report.html'}" in output
+    code, output = _run("train", str(good), *gated, "--out", str(tmp_path / "q"), "--quiet")
+    assert code == 0 and output.strip() == f"run dir: {tmp_path / 'q'}"
+
+
 def test_diverged_run_exits_1(tmp_path: Path) -> None:
     good = _write(tmp_path, GOOD)
     code, output = _run(
@@ -171,7 +187,7 @@ def test_diverged_run_exits_1(tmp_path: Path) -> None:
         "--quiet",
     )
     assert code == 1
-    assert "diverged" in output
+    assert "diverged" in output and "(lr 1e+06)" in output  # even with --quiet
 
 
 def test_console_script_help_runs() -> None:
@@ -185,7 +201,6 @@ def test_console_script_help_runs() -> None:
 def test_demo_reaches_95_percent(tmp_path: Path) -> None:
     code, output = _run("demo", "--out", str(tmp_path / "demo"), "--quiet")
     assert code == 0, output
-    import json
 
     demo = json.loads((tmp_path / "demo" / "demo.json").read_text())
     assert demo["single"]["val_acc"] >= 0.95

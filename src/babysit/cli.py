@@ -11,13 +11,16 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from babysit._render import print_report
 from babysit.config import Config, load_config
 from babysit.errors import BabysitError, ConfigError
+
+if TYPE_CHECKING:  # torch loads only once the input is valid
+    from babysit.training.run import Run
 
 app = typer.Typer(
     name="babysit",
@@ -97,8 +100,26 @@ def train(
 
     run = _guard(go)
     typer.echo(f"run dir: {run.dir}")
-    if run.diverged or run.failed_check:
+    failure = _failure(run)
+    if failure is not None:
+        typer.echo(f"babysit: {failure}")
         raise typer.Exit(1)
+
+
+def _failure(run: Run) -> str | None:
+    """Why a run exits 1, in one line (printed even with --quiet); None when it succeeded."""
+    if run.failed_check:
+        return f"the {run.failed_check} check failed, so training did not start"
+    if run.diverged:
+        from babysit.monitor.log import read_metrics
+
+        records = read_metrics(run.dir / "metrics.jsonl")  # streamed: the event is near the end
+        e = next(r for r in records if r["kind"] == "event" and r["what"] == "diverged")
+        return (
+            f"loss became {e['loss']} at step {e['step']} (lr {e['lr']:.3g}): run diverged; "
+            "lower optim.lr (or add train.clip_grad)"
+        )
+    return None
 
 
 @app.command()

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from babysit.config import load_config
 from babysit.monitor.log import read_metrics
-from babysit.training.callbacks import Callback
-from babysit.training.checkpoint import list_checkpoints, load_checkpoint
+from babysit.tasks import task_for
+from babysit.training.callbacks import Callback, TrainerView
+from babysit.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from babysit.training.run import train
+from babysit.training.trainer import Trainer
 
 
 def _records(run_dir: Path, kinds: tuple[str, ...] = ("batch", "epoch")) -> list[dict]:
@@ -102,6 +106,17 @@ def test_nan_loss_stops_the_run_and_marks_it_diverged(tmp_path: Path, tiny_confi
     assert events[0]["step"] == last_step + 1  # stopped at the step that blew up, no update
 
 
+def test_the_library_prints_nothing(
+    tmp_path: Path, tiny_config: dict, capfd: pytest.CaptureFixture[str]
+) -> None:
+    cfg = copy.deepcopy(tiny_config)
+    cfg["optim"] = {"rule": "sgd", "lr": 1e6}  # diverges: findings to show
+    cfg["train"].update(sanity=True, report=True)  # a gate's report, the HTML report
+    run = train(cfg, out=tmp_path / "q", quiet=True)
+    assert run.diverged and run.findings and (run.dir / "report.html").is_file()
+    assert capfd.readouterr() == ("", "")
+
+
 def test_early_stopping_restores_the_best_weights(tmp_path: Path, tiny_config: dict) -> None:
     cfg = copy.deepcopy(tiny_config)
     cfg["train"].update(epochs=30, early_stop=2)
@@ -175,3 +190,90 @@ def test_momentum_schedule_is_logged(tmp_path: Path, tiny_config: dict) -> None:
     batches = [r for r in run.metrics if r["kind"] == "batch"]
     assert batches[0]["mu"] == pytest.approx(0.5) and batches[-1]["mu"] == pytest.approx(0.99)
     assert batches[0]["lr"] == pytest.approx(0.05) and batches[-1]["lr"] == pytest.approx(0.0125)
+
+
+class _CountSteps(Callback):
+    """A callback with state: the steps it has seen."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def on_step_end(self, trainer: TrainerView, step: int, loss: float) -> None:
+        self.steps += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = int(state["steps"])
+
+
+class _Capture(Callback):
+    """Keep a copy of the trainer's state_dict at the end of one epoch."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.state: dict[str, Any] = {}
+
+    def on_epoch_end(self, trainer: TrainerView, epoch: int, metrics: dict[str, Any]) -> None:
+        if epoch == self.epoch:
+            self.state = copy.deepcopy(trainer.state_dict())
+
+
+def _assert_same(a: Any, b: Any, where: str = "state") -> None:
+    """Nested dicts / lists of tensors and plain values, equal bit for bit."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    else:
+        assert a == b, where
+
+
+def test_a_fresh_trainer_loading_the_state_dict_continues_bit_identically(
+    tmp_path: Path, tiny_config: dict
+) -> None:
+    """Oracle: the same run, never stopped. Its state after epoch 2, saved and loaded back
+    into a new Trainer (global RNG disturbed meanwhile), gives the same epochs 3 and 4."""
+    cfg = copy.deepcopy(tiny_config)
+    cfg["model"]["dropout"] = 0.2  # the global torch RNG is part of the state
+    cfg["train"].update(epochs=4, early_stop=10)
+    cfg["schedule"] = {"kind": "plateau", "patience": 1}
+    config = load_config(cfg)
+    # "min" on an accuracy that rises: epoch 1 stays the best, so the best record, early
+    # stopping's counter and kept weights, and the plateau's lr cuts all cross the cut
+    task = dataclasses.replace(task_for(config), direction="min")
+    cpu = torch.device("cpu")
+    at_2, at_4, oracle_steps = _Capture(epoch=2), _Capture(epoch=4), _CountSteps()
+    oracle = Trainer(
+        config, task, tmp_path / "a", device=cpu, quiet=True,
+        callbacks=[oracle_steps, at_2, at_4],
+    )  # fmt: skip
+    oracle.fit()
+    save_checkpoint(tmp_path / "state.pt", at_2.state)  # through a weights_only load
+    torch.manual_seed(123)
+    steps, fresh_at_4 = _CountSteps(), _Capture(epoch=4)
+    fresh = Trainer(
+        config, task, tmp_path / "b", device=cpu, quiet=True, callbacks=[steps, fresh_at_4]
+    )
+    fresh.load_state_dict(load_checkpoint(tmp_path / "state.pt"))
+    fresh.fit()
+
+    assert oracle.best_epoch == 1 and oracle.controller.state_dict()["plateau"]["lr"] < 3e-3
+    _assert_same(fresh_at_4.state, at_4.state)  # model, optimizer, schedule, RNGs, callbacks
+    _assert_same(fresh.model.state_dict(), oracle.model.state_dict())  # epoch 1's, restored
+    assert fresh.best_record == oracle.best_record
+    assert steps.steps == oracle_steps.steps == 4 * 17
+    step = at_2.state["step"]
+    later = [
+        r
+        for r in _records(oracle.run_dir)
+        if (r["kind"] == "batch" and r["step"] > step) or (r["kind"] == "epoch" and r["epoch"] > 2)
+    ]
+    assert len(later) == 2 * 17 + 2 and _records(fresh.run_dir) == later

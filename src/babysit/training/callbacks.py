@@ -1,49 +1,100 @@
-"""The trainer's Callback protocol and its built-ins: checkpoints and early stopping.
+"""The trainer's callbacks: what they may see of it, and the built-ins.
 
-A callback sees the trainer at five symmetric points: train start/end, epoch start/end
-and after every optimizer step. It may set ``trainer.stop = "reason"`` to end the run
-after the current epoch.
+A callback sees the trainer (through :class:`TrainerView`) at five symmetric points:
+train start/end, epoch start/end and after every optimizer step; ``train()`` adds two
+more around the loop: each pre-training check's report, and the findings at the end.
+It may set ``trainer.stop = "reason"`` to end the run after the current epoch. A
+callback with state returns it from ``state_dict()``: it goes into every checkpoint.
 """
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
 
-from babysit.training.checkpoint import (
-    capture_rng,
-    checkpoint_name,
-    load_checkpoint,
-    prune_checkpoints,
-    save_checkpoint,
-)
+from babysit._render import TabularReport, print_report
+from babysit.checks.gates import CHECKS
+from babysit.config import Config
+from babysit.monitor.diagnose import Finding
+from babysit.training.checkpoint import checkpoint_name, prune_checkpoints, save_checkpoint
 
-if TYPE_CHECKING:
-    from babysit.training.trainer import Trainer
+__all__ = [
+    "Callback",
+    "Checkpointer",
+    "EarlyStopping",
+    "ProgressCallback",
+    "TrainerView",
+    "is_better",
+]
 
-__all__ = ["Callback", "Checkpointer", "EarlyStopping"]
+
+class TrainerView(Protocol):
+    """What a callback may read on the trainer, set (``stop``) and call."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def run_dir(self) -> Path: ...
+    @property
+    def model(self) -> nn.Module: ...
+    @property
+    def epoch(self) -> int: ...  # the last completed epoch
+    @property
+    def step(self) -> int: ...  # optimizer steps taken
+    @property
+    def steps_per_epoch(self) -> int: ...
+    @property
+    def metric_key(self) -> str: ...  # "val_<metric>", as in the epoch records
+    @property
+    def direction(self) -> str: ...  # "max" | "min": which way the metric improves
+    @property
+    def best_epoch(self) -> int | None: ...
+
+    stop: str | None  # set it to end the run after the current epoch
+
+    def log_event(self, what: str, **fields: Any) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
 
 
 class Callback:
     """Base class with no-op hooks; override the ones you need."""
 
-    def on_train_start(self, trainer: Trainer) -> None:
+    def on_train_start(self, trainer: TrainerView) -> None:
         """Called once before the first epoch (also after a resume)."""
 
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+    def on_epoch_start(self, trainer: TrainerView, epoch: int) -> None:
         """Called before the first step of ``epoch`` (1-based)."""
 
-    def on_step_end(self, trainer: Trainer, step: int, loss: float) -> None:
+    def on_step_end(self, trainer: TrainerView, step: int, loss: float) -> None:
         """Called after each optimizer step with the step's total loss."""
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, epoch: int, metrics: dict[str, Any]) -> None:
         """Called after validation with the epoch record."""
 
-    def on_train_end(self, trainer: Trainer) -> None:
+    def on_train_end(self, trainer: TrainerView) -> None:
         """Called once after the last epoch, whatever the reason it ended."""
+
+    def on_check_end(self, trainer: TrainerView, name: str, report: TabularReport) -> None:
+        """Called after each pre-training check (``train.sanity``, ``train.gradcheck``)."""
+
+    def on_run_end(
+        self, trainer: TrainerView, findings: Sequence[Finding], report: Path | None
+    ) -> None:
+        """Called last: the run's findings (most severe first) and its HTML report, if any."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs back (tensors and plain types); none by default."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`."""
 
 
 def is_better(value: float, best: float | None, direction: str) -> bool:
@@ -63,57 +114,116 @@ class EarlyStopping(Callback):
         self.bad_epochs = 0
         self.best_state: dict[str, torch.Tensor] | None = None
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
-        if trainer.best_epoch == epoch:
-            self.bad_epochs = 0
-            self.best_state = {
-                k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()
-            }
-        else:
+    def on_epoch_end(self, trainer: TrainerView, epoch: int, metrics: dict[str, Any]) -> None:
+        if trainer.best_epoch != epoch:
             self.bad_epochs += 1
+        else:
+            self.bad_epochs = 0
+            if self.patience is not None:  # only then are they restored
+                state = trainer.model.state_dict().items()
+                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in state}
         if self.patience is not None and self.bad_epochs >= self.patience:
             trainer.stop = "early_stop"
 
-    def on_train_end(self, trainer: Trainer) -> None:
-        if self.patience is not None and self.best_state is not None:
+    def on_train_end(self, trainer: TrainerView) -> None:
+        if self.best_state is not None:
             trainer.model.load_state_dict(self.best_state)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"bad_epochs": self.bad_epochs}
+        return {"bad_epochs": self.bad_epochs, "best_state": self.best_state}
 
-    def load_state_dict(self, state: dict[str, Any], best_path: Path | None) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.bad_epochs = int(state["bad_epochs"])
-        if best_path is not None and best_path.exists():
-            self.best_state = load_checkpoint(best_path)["model"]
+        self.best_state = state["best_state"]
 
 
 class Checkpointer(Callback):
-    """Save a checkpoint at every epoch end; keep the ``keep_best`` best and ``keep_last`` last."""
+    """Save ``trainer.state_dict()`` at every epoch end; keep the best and the last few.
+
+    The file is named after the epoch and its validation score (``epoch=007-val_acc=0.9412.pt``);
+    ``keep_best`` files are kept by that score, ``keep_last`` by recency.
+    """
 
     def __init__(self, directory: Path, *, keep_best: int, keep_last: int) -> None:
         self.directory = directory
         self.keep_best = keep_best
         self.keep_last = keep_last
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, epoch: int, metrics: dict[str, Any]) -> None:
         name = checkpoint_name(epoch, trainer.metric_key, float(metrics[trainer.metric_key]))
-        state = {
-            "model": trainer.model.state_dict(),
-            "optimizer": trainer.optimizer.state_dict(),
-            "scheduler": trainer.controller.state_dict(),
-            "early_stopping": trainer.early_stopping.state_dict(),
-            "epoch": epoch,
-            "step": trainer.step,
-            "best_epoch": trainer.best_epoch,
-            "best_value": trainer.best_value,
-            "rng": capture_rng(trainer.generator),
-            "config": trainer.config.to_toml(),
-        }
-        path = save_checkpoint(self.directory / name, copy.copy(state))
+        path = save_checkpoint(self.directory / name, trainer.state_dict())
         prune_checkpoints(
             self.directory,
             keep_best=self.keep_best,
             keep_last=self.keep_last,
-            direction=trainer.task.direction,
+            direction=trainer.direction,
         )
         trainer.log_event("checkpoint", path=path.name)
+
+
+def _epoch_line(metrics: dict[str, Any]) -> str:
+    parts = [f"epoch {metrics['epoch']}"]
+    for key in ("train_loss", "train_acc", "val_loss"):
+        if key in metrics:
+            parts.append(f"{key} {metrics[key]:.4f}")
+    parts += [
+        f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("val_") and k != "val_loss"
+    ]
+    return "  ".join(parts)
+
+
+class ProgressCallback(Callback):
+    """Renders a run for a person (``quiet`` leaves it out).
+
+    Progress goes to ``console`` (default stderr): a rich progress bar on a terminal and
+    one plain line per epoch. Results go to ``out`` (default stdout): the pre-training
+    checks' tables, the findings and the report's path.
+    """
+
+    def __init__(self, *, console: Console | None = None, out: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.out = out  # None: print_report's stdout console for tables, a plain one for lines
+        self.progress: Progress | None = None
+        self.task_id: Any = None
+
+    def on_check_end(self, trainer: TrainerView, name: str, report: TabularReport) -> None:
+        print_report(report, title=CHECKS[name].title, console=self.out)
+
+    def on_train_start(self, trainer: TrainerView) -> None:
+        self.console.print(f"babysit: training {trainer.config.task.name} -> {trainer.run_dir}")
+        if self.console.is_terminal:
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
+            total = trainer.config.train.epochs * trainer.steps_per_epoch
+            self.task_id = self.progress.add_task(
+                "train", total=total, completed=trainer.step, info=""
+            )
+            self.progress.start()
+
+    def on_step_end(self, trainer: TrainerView, step: int, loss: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task_id, advance=1, info=f"loss {loss:.4f}")
+
+    def on_epoch_end(self, trainer: TrainerView, epoch: int, metrics: dict[str, Any]) -> None:
+        self.console.print(_epoch_line(metrics), highlight=False)
+
+    def on_train_end(self, trainer: TrainerView) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    def on_run_end(
+        self, trainer: TrainerView, findings: Sequence[Finding], report: Path | None
+    ) -> None:
+        out = self.out or Console(soft_wrap=True)  # a finding's line is not cut to a width
+        for finding in findings:
+            out.print(str(finding), markup=False, highlight=False)
+        if report is not None:
+            out.print(f"babysit: report written to {report}", markup=False, highlight=False)

@@ -1,9 +1,10 @@
 """Checkpoints: atomic save, ``weights_only=True`` load, names that carry the val metric.
 
-A checkpoint is a dict of tensors and plain types only (so the safe loader accepts it):
-model / optimizer / scheduler state, epoch, step, the RNG states (torch, numpy, python,
-the data order generator) and the config as TOML text. Files are named as the notes
-suggest, with the validation score in the name: ``epoch=007-val_acc=0.9412.pt``.
+A checkpoint holds ``Trainer.state_dict()`` (which owns its layout): tensors and plain
+types only, so the safe loader accepts it. Files are named as the notes suggest, with
+the validation score in the name: ``epoch=007-val_acc=0.9412.pt``. The RNG states a
+run depends on (torch, numpy, python, CUDA, the data order's generator) are seeded,
+captured and restored here.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "prune_checkpoints",
     "restore_rng",
     "save_checkpoint",
+    "seed_everything",
 ]
 
 _NAME = re.compile(r"^epoch=(\d+)-(\w+)=(-?[\d.]+(?:e[-+]?\d+)?|nan|inf|-inf)\.pt$")
@@ -103,6 +105,14 @@ def prune_checkpoints(
             c.path.unlink(missing_ok=True)
             removed.append(c.path)
     return removed
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch, numpy and random; return the generator that orders the data."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    return torch.Generator().manual_seed(seed)
 
 
 def capture_rng(generator: torch.Generator | None) -> dict[str, Any]:

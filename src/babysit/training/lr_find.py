@@ -24,6 +24,8 @@ from babysit.config import Config
 from babysit.errors import ConfigError
 from babysit.optim.build import create_optimizer
 from babysit.tasks import Task
+from babysit.training.batches import Batches
+from babysit.training.checkpoint import seed_everything
 
 __all__ = ["LRFindResult", "lr_find", "plot_lr_find"]
 
@@ -73,16 +75,13 @@ def lr_find(
     device: str | torch.device = "cpu",
 ) -> LRFindResult:
     """Sweep the lr of ``config``'s rule over ``steps`` minibatches of ``task.train``."""
-    from babysit.training.batches import Batches
-
     if not 0 < lr_min < lr_max:
         raise ConfigError(f"lr-find: need 0 < lr_min < lr_max, got {lr_min!r}, {lr_max!r}")
     if steps < 5:
         raise ConfigError(f"lr-find: steps={steps!r} is too few for a curve; use >= 5")
     if config.optim.rule == "lbfgs":
         raise ConfigError("lr-find: L-BFGS chooses its own step by line search; use another rule")
-    generator = torch.Generator().manual_seed(config.train.seed)
-    torch.manual_seed(config.train.seed)
+    generator = seed_everything(config.train.seed)
     model = task.model_factory(config.model_table()).to(device)
     model.train()
     hp = config.optim.model_dump(exclude={"rule"}) | {"lr": lr_min}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,31 @@ import torch
 from babysit._io import write_text_atomic
 from babysit.config import Config, load_config
 from babysit.errors import ConfigError, TaskError
+from babysit.monitor.log import read_metrics
 from babysit.tasks import Task, task_for
 from babysit.training import lifecycle
 from babysit.training.batches import METRICS
 from babysit.training.callbacks import Callback
 from babysit.training.rundir import check_new_run_dir, check_resume_dir, default_run_dir
-from babysit.training.trainer import Run, Trainer
+from babysit.training.trainer import Trainer
 
 __all__ = ["Run", "select_device", "train"]
+
+
+@dataclass
+class Run:
+    """What a training run left behind; everything is also on disk in ``dir``."""
+
+    dir: Path
+    best: dict[str, Any] = field(default_factory=dict)  # the best epoch record
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    diverged: bool = False
+    stopped: str | None = None  # "early_stop" | "diverged" | "sanity" | "gradcheck" | None
+    failed_check: str | None = None  # a pre-training check that failed
+
+    @property
+    def metrics(self) -> list[dict[str, Any]]:
+        return list(read_metrics(self.dir / "metrics.jsonl"))
 
 
 def select_device(name: str) -> torch.device:
@@ -81,17 +99,19 @@ def train(
     try:
         trainer = Trainer(cfg, task, run_dir, device=dev, quiet=quiet, callbacks=callbacks)
         if resume:
-            trainer.resume()
+            lifecycle.resume(trainer)
         write_text_atomic(run_dir / "config.toml", cfg.to_toml())  # resume may extend epochs
     except BaseException:
         if created:  # bad input found while setting up: leave nothing half-written
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    failed = None if resume else lifecycle.before_training(trainer, quiet=quiet)
+    failed = None if resume else lifecycle.before_training(trainer)
     if failed is not None:
         trainer.writer.close()
         run = Run(dir=run_dir, stopped=failed, failed_check=failed)
     else:
-        run = trainer.fit()
-    run.findings = lifecycle.after_training(trainer, quiet=quiet)
+        trainer.fit()
+        best = dict(trainer.best_record)
+        run = Run(dir=run_dir, best=best, diverged=trainer.diverged, stopped=trainer.stop)
+    run.findings = lifecycle.after_training(trainer)
     return run

@@ -1,4 +1,4 @@
-"""The Trainer: epochs x minibatches with torch.optim, validation, callbacks, resume.
+"""The Trainer: epochs x minibatches with torch.optim, validation, callbacks, its state.
 
 loss = data loss + reg_fn(model, reg), both logged. Every epoch: validation loss and
 the task's metric, a checkpoint, the lr schedule and early stopping. A NaN/inf loss
@@ -10,19 +10,17 @@ Every record goes through the same Monitor as ``babysit.watch()``.
 from __future__ import annotations
 
 import math
-import random
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from babysit.config import Config
-from babysit.monitor.log import MetricsWriter, read_metrics, rewrite_metrics
+from babysit.monitor.log import MetricsWriter
 from babysit.monitor.watch import Monitor, watch
 from babysit.optim.build import OPTIMIZERS, LRController, create_optimizer
 from babysit.tasks import Task
@@ -34,37 +32,18 @@ from babysit.training.batches import (
     image_shape,
     split_size,
 )
-from babysit.training.callbacks import Callback, Checkpointer, EarlyStopping, is_better
-from babysit.training.checkpoint import list_checkpoints, load_checkpoint, restore_rng
-from babysit.training.progress import ProgressCallback
+from babysit.training.callbacks import (
+    Callback,
+    Checkpointer,
+    EarlyStopping,
+    ProgressCallback,
+    is_better,
+)
+from babysit.training.checkpoint import capture_rng, restore_rng, seed_everything
 
-__all__ = ["FULL_BATCH_WARN_EXAMPLES", "Run", "Trainer", "seed_everything"]
+__all__ = ["FULL_BATCH_WARN_EXAMPLES", "Trainer"]
 
 FULL_BATCH_WARN_EXAMPLES = 10_000  # L-BFGS above this many training examples gets a warning
-
-
-@dataclass
-class Run:
-    """What a training run left behind; everything is also on disk in ``dir``."""
-
-    dir: Path
-    best: dict[str, Any] = field(default_factory=dict)  # the best epoch record
-    findings: list[dict[str, Any]] = field(default_factory=list)
-    diverged: bool = False
-    stopped: str | None = None  # "early_stop" | "diverged" | "sanity" | "gradcheck" | None
-    failed_check: str | None = None  # a pre-training check that failed
-
-    @property
-    def metrics(self) -> list[dict[str, Any]]:
-        return list(read_metrics(self.dir / "metrics.jsonl"))
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed torch, numpy and random; return the generator that orders the data."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 class Trainer:
@@ -105,25 +84,23 @@ class Trainer:
             self.optimizer,
             kind=sched.kind,
             lr0=opt.lr,
-            steps_per_epoch=len(self.train_batches),
+            steps_per_epoch=self.steps_per_epoch,
             # the momentum a schedule drives and the log shows: SGD's mu, Adam's beta1
             mu={"momentum": opt.mu, "betas0": opt.beta1}.get(spec.momentum_key or ""),
             momentum_key=spec.momentum_key,
             keys=sched.model_dump(exclude={"kind"}),
         )
-        self.early_stopping = EarlyStopping(cfg.early_stop)
-        # early stopping first: the checkpoint then holds its updated counters
+        # early stopping first (it restores the best weights before others see them at the
+        # end); the checkpointer last, so that a checkpoint holds every callback's new state
         self.callbacks: list[Callback] = [
-            self.early_stopping,
-            Checkpointer(run_dir / "checkpoints", keep_best=cfg.keep_best, keep_last=cfg.keep_last),
-            ProgressCallback(quiet=quiet),
+            EarlyStopping(cfg.early_stop),
+            *([] if quiet else [ProgressCallback()]),
             *callbacks,
+            Checkpointer(run_dir / "checkpoints", keep_best=cfg.keep_best, keep_last=cfg.keep_last),
         ]
         self.epoch = 0  # last completed epoch
         self.step = 0  # optimizer steps taken
-        self.best_epoch: int | None = None
-        self.best_value: float | None = None
-        self.best_record: dict[str, Any] = {}
+        self.best_record: dict[str, Any] = {}  # the epoch record with the best metric so far
         self.stop: str | None = None
         self.diverged = False
         self.writer = MetricsWriter(run_dir / "metrics.jsonl")
@@ -151,7 +128,7 @@ class Trainer:
             self.optimizer,
             writer=self.writer,
             every=self.config.train.monitor_every,
-            steps_per_epoch=len(self.train_batches),
+            steps_per_epoch=self.steps_per_epoch,
             chance_loss=chance_loss(self.task),
             image_shape=image_shape(self.task),
             start_step=self.step,
@@ -161,34 +138,71 @@ class Trainer:
         for cb in self.callbacks:
             getattr(cb, hook)(self, *args)
 
-    # --- resume --------------------------------------------------------------------
-    def resume(self) -> None:
-        """Load the newest checkpoint and cut metrics.jsonl back to it."""
-        latest = list_checkpoints(self.run_dir / "checkpoints")[-1]
-        state = load_checkpoint(latest.path)
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_batches)
+
+    @property
+    def direction(self) -> str:
+        return self.task.direction
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.best_record.get("epoch")
+
+    @property
+    def best_value(self) -> float | None:
+        return self.best_record.get(self.metric_key)
+
+    # --- state ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a run continues from, as tensors and plain types (a checkpoint's layout).
+
+        Model, optimizer and lr schedule state; the epoch and step reached; the best epoch
+        so far; each callback's state; every RNG state, the data order's included. Like
+        torch's, the tensors are the live ones: save the dict (or copy it) before training on.
+        """
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.controller.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "best": dict(self.best_record),
+            "callbacks": {k: s for k, cb in self._keyed_callbacks() if (s := cb.state_dict())},
+            "rng": capture_rng(self.generator),
+            "config": self.config.to_toml(),  # for a reader; a resume reads config.toml
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`: training then goes on as if it had never stopped."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.controller.load_state_dict(state["scheduler"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        self.best_epoch, self.best_value = state["best_epoch"], state["best_value"]
-        best = [c for c in list_checkpoints(latest.path.parent) if c.epoch == self.best_epoch]
-        self.early_stopping.load_state_dict(state["early_stopping"], best[0].path if best else None)
+        self.best_record = dict(state["best"])
+        saved = state["callbacks"]
+        for key, cb in self._keyed_callbacks():
+            if key in saved:  # a callback new in this session starts fresh
+                cb.load_state_dict(saved[key])
         restore_rng(state["rng"], self.generator)
-        self.writer.close()
-        kept = [r for r in read_metrics(self.run_dir / "metrics.jsonl") if _before(r, self)]
-        self.best_record = next(
-            (r for r in kept if r["kind"] == "epoch" and r["epoch"] == self.best_epoch), {}
-        )
-        rewrite_metrics(self.run_dir / "metrics.jsonl", kept)
-        self.writer = MetricsWriter(self.run_dir / "metrics.jsonl")
-        self.log_event("resumed", epoch=self.epoch, checkpoint=latest.path.name)
+
+    def _keyed_callbacks(self) -> list[tuple[str, Callback]]:
+        """(class name, or "name#2" for a second one of a class, callback)."""
+        seen: Counter[str] = Counter()
+        keyed = []
+        for cb in self.callbacks:
+            name = type(cb).__qualname__
+            seen[name] += 1
+            keyed.append((name if seen[name] == 1 else f"{name}#{seen[name]}", cb))
+        return keyed
 
     # --- the loop ------------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> dict[str, Any] | None:
         """One pass over the training data; None when the loss diverged."""
         task, model = self.task, self.model
         model.train()
-        steps = len(self.train_batches)
+        steps = self.steps_per_epoch
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.float64, device=self.device)
         seen = 0
@@ -252,12 +266,8 @@ class Trainer:
         self.diverged, self.stop = True, "diverged"
         # the step whose loss blew up: it took no update, so no batch record carries it
         self.log_event("diverged", step=self.step + 1, loss=value, lr=lr, epoch=epoch)
-        print(
-            f"babysit: loss became {value} at step {self.step + 1} (lr {lr:.3g}): run diverged; "
-            "lower optim.lr (or add train.clip_grad)"
-        )
 
-    def fit(self) -> Run:
+    def fit(self) -> None:
         """Train for the configured epochs (from where a resume left off)."""
         cfg = self.config.train
         monitor = self.monitor = self._start_monitor()
@@ -277,7 +287,7 @@ class Trainer:
                 if math.isfinite(val_value) and is_better(
                     val_value, self.best_value, self.task.direction
                 ):
-                    self.best_epoch, self.best_value, self.best_record = epoch, val_value, record
+                    self.best_record = record
                 self.controller.end_epoch(val_value, mode=self.task.direction)
                 monitor.log_epoch(**record)  # written and flushed
                 self.epoch = epoch
@@ -290,16 +300,3 @@ class Trainer:
             monitor.close()  # removes its hooks; the writer is ours to close
             self.monitor = None
             self.writer.close()
-        return Run(
-            dir=self.run_dir,
-            best=dict(self.best_record),
-            diverged=self.diverged,
-            stopped=self.stop,
-        )
-
-
-def _before(record: Mapping[str, Any], trainer: Trainer) -> bool:
-    """Keep records up to the checkpoint being resumed from (drop the epoch in flight)."""
-    if record.get("kind") == "epoch":
-        return int(record["epoch"]) <= trainer.epoch
-    return int(record.get("step", 0)) <= trainer.step
