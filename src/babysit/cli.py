@@ -115,7 +115,7 @@ def demo(
 
 
 def _run_check(name: str, config: Path | None, task: str | None, sets: list[str] | None) -> None:
-    from babysit.checks.gates import CHECKS
+    from babysit.checks.gates import GATES as CHECKS
 
     def go() -> Any:
         cfg = _resolve_config(config, task, sets)

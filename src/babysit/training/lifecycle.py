@@ -17,7 +17,7 @@ def before_training(trainer: Trainer, *, quiet: bool) -> str | None:
 
     Each report is saved as ``<name>.json`` in the run dir (the HTML report shows it).
     """
-    from babysit.checks.gates import CHECKS
+    from babysit.checks.gates import GATES as CHECKS
 
     for check in CHECKS.values():
         if not getattr(trainer.config.train, check.name):

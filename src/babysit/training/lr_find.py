@@ -23,6 +23,7 @@ from babysit._io import write_bytes_atomic, write_json_atomic
 from babysit.config import Config
 from babysit.errors import ConfigError
 from babysit.optim.build import create_optimizer
+from babysit.splits import Batches
 from babysit.tasks import Task
 
 __all__ = ["LRFindResult", "lr_find", "plot_lr_find"]
@@ -73,8 +74,6 @@ def lr_find(
     device: str | torch.device = "cpu",
 ) -> LRFindResult:
     """Sweep the lr of ``config``'s rule over ``steps`` minibatches of ``task.train``."""
-    from babysit.training.batches import Batches
-
     if not 0 < lr_min < lr_max:
         raise ConfigError(f"lr-find: need 0 < lr_min < lr_max, got {lr_min!r}, {lr_max!r}")
     if steps < 5:
@@ -88,7 +87,12 @@ def lr_find(
     hp = config.optim.model_dump(exclude={"rule"}) | {"lr": lr_min}
     optimizer = create_optimizer(model.parameters(), config.optim.rule, hp)
     batches = Batches(
-        task.train, config.train.batch_size, shuffle=True, generator=generator, device=device
+        task.train,
+        config.train.batch_size,
+        shuffle=True,
+        generator=generator,
+        device=device,
+        name="train",
     )
     ratio = lr_max / lr_min
     lrs: list[float] = []

@@ -19,8 +19,8 @@ from babysit.config import Config, load_config
 from babysit.errors import ConfigError, TaskError
 from babysit.tasks import Task, task_for
 from babysit.training import lifecycle
-from babysit.training.batches import METRICS
 from babysit.training.callbacks import Callback
+from babysit.training.evaluate import SCORES as METRICS
 from babysit.training.rundir import check_new_run_dir, check_resume_dir, default_run_dir
 from babysit.training.trainer import Run, Trainer
 

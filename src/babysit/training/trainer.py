@@ -21,21 +21,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from babysit.checks.sanity.chance import chance_loss
 from babysit.config import Config
 from babysit.monitor.log import MetricsWriter, read_metrics, rewrite_metrics
 from babysit.monitor.watch import Monitor, watch
 from babysit.optim.build import OPTIMIZERS, LRController, create_optimizer
+from babysit.splits import Batches, image_shape, split_size
 from babysit.tasks import Task
-from babysit.training.batches import (
-    METRICS,
-    Batches,
-    chance_loss,
-    evaluate,
-    image_shape,
-    split_size,
-)
 from babysit.training.callbacks import Callback, Checkpointer, EarlyStopping, is_better
 from babysit.training.checkpoint import list_checkpoints, load_checkpoint, restore_rng
+from babysit.training.evaluate import SCORES as METRICS
+from babysit.training.evaluate import evaluate
 from babysit.training.progress import ProgressCallback
 
 __all__ = ["FULL_BATCH_WARN_EXAMPLES", "Run", "Trainer", "seed_everything"]
