@@ -111,15 +111,15 @@ def _sized(dataset: Any) -> bool:
     return not isinstance(dataset, IterableDataset) and hasattr(dataset, "__len__")
 
 
-def split_size(split: Split, name: str | None = None, where: str = "") -> int:
+def split_size(split: Split, name: str | None = None) -> int:
     """Number of examples in a split."""
-    check_split(split, name, where)
+    check_split(split, name)
     if _is_pair(split):
         return int(split[0].shape[0])
     dataset = split.dataset if isinstance(split, DataLoader) else split
     if not _sized(dataset):
         raise DataError(
-            f"{_label(name, where)} is an iterable data set without a length; "
+            f"{_label(name, '')} is an iterable data set without a length; "
             "fix: give a map-style Dataset (with __len__ and __getitem__) or tensors"
         )
     return len(dataset)  # type: ignore[arg-type]
@@ -177,10 +177,14 @@ def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
             random.setstate(py_state)
 
 
+def _empty(label: str) -> DataError:
+    return DataError(f"{label} is empty; fix: give it some examples")
+
+
 def _indices(total: int, n: int, seed: int | None, label: str) -> list[int]:
     """The first ``n`` of ``range(total)``, or of a seeded permutation of it."""
     if total == 0:
-        raise DataError(f"{label} is empty; fix: give it some examples")
+        raise _empty(label)
     if seed is None:
         return list(range(min(n, total)))
     return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].tolist()
@@ -197,7 +201,7 @@ def _stream(loader: DataLoader[Any], n: int, name: str | None, where: str) -> Ba
         if sum(len(t) for t in ys) >= n:
             break
     if not xs:
-        raise DataError(f"{_label(name, where)} is empty; fix: give it some examples")
+        raise _empty(_label(name, where))
     return torch.cat(xs)[:n], torch.cat(ys)[:n]
 
 
@@ -219,12 +223,7 @@ def _rows(
         return Rows(read=lambda: (xs, ys), size=len(ys), rereads=False)
     chosen = _indices(len(loader.dataset), n, seed, label)  # type: ignore[arg-type]
     # The whole subset in one batch, through the user's collate_fn, in this process.
-    subset = DataLoader(
-        Subset(loader.dataset, chosen),
-        batch_size=len(chosen),
-        shuffle=False,
-        collate_fn=loader.collate_fn,
-    )
+    subset = DataLoader(Subset(loader.dataset, chosen), len(chosen), collate_fn=loader.collate_fn)
 
     def read() -> Batch:
         xs, ys = zip(*(_item(b, name, where) for b in subset), strict=True)
@@ -301,19 +300,13 @@ class Batches:
                 x, y = _item(batch, self.name, "")
                 yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             return
+        order = None  # a new permutation from the generator each epoch, on the device
         if self.shuffle:
             order = torch.randperm(self.size, generator=self.generator).to(self.device)
-        else:
-            order = None
         for start in range(0, self.size, self.batch_size):
-            if order is None:
-                yield (
-                    self.x[start : start + self.batch_size],
-                    self.y[start : start + self.batch_size],
-                )
-            else:
-                idx = order[start : start + self.batch_size]
-                yield self.x[idx], self.y[idx]
+            end = start + self.batch_size
+            rows = slice(start, end) if order is None else order[start:end]
+            yield self.x[rows], self.y[rows]
 
 
 def image_shape(task: Task) -> tuple[int, ...] | None:
