@@ -133,6 +133,40 @@ def test_at_least_twelve_bad_inputs_exit_2_with_one_line(tmp_path: Path) -> None
         os.chdir(monkey_cwd)
 
 
+USER_TASK = """
+import torch
+import babysit
+
+
+def make(kind):
+    x, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
+    train = {
+        "string": "oops",
+        "dict": {"x": x, "y": y},
+        "ints": [1, 2, 3],
+        "mismatched": (x, y[:30]),
+    }[kind]
+    return babysit.Task(
+        lambda cfg: torch.nn.Linear(4, 3), train, (x, y), torch.nn.functional.cross_entropy
+    )
+"""
+
+
+@pytest.mark.parametrize("kind", ["string", "dict", "ints", "mismatched"])
+def test_a_train_split_of_the_wrong_type_exits_2_with_one_line(tmp_path: Path, kind: str) -> None:
+    task_file = _write(tmp_path, USER_TASK, "usertask.py")
+    config = _write(
+        tmp_path, GOOD.replace('"digits-mlp"', f'"{task_file}:make"\noptions = {{kind = "{kind}"}}')
+    )
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["train", str(config), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("babysit: error:"), result.stderr
+    assert "split 'train'" in lines[0] and "fix:" in lines[0]
+    assert not out.exists()
+
+
 def test_corrupt_checkpoint_is_left_untouched(tmp_path: Path) -> None:
     run = tmp_path / "r"
     (run / "checkpoints").mkdir(parents=True)

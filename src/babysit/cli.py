@@ -136,16 +136,16 @@ def demo(
 
 
 def _run_check(name: str, config: Path | None, task: str | None, sets: list[str] | None) -> None:
-    from babysit.checks.gates import CHECKS
+    from babysit.checks.gates import GATES
 
     def go() -> Any:
         cfg = _resolve_config(config, task, sets)
         from babysit.tasks import task_for
 
-        return CHECKS[name].run(task_for(cfg), cfg)
+        return GATES[name].run(task_for(cfg), cfg)
 
     report = _guard(go)
-    print_report(report, title=CHECKS[name].title)
+    print_report(report, title=GATES[name].title)
     if not report.passed:
         raise typer.Exit(1)
 

@@ -46,9 +46,10 @@ def run_demo(
 ) -> DemoResult:
     """Train digits-mlp, evaluate its best weights once on the test split, write demo.json."""
     from babysit.config import load_config
+    from babysit.splits import Batches
     from babysit.tasks import task_for
-    from babysit.training.batches import Batches, evaluate
     from babysit.training.checkpoint import list_checkpoints, load_checkpoint
+    from babysit.training.evaluate import evaluate
     from babysit.training.run import train
 
     overrides = ["train.epochs=5"] if fast else []

@@ -174,6 +174,9 @@ def get_task(name: str, *, data_dir: str | None = None, **options: Any) -> Task:
             f"task {name!r} returned {type(task).__name__}, expected babysit.Task "
             "(return babysit.Task(model_factory=..., train=..., val=..., loss_fn=...))"
         )
+    from babysit.splits import check_task
+
+    check_task(task, where=f"task {name!r}")  # a split of the wrong type: DataError, one line
     return task
 
 

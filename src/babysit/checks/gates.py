@@ -10,10 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from babysit._registry import Registry
 from babysit.config import Config
 from babysit.tasks import Task
 
-__all__ = ["CHECKS", "PreCheck"]
+__all__ = ["GATES", "PreCheck"]
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,9 @@ def _gradcheck(task: Task, cfg: Config) -> Any:
 
 
 # in the order the trainer runs them: the cheap gate first
-CHECKS: dict[str, PreCheck] = {
-    c.name: c
-    for c in (
-        PreCheck("sanity", "sanity checks", _sanity),
-        PreCheck("gradcheck", "gradient check (analytic vs centered difference)", _gradcheck),
-    )
-}
+GATES: Registry[PreCheck] = Registry("pre-training check")
+for _gate in (
+    PreCheck("sanity", "sanity checks", _sanity),
+    PreCheck("gradcheck", "gradient check (analytic vs centered difference)", _gradcheck),
+):
+    GATES.add(_gate.name, _gate)

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from babysit._render import TabularReport, print_report
-from babysit.checks.gates import CHECKS
+from babysit.checks.gates import GATES
 from babysit.config import Config
 from babysit.monitor.diagnose import Finding
 from babysit.training.checkpoint import checkpoint_name, prune_checkpoints, save_checkpoint
@@ -187,7 +187,7 @@ class ProgressCallback(Callback):
         self.task_id: Any = None
 
     def on_check_end(self, trainer: TrainerView, name: str, report: TabularReport) -> None:
-        print_report(report, title=CHECKS[name].title, console=self.out)
+        print_report(report, title=GATES[name].title, console=self.out)
 
     def on_train_start(self, trainer: TrainerView) -> None:
         self.console.print(f"babysit: training {trainer.config.task.name} -> {trainer.run_dir}")

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from babysit._io import write_json_atomic
-from babysit.checks.gates import CHECKS
+from babysit.checks.gates import GATES
 from babysit.errors import CheckpointError
 from babysit.monitor.diagnose import diagnose, write_findings
 from babysit.monitor.log import MetricsWriter, read_metrics, rewrite_metrics
@@ -25,7 +25,7 @@ def before_training(trainer: Trainer) -> str | None:
 
     Each report is saved as ``<name>.json`` in the run dir (the HTML report shows it).
     """
-    for check in CHECKS.values():
+    for check in GATES.values():
         if not getattr(trainer.config.train, check.name):
             continue
         report = check.run(trainer.task, trainer.config)

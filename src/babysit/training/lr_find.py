@@ -23,8 +23,8 @@ from babysit._io import write_bytes_atomic, write_json_atomic
 from babysit.config import Config
 from babysit.errors import ConfigError
 from babysit.optim.build import create_optimizer
+from babysit.splits import Batches
 from babysit.tasks import Task
-from babysit.training.batches import Batches
 from babysit.training.checkpoint import seed_everything
 
 __all__ = ["LRFindResult", "lr_find", "plot_lr_find"]
@@ -87,7 +87,12 @@ def lr_find(
     hp = config.optim.model_dump(exclude={"rule"}) | {"lr": lr_min}
     optimizer = create_optimizer(model.parameters(), config.optim.rule, hp)
     batches = Batches(
-        task.train, config.train.batch_size, shuffle=True, generator=generator, device=device
+        task.train,
+        config.train.batch_size,
+        shuffle=True,
+        generator=generator,
+        device=device,
+        name="train",
     )
     ratio = lr_max / lr_min
     lrs: list[float] = []

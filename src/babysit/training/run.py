@@ -21,8 +21,8 @@ from babysit.errors import ConfigError, TaskError
 from babysit.monitor.log import read_metrics
 from babysit.tasks import Task, task_for
 from babysit.training import lifecycle
-from babysit.training.batches import METRICS
 from babysit.training.callbacks import Callback
+from babysit.training.evaluate import SCORES
 from babysit.training.rundir import check_new_run_dir, check_resume_dir, default_run_dir
 from babysit.training.trainer import Trainer
 
@@ -88,8 +88,9 @@ def train(
     dev = select_device(cfg.train.device)
     if task is None:
         task = task_for(cfg)
-    if task.metric not in METRICS and task.metric != "loss":
-        raise TaskError(f"Task.metric {task.metric!r} is unknown: use one of acc, loss")
+    if task.metric not in SCORES and task.metric != "loss":
+        known = ", ".join([*SCORES.names(), "loss"])
+        raise TaskError(f"Task.metric {task.metric!r} is unknown: use one of {known}")
 
     created = not run_dir.exists()
     try:

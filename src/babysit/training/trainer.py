@@ -19,19 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from babysit.checks.sanity.chance import chance_loss
 from babysit.config import Config
 from babysit.monitor.log import MetricsWriter
 from babysit.monitor.watch import Monitor, watch
 from babysit.optim.build import OPTIMIZERS, LRController, create_optimizer
+from babysit.splits import Batches, image_shape, split_size
 from babysit.tasks import Task
-from babysit.training.batches import (
-    METRICS,
-    Batches,
-    chance_loss,
-    evaluate,
-    image_shape,
-    split_size,
-)
 from babysit.training.callbacks import (
     Callback,
     Checkpointer,
@@ -40,6 +34,7 @@ from babysit.training.callbacks import (
     is_better,
 )
 from babysit.training.checkpoint import capture_rng, restore_rng, seed_everything
+from babysit.training.evaluate import SCORES, evaluate
 
 __all__ = ["FULL_BATCH_WARN_EXAMPLES", "Trainer"]
 
@@ -67,15 +62,18 @@ class Trainer:
         opt = config.optim
         spec = OPTIMIZERS[opt.rule]
         self.full_batch = spec.full_batch  # L-BFGS: one closure step per epoch on all the data
-        n_train = split_size(task.train)
+        n_train = split_size(task.train, "train")
         self.train_batches = Batches(
             task.train,
             n_train if self.full_batch else cfg.batch_size,
             shuffle=not self.full_batch,
             generator=self.generator,
             device=device,
+            name="train",
         )
-        self.val_batches = Batches(task.val, cfg.eval_batch_size, shuffle=False, device=device)
+        self.val_batches = Batches(
+            task.val, cfg.eval_batch_size, shuffle=False, device=device, name="val"
+        )
         self.optimizer = create_optimizer(
             self.model.parameters(), opt.rule, opt.model_dump(exclude={"rule"})
         )
@@ -206,7 +204,7 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.float64, device=self.device)
         seen = 0
-        count_correct = METRICS.get(task.metric)
+        count_correct = SCORES.get(task.metric)
         for i, (x, y) in enumerate(self.train_batches):
             lr, mu = self.controller.at_step(self.step)
             out, data_loss, reg_loss, loss = self._forward(x, y)

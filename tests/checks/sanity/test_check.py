@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,6 +96,22 @@ def failed(report: SanityReport) -> set[str]:
 
 def test_checks_run_in_the_notes_order() -> None:
     assert list(CHECKS) == ["chance_loss", "reg_raises_loss", "overfit_small"]
+
+
+def test_the_order_is_stated_not_decided_by_which_module_loads_first() -> None:
+    # A fresh interpreter that loads the overfit check's module first, then registers one.
+    code = (
+        "import babysit.checks.sanity.overfit\n"
+        "from babysit.checks.sanity import CHECKS, register_check\n"
+        "register_check('mine')(lambda ctx: None)\n"
+        "print(','.join(CHECKS))"
+    )
+    src = str(Path(babysit.tasks.__file__).parents[1])  # the babysit these tests import
+    env = {**os.environ, "PYTHONPATH": src}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.strip() == "chance_loss,reg_raises_loss,overfit_small,mine"
 
 
 def test_healthy_mlp_passes_every_check(digits: Any) -> None:

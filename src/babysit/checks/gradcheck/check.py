@@ -27,7 +27,6 @@ from babysit.checks.gradcheck.evaluate import Objective
 from babysit.checks.gradcheck.inputs import (
     OBJECTIVES,
     LossModule,
-    batch_of,
     burn_in,
     cast,
     function_objective,
@@ -36,6 +35,7 @@ from babysit.checks.gradcheck.inputs import (
 from babysit.checks.gradcheck.report import SCALES, GradcheckReport, ParamCheck
 from babysit.checks.gradcheck.verdicts import Settings, check_objective, thresholds
 from babysit.errors import ConfigError, DataError
+from babysit.splits import first, seeded, train_view
 from babysit.tasks import RegFn, Task, l2_weights
 
 __all__ = [
@@ -171,8 +171,7 @@ def gradcheck(
     floor: relative-error floor as a fraction of the tensor's largest |gradient|.
     """
     st = _settings(h, coords_per_param, seed, floor, dtype)
-    if wrt not in OBJECTIVES:
-        raise ConfigError(f"gradcheck: wrt must be one of {sorted(OBJECTIVES)}, got {wrt!r}")
+    objective = OBJECTIVES.get_or_raise(wrt, where="gradcheck")
     if (datapoints is not None and datapoints < 1) or burn_in_steps < 0 or reg < 0:
         raise ConfigError("gradcheck: need datapoints >= 1, burn_in_steps >= 0 and reg >= 0")
     warnings = _precision_warnings(dtype)
@@ -200,7 +199,7 @@ def gradcheck(
             grads: dict[str, dict[str, Tensor]] = {}
             for part in parts:
                 module = LossModule(clone, loss_fn, reg_fn, reg, part)
-                obj: Objective = OBJECTIVES[wrt](
+                obj: Objective = objective(
                     module, xs[:n], ys[:n], seed=seed, batched=batched and not keep_dropout
                 )
                 got, g, d0 = check_objective(obj, part=part, stage=stage, st=st, warnings=warnings)
@@ -228,11 +227,11 @@ def gradcheck_task(
     taken for the burn-in, of which the first ``datapoints`` are checked.
     """
     burn_in_batch = int(options.pop("burn_in_batch", 64))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    split, name = train_view(task)
+    with seeded(seed):
         model = task.model_factory(model_cfg)
         want = max(options.get("datapoints") or DATAPOINTS, burn_in_batch * (burn_in_steps > 0))
-        inputs, targets = batch_of(task.train_eval, want)
+        inputs, targets = first(split, want, name=name, where="gradcheck").read()
     return gradcheck(
         model,
         task.loss_fn,

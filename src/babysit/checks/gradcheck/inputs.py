@@ -1,25 +1,25 @@
-"""What a gradient check runs on: a few datapoints, a float64 copy of the model, the objective."""
+"""What a gradient check runs on: a float64 copy of the model, the data in its dtype, the objective.
+
+The datapoints themselves are read by :func:`babysit.splits.first`.
+"""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from functools import singledispatch
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
-from torch.utils.data import DataLoader, Dataset
 
+from babysit._registry import Registry
 from babysit.checks.gradcheck.evaluate import Objective
-from babysit.errors import DataError
+from babysit.errors import ConfigError, DataError
 
 __all__ = [
     "DROPOUT",
     "OBJECTIVES",
     "LossModule",
-    "batch_of",
     "burn_in",
     "cast",
     "function_objective",
@@ -30,47 +30,6 @@ __all__ = [
 # Switched to eval for the check (F.dropout in user code is covered by the RNG reseed).
 DROPOUT: tuple[type[nn.Module], ...] = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 DROPOUT += (nn.AlphaDropout, nn.FeatureAlphaDropout)
-
-
-@singledispatch
-def batch_of(split: Any, n: int) -> tuple[Tensor, Tensor]:
-    """The first ``n`` (inputs, targets) of a split: a tuple of tensors, Dataset or DataLoader."""
-    raise DataError(
-        f"gradcheck: cannot take datapoints from a {type(split).__name__}; "
-        "give (inputs, targets) tensors, a torch Dataset or a DataLoader"
-    )
-
-
-@batch_of.register(tuple)
-@batch_of.register(list)
-def _pair(split: tuple[Tensor, Tensor] | list[Tensor], n: int) -> tuple[Tensor, Tensor]:
-    if len(split) != 2:
-        raise DataError(f"gradcheck: data must be (inputs, targets), got {len(split)} items")
-    return split[0][:n], split[1][:n]
-
-
-@batch_of.register(Dataset)
-def _dataset(split: Dataset[Any], n: int) -> tuple[Tensor, Tensor]:
-    items = [split[i] for i in range(min(n, len(split)))]  # type: ignore[arg-type]
-    if not items:
-        raise DataError("gradcheck: the data set is empty")
-    return torch.stack([torch.as_tensor(x) for x, _ in items]), torch.stack(
-        [torch.as_tensor(y) for _, y in items]
-    )
-
-
-@batch_of.register(DataLoader)
-def _loader(split: DataLoader[Any], n: int) -> tuple[Tensor, Tensor]:
-    xs, ys, have = [], [], 0
-    for xb, yb in split:
-        xs.append(torch.as_tensor(xb))
-        ys.append(torch.as_tensor(yb))
-        have += len(xs[-1])
-        if have >= n:
-            break
-    if not xs:
-        raise DataError("gradcheck: the data loader yielded no batch")
-    return torch.cat(xs)[:n], torch.cat(ys)[:n]
 
 
 def cast(t: Tensor, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -121,18 +80,14 @@ class LossModule(nn.Module):
         return sum(terms[1:], terms[0])
 
 
+# (module, inputs, targets, *, seed, batched) -> the objective gradcheck(wrt=name) checks
 ObjectiveBuilder = Callable[..., Objective]
-OBJECTIVES: dict[str, ObjectiveBuilder] = {}
+OBJECTIVES: Registry[ObjectiveBuilder] = Registry("wrt", error=ConfigError)
 
 
 def wrt(name: str) -> Callable[[ObjectiveBuilder], ObjectiveBuilder]:
     """Register what a check differentiates with respect to (``gradcheck(wrt=name)``)."""
-
-    def register(build: ObjectiveBuilder) -> ObjectiveBuilder:
-        OBJECTIVES[name] = build
-        return build
-
-    return register
+    return OBJECTIVES.register(name)
 
 
 @wrt("params")

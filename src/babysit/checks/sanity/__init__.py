@@ -1,8 +1,10 @@
 """Sanity checks before training: chance loss, regularisation raises the loss, overfit a subset.
 
-Modules: ``examples`` (the examples each check draws, and the input checks), ``at_init``
-(the registry and the two checks at init), ``overfit`` (overfit a tiny subset), ``report``
-(the result types), ``check`` (the public functions).
+Modules: ``inputs`` (the examples each check reads, through :mod:`babysit.splits`, and the
+input checks), ``chance`` (the loss at chance, also the trainer's), ``at_init`` (the context
+every check reads and the two checks at init), ``overfit`` (overfit a tiny subset),
+``report`` (the result types), ``check`` (the registry, in the notes' order, and the public
+functions).
 """
 
 from babysit.checks.sanity.check import (

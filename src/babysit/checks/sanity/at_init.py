@@ -1,8 +1,8 @@
-"""The sanity checks' registry and the two checks at init: chance loss, reg raises the loss.
+"""What every sanity check reads (:class:`SanityContext`) and the two checks at init.
 
-Each check is a function ``(ctx: SanityContext) -> Check`` registered by name with
-:func:`register_check`; :func:`babysit.checks.sanity.check.sanity_check` runs them in registration
-order. The notes: "Look for correct loss at chance performance" and "increasing the
+A check is a function ``(ctx: SanityContext) -> Check``; :mod:`babysit.checks.sanity.check`
+registers them in the notes' order. The notes: "Look for correct loss at chance
+performance" (the reference is :mod:`babysit.checks.sanity.chance`) and "increasing the
 regularization strength should increase the loss".
 """
 
@@ -10,30 +10,19 @@ from __future__ import annotations
 
 import copy
 import itertools
-import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from babysit.checks.sanity.examples import Batch, Sample
+from babysit.checks.sanity.chance import chance_value, is_nll
 from babysit.checks.sanity.report import Check, SanityOptions
+from babysit.splits import Batch, Rows
+from babysit.tasks import LossFn, RegFn
 
-__all__ = [
-    "CHANCE_REFERENCES",
-    "CHECKS",
-    "SanityContext",
-    "chance_reference",
-    "register_check",
-    "seeded",
-]
-
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-RegFn = Callable[[nn.Module, float], Any]
+__all__ = ["CheckFn", "SanityContext", "chance_loss", "reg_raises_loss"]
 
 
 @dataclass
@@ -44,7 +33,7 @@ class SanityContext:
     loss_fn: LossFn
     num_classes: int
     chance_batch: Batch  # a few hundred examples: inputs (N, ...), labels (N,)
-    tiny: Sample  # ~20 examples, read again at every overfitting step
+    tiny: Rows  # ~20 examples, read again at every overfitting step
     reg: float  # the configured strength, for the "reg dominates" warning
     reg_fn: RegFn
     chance_loss: float | None  # the caller's or the task's override
@@ -64,88 +53,6 @@ class SanityContext:
 
 
 CheckFn = Callable[[SanityContext], Check]
-CHECKS: dict[str, CheckFn] = {}
-
-
-def register_check(name: str) -> Callable[[CheckFn], CheckFn]:
-    """Register a sanity check under ``name`` (runs after those registered before it)."""
-
-    def register(fn: CheckFn) -> CheckFn:
-        CHECKS[name] = fn
-        return fn
-
-    return register
-
-
-@contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch for one check without touching the caller's random state."""
-    if device.type != "cuda":
-        devices: list[int] = []
-    else:
-        devices = [torch.cuda.current_device() if device.index is None else device.index]
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
-# --- chance-level outputs ---------------------------------------------------------------
-# The loss "at chance" is the loss of a prediction that favours no class. What that
-# prediction looks like depends on what the loss takes: equal scores (zeros) for
-# cross-entropy or a hinge, log(1/C) for log-probabilities (NLLLoss), 1/C for
-# probabilities. The first reference whose test accepts the outputs and loss is used.
-ChanceReference = Callable[[torch.Tensor, LossFn, int], torch.Tensor | None]
-CHANCE_REFERENCES: dict[str, ChanceReference] = {}
-
-
-def chance_reference(name: str) -> Callable[[ChanceReference], ChanceReference]:
-    """Register a chance-level output builder; it returns None where it does not apply."""
-
-    def register(fn: ChanceReference) -> ChanceReference:
-        CHANCE_REFERENCES[name] = fn
-        return fn
-
-    return register
-
-
-def _is_nll(loss_fn: LossFn) -> bool:
-    return isinstance(loss_fn, nn.NLLLoss) or loss_fn is F.nll_loss
-
-
-@chance_reference("log_probabilities")
-def _uniform_log_probabilities(out: torch.Tensor, loss_fn: LossFn, c: int) -> torch.Tensor | None:
-    """log(1/C) everywhere, for NLLLoss or outputs whose rows are log-probabilities."""
-    rows_are_log_probs = bool(
-        (out <= 0).all() and (torch.logsumexp(out.double(), dim=1).abs() < 1e-3).all()
-    )
-    if _is_nll(loss_fn) or rows_are_log_probs:
-        return torch.full_like(out, -math.log(c))
-    return None
-
-
-@chance_reference("probabilities")
-def _uniform_probabilities(out: torch.Tensor, loss_fn: LossFn, c: int) -> torch.Tensor | None:
-    """1/C everywhere, for outputs whose rows are probabilities (softmax in the model)."""
-    in_unit = bool(((out >= 0) & (out <= 1)).all())
-    if in_unit and bool((out.double().sum(dim=1) - 1).abs().max() < 1e-3):
-        return torch.full_like(out, 1.0 / c)
-    return None
-
-
-@chance_reference("scores")
-def _equal_scores(out: torch.Tensor, loss_fn: LossFn, c: int) -> torch.Tensor | None:
-    """All-equal scores (zeros): cross-entropy gives ln C, a margin-1 hinge (C-1)/C in mean."""
-    return torch.zeros_like(out)
-
-
-def _chance_value(out: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, c: int) -> tuple[float, str]:
-    """The data loss of the first chance-level reference that applies, and its name."""
-    for name, build in CHANCE_REFERENCES.items():
-        reference = build(out, loss_fn, c)
-        if reference is not None:
-            with torch.no_grad():
-                return float(loss_fn(reference, y)), name
-    raise AssertionError("the 'scores' chance reference always applies")
 
 
 def _chance_advice(observed: float, expected: float, reference: str, nll: bool) -> str:
@@ -167,7 +74,6 @@ def _chance_advice(observed: float, expected: float, reference: str, nll: bool) 
     )
 
 
-@register_check("chance_loss")
 def chance_loss(ctx: SanityContext) -> Check:
     """Loss at init (reg = 0) within the relative band around the loss at chance."""
     _, y = ctx.chance_batch
@@ -175,11 +81,11 @@ def chance_loss(ctx: SanityContext) -> Check:
     if ctx.chance_loss is not None:
         expected, reference = float(ctx.chance_loss), "given"
     else:
-        expected, reference = _chance_value(out, y, ctx.loss_fn, ctx.num_classes)
+        expected, reference = chance_value(out, y, ctx.loss_fn, ctx.num_classes)
     tol = ctx.options.tolerance
     band = (expected - tol * abs(expected), expected + tol * abs(expected))
     passed = band[0] <= observed <= band[1]
-    advice = "" if passed else _chance_advice(observed, expected, reference, _is_nll(ctx.loss_fn))
+    advice = "" if passed else _chance_advice(observed, expected, reference, is_nll(ctx.loss_fn))
     details = {"band": list(band), "tolerance": tol, "reference": reference, "examples": len(y)}
     return Check("chance_loss", passed, expected, observed, advice, details=details)
 
@@ -207,7 +113,6 @@ def _reg_advice(losses: list[float], data: float) -> str:
     )
 
 
-@register_check("reg_raises_loss")
 def reg_raises_loss(ctx: SanityContext) -> Check:
     """Loss at init, data loss + reg_fn(model, s), strictly increases along the reg ladder.
 

@@ -18,28 +18,26 @@ Example::
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
 import torch
 from torch import nn
 
-import babysit.checks.sanity.overfit  # noqa: F401 - registers "overfit_small" after the others
-from babysit.checks.sanity.at_init import (
-    CHANCE_REFERENCES,
-    CHECKS,
-    SanityContext,
-    register_check,
-    seeded,
-)
-from babysit.checks.sanity.examples import Batch, check_labels, check_loss, check_outputs, draw
+from babysit._registry import Registry
+from babysit.checks.sanity import at_init, overfit
+from babysit.checks.sanity.at_init import CheckFn, SanityContext
+from babysit.checks.sanity.chance import CHANCE_REFERENCES
+from babysit.checks.sanity.inputs import check_labels, examples, probe
 from babysit.checks.sanity.report import Check, SanityInputError, SanityOptions, SanityReport
+from babysit.splits import Split, seeded, train_view
 from babysit.tasks import LossFn, RegFn, Task, l2_weights
 
 __all__ = [
     "CHANCE_REFERENCES",
     "CHECKS",
+    "ORDER",
     "Check",
     "SanityInputError",
     "SanityOptions",
@@ -49,39 +47,32 @@ __all__ = [
     "sanity_task",
 ]
 
+# The notes' order: the loss at init, then regularisation, then overfitting a tiny subset.
+ORDER: tuple[tuple[str, CheckFn], ...] = (
+    ("chance_loss", at_init.chance_loss),
+    ("reg_raises_loss", at_init.reg_raises_loss),
+    ("overfit_small", overfit.overfit_small),
+)
+CHECKS: Registry[CheckFn] = Registry("sanity check")
+for _name, _check in ORDER:
+    CHECKS.add(_name, _check)
+
+
+def register_check(name: str) -> Callable[[CheckFn], CheckFn]:
+    """Register a sanity check under ``name``; it runs after the built-in ones (:data:`ORDER`)
+    and those registered before it."""
+    return CHECKS.register(name)
+
 
 def _device(model: nn.Module) -> torch.device:
     tensor = next(model.parameters(), None)
     return tensor.device if tensor is not None else torch.device("cpu")
 
 
-def _probe(model: nn.Module, loss_fn: LossFn, batch: Batch, num_classes: int) -> None:
-    """Output shape (N, C) and a finite scalar loss at init, on a copy in train mode."""
-    x, y = batch
-    probe = copy.deepcopy(model).train()
-    with torch.no_grad():
-        try:
-            out = probe(x)
-        except Exception as err:  # any failure of the user's forward is an input problem
-            raise SanityInputError(
-                f"sanity: the model failed on training inputs {tuple(x.shape)}: {err}; "
-                "fix: make the model accept a batch of the training inputs"
-            ) from err
-        out = check_outputs(out, len(y), num_classes)
-        try:
-            loss = loss_fn(out, y)
-        except Exception as err:
-            raise SanityInputError(
-                f"sanity: loss_fn failed on outputs {tuple(out.shape)} and targets "
-                f"{y.dtype} {tuple(y.shape)}: {err}; fix: match the loss to the model's output"
-            ) from err
-        check_loss(loss, len(y))
-
-
 def sanity_check(
     model: nn.Module,
     loss_fn: LossFn,
-    train: Any,
+    train: Split,
     *,
     num_classes: int,
     reg: float = 1e-3,
@@ -108,11 +99,11 @@ def sanity_check(
         )
     device = _device(model)
     with seeded(seed, device):  # a Dataset may draw random numbers while it is read
-        chance_batch = draw(train, opts.chance_examples, seed=seed, device=device).read()
+        chance_batch = examples(train, opts.chance_examples, seed=seed, device=device).read()
         check_labels(*chance_batch, num_classes, "train")
-        tiny = draw(train, opts.overfit_examples, seed=seed, device=device)
+        tiny = examples(train, opts.overfit_examples, seed=seed, device=device)
         check_labels(*tiny.read(), num_classes, "train (overfit subset)")
-        _probe(model, loss_fn, chance_batch, num_classes)
+        probe(model, loss_fn, chance_batch, num_classes)
     ctx = SanityContext(
         model=model,
         loss_fn=loss_fn,
@@ -141,11 +132,11 @@ def sanity_check(
     return SanityReport(checks, info)
 
 
-def _output_width(model: nn.Module, train: Any, seed: int) -> int:
+def _output_width(model: nn.Module, train: Split, seed: int) -> int:
     """The number of classes as the width of the model's output on two training examples."""
     device = _device(model)
     with seeded(seed, device):
-        x, _ = draw(train, 2, seed=seed, device=device).read()
+        x, _ = examples(train, 2, seed=seed, device=device).read()
         with torch.no_grad():
             out = copy.deepcopy(model).eval()(x)
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
@@ -169,16 +160,16 @@ def sanity_task(
     Uses the task's loss_fn, reg_fn, chance_loss and num_classes (the model's output
     width when the task gives none); ``train_eval`` is the un-augmented training view.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = task.model_factory(dict(model_cfg))
+    train, _ = train_view(task)
     num_classes = task.num_classes
     if num_classes is None:
-        num_classes = _output_width(model, task.train_eval, seed)
+        num_classes = _output_width(model, train, seed)
     return sanity_check(
         model,
         task.loss_fn,
-        task.train_eval,
+        train,
         num_classes=num_classes,
         reg=reg,
         reg_fn=task.reg_fn,

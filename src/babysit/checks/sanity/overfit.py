@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from babysit.checks.sanity.at_init import LossFn, SanityContext, register_check
+from babysit.checks.sanity.at_init import SanityContext
 from babysit.checks.sanity.report import Check
+from babysit.tasks import LossFn
+from babysit.training.evaluate import SCORES
 
 __all__ = ["overfit_small"]
 
@@ -43,7 +45,7 @@ def _evaluate(
     with torch.no_grad():
         out = model(x)  # (n, C)
         loss = float(loss_fn(out, y))
-        acc = float((out.argmax(dim=1) == y).double().mean())
+        acc = float(SCORES["acc"](out, y)) / len(y)
     model.train()
     return loss, acc
 
@@ -125,7 +127,6 @@ def _advice(run: _Run, frozen: list[str], ctx: SanityContext) -> str:
     return "; ".join(causes)
 
 
-@register_check("overfit_small")
 def overfit_small(ctx: SanityContext) -> Check:
     """Reach loss < overfit_loss and 100 % accuracy on ~20 examples (reg = 0) in the budget."""
     opts = ctx.options
