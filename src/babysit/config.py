@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from babysit._registry import Registry
 from babysit.errors import ConfigError
 from babysit.optim.hparams import (
     HPARAMS,
@@ -59,16 +60,23 @@ def _default(key: str) -> Any:
     return Field(hp.default, description=hp.why)
 
 
+# Keys whose value names an entry of a (torch-free) table; the table checks the name.
+_NAMES: dict[str, Registry[Any]] = {"optim.rule": RULE_HPARAMS, "schedule.kind": SCHEDULE_KINDS}
+
+
 class _Section(BaseModel):
-    """A config table; a field named in optim/hparams.py is checked against its range there."""
+    """A config table; a key of optim/hparams.py is checked against its range or names there."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
     section: ClassVar[str] = ""
 
     @field_validator("*")
     @classmethod
-    def _in_range(cls, value: Any, info: ValidationInfo) -> Any:
-        hp = HPARAMS.get(f"{cls.section}.{info.field_name}")
+    def _check(cls, value: Any, info: ValidationInfo) -> Any:
+        key = f"{cls.section}.{info.field_name}"
+        if key in _NAMES:
+            _NAMES[key].get_or_raise(value)  # ConfigError, a ValueError: pydantic reports it
+        hp = HPARAMS.get(key)
         reason = None if hp is None else hp.problem(value)
         if reason is not None:
             raise ValueError(reason)
@@ -104,12 +112,6 @@ class OptimConfig(_Section):
     beta1: float = _default("optim.beta1")
     beta2: float = _default("optim.beta2")
 
-    @field_validator("rule")
-    @classmethod
-    def _known_rule(cls, rule: str) -> str:
-        RULE_HPARAMS.get_or_raise(rule)
-        return rule
-
 
 class ScheduleConfig(_Section):
     """The lr (and momentum) schedule: the kind and every kind's keys (optim/hparams.py)."""
@@ -124,12 +126,6 @@ class ScheduleConfig(_Section):
     min_lr: float = _default("schedule.min_lr")
     mu_start: float | None = _default("schedule.mu_start")
     mu_epochs: float = _default("schedule.mu_epochs")
-
-    @field_validator("kind")
-    @classmethod
-    def _known_kind(cls, kind: str) -> str:
-        SCHEDULE_KINDS.get_or_raise(kind)
-        return kind
 
 
 class TrainConfig(_Section):

@@ -219,11 +219,11 @@ def test_where_momentum_lives_reaches_the_torch_param_group(rule: str) -> None:
 _DIST = re.compile(r"^(loguniform|uniform)\(([^,]+), ([^,]+)\)$|^choice\((.+)\)$")
 
 
-@pytest.mark.parametrize("key", [k for k, hp in HPARAMS.items() if hp.search])
+@pytest.mark.parametrize("key", [k for k, hp in HPARAMS.items() if hp.search_default])
 def test_search_defaults_are_distributions_inside_the_range(key: str) -> None:
     hp = HPARAMS[key]
-    match = _DIST.match(hp.search or "")
-    assert match, hp.search
+    match = _DIST.match(hp.search_default or "")
+    assert match, hp.search_default
     if match.group(4):
         values = [float(v) for v in match.group(4).split(",")]
         assert all(hp.range.holds(v) for v in values) and hp.default in values
@@ -234,6 +234,7 @@ def test_search_defaults_are_distributions_inside_the_range(key: str) -> None:
 
 
 def test_the_notes_search_ranges() -> None:
-    assert HPARAMS["optim.lr"].search == HPARAMS["train.reg"].search == "loguniform(1e-6, 1e1)"
-    assert HPARAMS["model.dropout"].search == "uniform(0, 1)"
-    assert HPARAMS["optim.mu"].search == "choice(0.5, 0.9, 0.95, 0.99)"
+    lr, reg = HPARAMS["optim.lr"].search_default, HPARAMS["train.reg"].search_default
+    assert lr == reg == "loguniform(1e-6, 1e1)"
+    assert HPARAMS["model.dropout"].search_default == "uniform(0, 1)"
+    assert HPARAMS["optim.mu"].search_default == "choice(0.5, 0.9, 0.95, 0.99)"

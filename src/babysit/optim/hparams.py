@@ -9,7 +9,7 @@ torch loads. Everything else reads it too, so a default or a range has one home:
     optim/build.py       which hyperparameters each torch.optim rule takes, where momentum lives
     optim/schedules.py   the schedule kinds, their keys, defaults and checks
     models.py            the bundled models' dropout range
-    tuning (search)      ``HParam.search``: the distribution a searched key gets by default
+    tuning (search)      ``HParam.search_default``: a searched key's default distribution
 
 ``HPARAMS`` maps a dotted config key (``"optim.lr"``) to an :class:`HParam`. A range is written
 as an interval, ``"(0, inf)"``, ``"[0, 1)"``; an ``int`` hyperparameter must also be a whole
@@ -17,11 +17,10 @@ number. A value out of range gets one message everywhere::
 
     optim.lr=-1.0 is not a number > 0; fix: set optim.lr to a number > 0, e.g. 0.001
 
-``search`` is written as a ``[search.space]`` value: ``"loguniform(low, high)"`` (the notes:
-lr and regularisation strength on a log scale, ``10 ** uniform(-6, 1)``), ``"uniform(low,
-high)"`` (dropout, in the original scale), ``"choice(a, b, ...)"`` (the notes' cross-validated
-values). None: the search has no default range for the key; a [search.space] entry must
-give one.
+``search_default`` is written as a ``[search.space]`` value: ``"loguniform(low, high)"``
+(the notes: lr and regularisation strength on a log scale, ``10 ** uniform(-6, 1)``),
+``"uniform(low, high)"`` (dropout, in the original scale), ``"choice(a, b, ...)"`` (the
+notes' cross-validated values). None: no default range; a [search.space] entry must give one.
 
 ``RULE_HPARAMS`` says which hyperparameters each update rule takes and which of them a
 momentum schedule drives; ``SCHEDULE_KINDS`` which keys each schedule kind takes.
@@ -105,7 +104,7 @@ class HParam:
     default None: the feature is off unless a value is given (then it must be in range).
     required: the functions that take hyperparameters directly (``rules.step``,
     ``build.create_optimizer``) have no default for it; only the config fills one in.
-    search: the search's default distribution for this key (see the module docstring).
+    search_default: the search's default distribution for this key (see the module docstring).
     example: the value a fix suggests when the default is None.
     """
 
@@ -114,7 +113,7 @@ class HParam:
     default: float | None
     interval: str
     why: str
-    search: str | None = None
+    search_default: str | None = None
     required: bool = False
     example: float | None = None
     range: Range = field(init=False)
@@ -155,16 +154,20 @@ class HParam:
         return value
 
 
+# The notes: "search for hyperparameters on log scale", learning_rate = 10 ** uniform(-6, 1),
+# "the same strategy should be used for the regularization strength".
+_LOG_SCALE = "loguniform(1e-6, 1e1)"
+
 # fmt: off
 _TABLE = (
     # key, type, default, range, why (the reason for the default), more
     # --- [optim]: the update rules' hyperparameters, named as in the notes -------------------
     HParam("optim.lr", float, 1e-3, "(0, inf)", "a usual first try with Adam; the notes: the "
-           "one to tune first, on a log scale", search="loguniform(1e-6, 1e1)", required=True),
+           "one to tune first", search_default=_LOG_SCALE, required=True),
     HParam("optim.mu", float, 0.9, "[0, 1)", "momentum / nesterov; the notes: about 0.9, "
-           "cross-validated over 0.5, 0.9, 0.95, 0.99", search="choice(0.5, 0.9, 0.95, 0.99)"),
-    HParam("optim.decay_rate", float, 0.99, "(0, 1)", "rmsprop's leak; the notes: typical "
-           "values 0.9, 0.99, 0.999", search="choice(0.9, 0.99, 0.999)"),
+           "cross-validated over these", search_default="choice(0.5, 0.9, 0.95, 0.99)"),
+    HParam("optim.decay_rate", float, 0.99, "(0, 1)", "rmsprop's leak; the notes' typical "
+           "values", search_default="choice(0.9, 0.99, 0.999)"),
     HParam("optim.eps", float, 1e-8, "(0, inf)", "avoids division by zero; the Adam paper's "
            "value (the notes: usually 1e-4 to 1e-8)"),
     HParam("optim.beta1", float, 0.9, "(0, 1)", "adam; the paper's recommended value (the notes)"),
@@ -186,7 +189,7 @@ _TABLE = (
     HParam("schedule.mu_epochs", float, 0.0, "[0, inf)", "epochs of the momentum ramp"),
     # --- [train] -------------------------------------------------------------------------------
     HParam("train.reg", float, 1e-4, "[0, inf)", "L2 strength: loss = data loss + reg * "
-           "sum(w**2); the notes: search it on a log scale", search="loguniform(1e-6, 1e1)"),
+           "sum(w**2)", search_default=_LOG_SCALE),
     HParam("train.epochs", int, 10, "[1, inf)", "passes over the training set"),
     HParam("train.batch_size", int, 64, "[1, inf)", "examples per step"),
     HParam("train.clip_grad", float, None, "(0, inf)", "max global gradient norm (None: no "
@@ -199,7 +202,7 @@ _TABLE = (
     HParam("train.monitor_every", int, 50, "[1, inf)", "steps between probe capture windows"),
     # --- [model]: the bundled models' options that are hyperparameters ---------------------
     HParam("model.dropout", float, 0.0, "[0, 1)", "mlp / convnet: probability of dropping a "
-           "unit (0: off); the notes: search it in the original scale", search="uniform(0, 1)"),
+           "unit (0: off)", search_default="uniform(0, 1)"),  # the notes: in the original scale
 )
 # fmt: on
 

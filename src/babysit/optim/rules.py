@@ -66,8 +66,7 @@ def check_hparams(where: str, names: tuple[str, ...], hp: Mapping[str, Hp]) -> d
     """Validate ``hp`` and return the values of ``names`` with the notes' defaults filled in.
 
     Every given name must be an [optim] hyperparameter of optim/hparams.py and in its range
-    there (lr > 0, eps > 0, mu in [0, 1), decay_rate / beta1 / beta2 in (0, 1)); numbers or
-    (P,) tensors. Raises ConfigError.
+    there, as a number or a (P,) tensor (every member). Raises ConfigError.
     """
     for name, value in hp.items():
         if name not in _HPARAMS:
