@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from babysit import models
+from babysit._registry import Registry
 from babysit.data import load_digits
 from babysit.errors import ConfigError
 from babysit.models import ACTIVATIONS, MODELS, build_model, register_model
@@ -204,7 +206,7 @@ def test_registry_holds_the_bundled_models() -> None:
 
 
 def test_unknown_model_lists_the_registered_ones() -> None:
-    with pytest.raises(ConfigError, match=r"'resnet'.*convnet, mlp, softmax"):
+    with pytest.raises(ConfigError, match=r"unknown model 'resnet'.*softmax, mlp, convnet"):
         build_model("resnet", {}, input_shape=(64,), num_classes=10)
 
 
@@ -247,7 +249,10 @@ def test_convnet_rejects_flat_inputs_and_too_many_stages() -> None:
 
 
 def test_register_model_adds_a_builder_with_its_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(models, "MODELS", dict(MODELS))
+    scratch: Registry[Callable[..., nn.Module]] = Registry("model", error=ConfigError)
+    for name, builder in MODELS.items():
+        scratch.add(name, builder)
+    monkeypatch.setattr(models, "MODELS", scratch)
 
     @register_model("tiny")
     def tiny(*, input_shape: tuple[int, ...], num_classes: int, width: int = 3) -> nn.Module:

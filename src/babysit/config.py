@@ -1,8 +1,10 @@
 """Typed run config: TOML in, `--set key=value` overrides, every default written back out.
 
-This module does not import torch, so a bad config is answered before torch loads.
-Every problem raises :class:`~babysit.errors.ConfigError` with one line naming the
-file, the dotted key, the value and the reason.
+This module does not import torch, so a bad config is answered before torch loads: the
+hyperparameters' defaults and ranges come from ``optim/hparams.py`` and the task names from
+``tasks.py``'s registry (both torch-free). Every problem raises
+:class:`~babysit.errors.ConfigError` with one line naming the file, the dotted key, the
+value, the reason and the fix.
 """
 
 from __future__ import annotations
@@ -12,12 +14,29 @@ import os
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import ErrorDetails
 
+from babysit._registry import Registry
 from babysit.errors import ConfigError
+from babysit.optim.hparams import (
+    HPARAMS,
+    RULE_DEFAULT,
+    RULE_HPARAMS,
+    SCHEDULE_DEFAULT,
+    SCHEDULE_KINDS,
+)
+from babysit.tasks import TASKS, check_task_name
 
 __all__ = [
     "BUNDLED_TASKS",
@@ -28,15 +47,40 @@ __all__ = [
     "parse_override",
 ]
 
-# Names the config accepts; the registries in tasks.py / optim/build.py / optim/schedules.py
-# are checked against these by the tests, so the two cannot drift apart.
-BUNDLED_TASKS = ("digits-softmax", "digits-mlp", "digits-convnet", "spiral-mlp", "cifar10-convnet")
-RULE_NAMES = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "lbfgs")
-SCHEDULE_NAMES = ("none", "step", "exp", "inv", "plateau")
+# The names the config accepts, read from their one home (all torch-free): the task registry
+# in tasks.py, the rule and schedule tables in optim/hparams.py.
+BUNDLED_TASKS = tuple(TASKS)
+RULE_NAMES = tuple(RULE_HPARAMS)
+SCHEDULE_NAMES = tuple(SCHEDULE_KINDS)
+
+
+def _default(key: str) -> Any:
+    """The Field of a hyperparameter: its default and reason from optim/hparams.py."""
+    hp = HPARAMS[key]
+    return Field(hp.default, description=hp.why)
+
+
+# Keys whose value names an entry of a (torch-free) table; the table checks the name.
+_NAMES: dict[str, Registry[Any]] = {"optim.rule": RULE_HPARAMS, "schedule.kind": SCHEDULE_KINDS}
 
 
 class _Section(BaseModel):
+    """A config table; a key of optim/hparams.py is checked against its range or names there."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    section: ClassVar[str] = ""
+
+    @field_validator("*")
+    @classmethod
+    def _check(cls, value: Any, info: ValidationInfo) -> Any:
+        key = f"{cls.section}.{info.field_name}"
+        if key in _NAMES:
+            _NAMES[key].get_or_raise(value)  # ConfigError, a ValueError: pydantic reports it
+        hp = HPARAMS.get(key)
+        reason = None if hp is None else hp.problem(value)
+        if reason is not None:
+            raise ValueError(reason)
+        return value
 
 
 class TaskConfig(_Section):
@@ -47,14 +91,7 @@ class TaskConfig(_Section):
     @field_validator("name")
     @classmethod
     def _known_task(cls, name: str) -> str:
-        if ":" not in name and name not in BUNDLED_TASKS:
-            close = difflib.get_close_matches(name, BUNDLED_TASKS, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ValueError(
-                f"unknown task: {hint}use one of {', '.join(BUNDLED_TASKS)} "
-                "or 'pkg.module:function' / 'path/to/file.py:function'"
-            )
-        return name
+        return check_task_name(name)
 
 
 class ModelConfig(BaseModel):
@@ -64,39 +101,48 @@ class ModelConfig(BaseModel):
 
 
 class OptimConfig(_Section):
-    rule: Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "lbfgs"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    mu: float = Field(0.9, ge=0, lt=1)  # momentum / nesterov; the notes: 0.5, 0.9, 0.95, 0.99
-    decay_rate: float = Field(0.99, gt=0, lt=1)  # rmsprop; the notes: 0.9, 0.99, 0.999
-    eps: float = Field(1e-8, gt=0)
-    beta1: float = Field(0.9, gt=0, lt=1)
-    beta2: float = Field(0.999, gt=0, lt=1)
+    """The update rule and its hyperparameters (defaults and ranges: optim/hparams.py)."""
+
+    section: ClassVar[str] = "optim"
+    rule: str = RULE_DEFAULT
+    lr: float = _default("optim.lr")
+    mu: float = _default("optim.mu")
+    decay_rate: float = _default("optim.decay_rate")
+    eps: float = _default("optim.eps")
+    beta1: float = _default("optim.beta1")
+    beta2: float = _default("optim.beta2")
 
 
 class ScheduleConfig(_Section):
-    kind: Literal["none", "step", "exp", "inv", "plateau"] = "none"
-    every: float = Field(5.0, gt=0)  # step: epochs between decays (the notes: half every 5)
-    factor: float = Field(0.5, gt=0, lt=1)  # step / plateau: multiply the lr by this
-    k: float = Field(0.1, ge=0)  # exp: lr0 * exp(-k t); inv: lr0 / (1 + k t), t in epochs
-    patience: int = Field(3, ge=1)  # plateau: epochs without improvement before a decay
-    threshold: float = Field(1e-4, ge=0)  # plateau: smallest change that counts as improvement
-    min_lr: float = Field(0.0, ge=0)
-    mu_start: float | None = Field(None, ge=0, lt=1)  # momentum schedule, e.g. 0.5 -> optim.mu
-    mu_epochs: float = Field(0.0, ge=0)  # over this many epochs
+    """The lr (and momentum) schedule: the kind and every kind's keys (optim/hparams.py)."""
+
+    section: ClassVar[str] = "schedule"
+    kind: str = SCHEDULE_DEFAULT
+    every: float = _default("schedule.every")
+    factor: float = _default("schedule.factor")
+    k: float = _default("schedule.k")
+    patience: int = _default("schedule.patience")
+    threshold: float = _default("schedule.threshold")
+    min_lr: float = _default("schedule.min_lr")
+    mu_start: float | None = _default("schedule.mu_start")
+    mu_epochs: float = _default("schedule.mu_epochs")
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(64, ge=1)
-    reg: float = Field(1e-4, ge=0)  # L2 strength: loss = data loss + reg * sum(w**2)
+    """How to train; the numbers' defaults and ranges are in optim/hparams.py."""
+
+    section: ClassVar[str] = "train"
+    epochs: int = _default("train.epochs")
+    batch_size: int = _default("train.batch_size")
+    reg: float = _default("train.reg")
     seed: int = 0
-    clip_grad: float | None = Field(None, gt=0)  # max global gradient norm
-    early_stop: int | None = Field(None, ge=1)  # patience in epochs on the validation metric
-    eval_batch_size: int = Field(1024, ge=1)
-    keep_best: int = Field(1, ge=0)  # checkpoints kept by validation metric
-    keep_last: int = Field(1, ge=1)  # most recent checkpoints kept (resume needs one)
+    clip_grad: float | None = _default("train.clip_grad")
+    early_stop: int | None = _default("train.early_stop")
+    eval_batch_size: int = _default("train.eval_batch_size")
+    keep_best: int = _default("train.keep_best")
+    keep_last: int = _default("train.keep_last")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    monitor_every: int = Field(50, ge=1)  # steps between probe capture windows (babysit.watch)
+    monitor_every: int = _default("train.monitor_every")
     sanity: bool = False  # run the sanity checks before training
     gradcheck: bool = False  # run the gradient check before training
     report: bool = True  # write report.html at the end
@@ -147,8 +193,14 @@ def _config_error(exc: ValidationError, source: str) -> ConfigError:
             f"{source}: unknown key {key!r}: {hint}allowed keys here: {', '.join(allowed)}{more}"
         )
     value = err.get("input")
-    reason = err["msg"].removeprefix("Value error, ")
-    return ConfigError(f"{source}: {key} = {value!r} is invalid: {reason}{more}")
+    return ConfigError(f"{source}: {key} = {value!r} is invalid: {_reason(err, key)}{more}")
+
+
+def _reason(err: ErrorDetails, key: str) -> str:
+    """The table's reason and fix for a hyperparameter (also when pydantic refused the type)."""
+    hp = HPARAMS.get(key)
+    reason = None if hp is None else hp.problem(err.get("input"))
+    return reason or err["msg"].removeprefix("Value error, ")
 
 
 def _section_model(loc: Iterable[Any]) -> type[BaseModel] | None:

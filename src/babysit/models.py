@@ -27,25 +27,26 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
+from babysit._registry import Registry
 from babysit.errors import ConfigError
+from babysit.optim.hparams import HPARAMS
 
 __all__ = ["ACTIVATIONS", "INITS", "MODELS", "InitScheme", "build_model", "register_model"]
 
 ModelBuilder = Callable[..., nn.Module]
-MODELS: dict[str, ModelBuilder] = {}
+MODELS: Registry[ModelBuilder] = Registry("model", error=ConfigError)
 
 # nn modules, not functionals, so that forward hooks (monitor probes) can see every activation.
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "leaky_relu": nn.LeakyReLU,
-}
+ACTIVATIONS: Registry[Callable[[], nn.Module]] = Registry("activation", error=ConfigError)
+ACTIVATIONS.add("relu", nn.ReLU)
+ACTIVATIONS.add("tanh", nn.Tanh)
+ACTIVATIONS.add("sigmoid", nn.Sigmoid)
+ACTIVATIONS.add("leaky_relu", nn.LeakyReLU)
 
 
 @dataclass(frozen=True)
@@ -56,11 +57,12 @@ class InitScheme:
     out_scale: float
 
 
-INITS: dict[str, InitScheme] = {
-    "he": InitScheme(lambda fan_in, _: math.sqrt(2.0 / fan_in), out_scale=0.01),
-    "xavier": InitScheme(lambda fan_in, _: math.sqrt(1.0 / fan_in), out_scale=0.01),
-    "normal": InitScheme(lambda _, init_std: init_std, out_scale=1.0),
-}
+INITS: Registry[InitScheme] = Registry("init", error=ConfigError)
+INITS.add("he", InitScheme(lambda fan_in, _: math.sqrt(2.0 / fan_in), out_scale=0.01))
+INITS.add("xavier", InitScheme(lambda fan_in, _: math.sqrt(1.0 / fan_in), out_scale=0.01))
+INITS.add("normal", InitScheme(lambda _, init_std: init_std, out_scale=1.0))
+_DROPOUT = HPARAMS["model.dropout"]  # its range and default: optim/hparams.py
+_NO_DROPOUT = cast(float, _DROPOUT.default)
 
 _SHAPE_ARGS = ("input_shape", "num_classes")
 
@@ -81,7 +83,7 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
                 f"model builder {name!r}: every parameter must be keyword-only with a default,"
                 f" plus input_shape and num_classes (offending: {', '.join(bad) or 'none'})"
             )
-        MODELS[name] = fn
+        MODELS.add(name, fn)
         return fn
 
     return register
@@ -96,10 +98,7 @@ def build_model(
     name: str, cfg: Mapping[str, Any], *, input_shape: tuple[int, ...], num_classes: int
 ) -> nn.Module:
     """Build the registered model ``name`` from a ``[model]`` table; ConfigError on bad input."""
-    if name not in MODELS:
-        raise ConfigError(
-            f"model {name!r} is not registered; use one of: {', '.join(sorted(MODELS))}"
-        )
+    builder = MODELS.get_or_raise(name)
     allowed = allowed_keys(name)
     unknown = sorted(set(cfg) - set(allowed))
     if unknown:
@@ -107,7 +106,7 @@ def build_model(
             f"model {name!r}: unknown key {unknown[0]!r} = {cfg[unknown[0]]!r};"
             f" allowed keys: {', '.join(allowed)}"
         )
-    return MODELS[name](**cfg, input_shape=tuple(input_shape), num_classes=num_classes)
+    return builder(**cfg, input_shape=tuple(input_shape), num_classes=num_classes)
 
 
 # --- option checks: each names the model, key, value and what is allowed --------------------
@@ -164,44 +163,62 @@ class _Init:
                 layer.bias.fill_(0.0 if output else self.bias)
 
 
-def _init(
-    model: str, init: Any, init_std: Any, init_scale: Any, out_scale: Any, bias_init: Any
-) -> _Init:
-    scheme = INITS[_choice(model, "init", init, INITS)]
-    if out_scale is not None:
-        out_scale = _number(model, "out_scale", out_scale)
+def _init(model: str, o: Mapping[str, Any]) -> _Init:
+    """Check the init options in ``o`` (init, init_std, init_scale, out_scale, bias_init)."""
+    scheme = INITS[_choice(model, "init", o["init"], INITS)]
+    out_scale = o["out_scale"]
     return _Init(
         scheme=scheme,
-        init_std=_number(model, "init_std", init_std),
-        scale=_number(model, "init_scale", init_scale),
-        out_scale=scheme.out_scale if out_scale is None else out_scale,
-        bias=_number(model, "bias_init", bias_init, low=-math.inf),
+        init_std=_number(model, "init_std", o["init_std"]),
+        scale=_number(model, "init_scale", o["init_scale"]),
+        out_scale=scheme.out_scale if out_scale is None else _number(model, "out_scale", out_scale),
+        bias=_number(model, "bias_init", o.get("bias_init", 0.0), low=-math.inf),
     )
 
 
-def _dense(
-    layers: OrderedDict[str, nn.Module],
-    fan_in: int,
-    hidden: list[int],
-    num_classes: int,
-    *,
-    act: Callable[[], nn.Module],
-    dropout: float,
-    init: _Init,
-    drop_input: bool,
-) -> None:
-    """Append fc1, act1, [drop1], ..., out. Dropout feeds every Linear but one that sees data."""
-    widths = [fan_in, *hidden]
-    for i, (n_in, n_out) in enumerate(itertools.pairwise(widths), start=1):
-        if dropout > 0 and (drop_input or i > 1):
-            layers[f"drop{i - 1}"] = nn.Dropout(dropout)
-        layers[f"fc{i}"] = fc = nn.Linear(n_in, n_out)
-        init.apply(fc)
-        layers[f"act{i}"] = act()
-    if dropout > 0 and (drop_input or hidden):
-        layers[f"drop{len(hidden)}"] = nn.Dropout(dropout)
-    layers["out"] = out = nn.Linear(widths[-1], num_classes)
-    init.apply(out, output=True)
+@dataclass(frozen=True)
+class _Dense:
+    """Resolved options of a fully connected stack: hidden widths, activation, dropout, init."""
+
+    hidden: list[int]
+    act: Callable[[], nn.Module]
+    dropout: float
+    init: _Init
+
+    @classmethod
+    def of(cls, model: str, o: Mapping[str, Any]) -> _Dense:
+        """Check a builder's options ``o`` (ConfigError naming the model, key and value)."""
+        reason = _DROPOUT.problem(o["dropout"], name="dropout")
+        if reason is not None:
+            raise ConfigError(f"model {model!r}: dropout = {o['dropout']!r} is {reason}")
+        return cls(
+            hidden=_widths(model, "hidden", o["hidden"]),
+            act=ACTIVATIONS[_choice(model, "activation", o["activation"], ACTIVATIONS)],
+            dropout=float(o["dropout"]),
+            init=_init(model, o),
+        )
+
+    def append(
+        self,
+        layers: OrderedDict[str, nn.Module],
+        fan_in: int,
+        num_classes: int,
+        *,
+        drop_input: bool,
+    ) -> None:
+        """Append fc1, act1, [drop1], ..., out. Dropout feeds every Linear but one that sees
+        data (unless ``drop_input``)."""
+        widths = [fan_in, *self.hidden]
+        for i, (n_in, n_out) in enumerate(itertools.pairwise(widths), start=1):
+            if self.dropout > 0 and (drop_input or i > 1):
+                layers[f"drop{i - 1}"] = nn.Dropout(self.dropout)
+            layers[f"fc{i}"] = fc = nn.Linear(n_in, n_out)
+            self.init.apply(fc)
+            layers[f"act{i}"] = self.act()
+        if self.dropout > 0 and (drop_input or self.hidden):
+            layers[f"drop{len(self.hidden)}"] = nn.Dropout(self.dropout)
+        layers["out"] = out = nn.Linear(widths[-1], num_classes)
+        self.init.apply(out, output=True)
 
 
 @register_model("softmax")
@@ -215,17 +232,10 @@ def softmax(
     out_scale: float | None = None,
 ) -> nn.Module:
     """Linear classifier: flatten, Linear(prod(input_shape), C); its one layer is the output."""
-    spec = _init("softmax", init, init_std, init_scale, out_scale, 0.0)
+    spec = _init("softmax", locals())  # the options as given
     layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
-    _dense(
-        layers,
-        math.prod(input_shape),
-        [],
-        num_classes,
-        act=nn.Identity,
-        dropout=0.0,
-        init=spec,
-        drop_input=False,
+    _Dense([], nn.Identity, 0.0, spec).append(
+        layers, math.prod(input_shape), num_classes, drop_input=False
     )
     return nn.Sequential(layers)
 
@@ -237,7 +247,7 @@ def mlp(
     num_classes: int,
     hidden: Sequence[int] = (100,),
     activation: str = "relu",
-    dropout: float = 0.0,
+    dropout: float = _NO_DROPOUT,
     init: str = "he",
     init_std: float = 0.01,
     init_scale: float = 1.0,
@@ -245,21 +255,9 @@ def mlp(
     out_scale: float | None = None,
 ) -> nn.Module:
     """Fully connected net: flatten, (Linear, activation, [Dropout]) per hidden width, Linear."""
-    widths = _widths("mlp", "hidden", hidden)
-    act = ACTIVATIONS[_choice("mlp", "activation", activation, ACTIVATIONS)]
-    p = _number("mlp", "dropout", dropout, high=1.0)
-    spec = _init("mlp", init, init_std, init_scale, out_scale, bias_init)
+    dense = _Dense.of("mlp", locals())  # the options as given
     layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
-    _dense(
-        layers,
-        math.prod(input_shape),
-        widths,
-        num_classes,
-        act=act,
-        dropout=p,
-        init=spec,
-        drop_input=False,
-    )
+    dense.append(layers, math.prod(input_shape), num_classes, drop_input=False)
     return nn.Sequential(layers)
 
 
@@ -271,7 +269,7 @@ def convnet(
     channels: Sequence[int] = (16, 32),
     hidden: Sequence[int] = (64,),
     activation: str = "relu",
-    dropout: float = 0.0,
+    dropout: float = _NO_DROPOUT,
     init: str = "he",
     init_std: float = 0.01,
     init_scale: float = 1.0,
@@ -284,11 +282,8 @@ def convnet(
     channels[-1] * (H // 2**k) * (W // 2**k) features for k stages; dropout (when > 0) feeds
     every Linear layer, including the first.
     """
+    dense = _Dense.of("convnet", locals())  # the options it shares with mlp, as given
     stages = _widths("convnet", "channels", channels)
-    widths = _widths("convnet", "hidden", hidden)
-    act = ACTIVATIONS[_choice("convnet", "activation", activation, ACTIVATIONS)]
-    p = _number("convnet", "dropout", dropout, high=1.0)
-    spec = _init("convnet", init, init_std, init_scale, out_scale, bias_init)
     if len(input_shape) != 3:
         raise ConfigError(
             f"model 'convnet': input_shape {tuple(input_shape)} is not (channels, height, width);"
@@ -303,10 +298,10 @@ def convnet(
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     for i, c_out in enumerate(stages, start=1):  # (B, c, h, w) -> (B, c_out, h // 2, w // 2)
         layers[f"conv{i}"] = conv = nn.Conv2d(c, c_out, kernel_size=3, padding=1)
-        spec.apply(conv)
-        layers[f"conv_act{i}"] = act()
+        dense.init.apply(conv)
+        layers[f"conv_act{i}"] = dense.act()
         layers[f"pool{i}"] = nn.MaxPool2d(2)
         c, h, w = c_out, h // 2, w // 2
     layers["flatten"] = nn.Flatten()  # (B, c * h * w)
-    _dense(layers, c * h * w, widths, num_classes, act=act, dropout=p, init=spec, drop_input=True)
+    dense.append(layers, c * h * w, num_classes, drop_input=True)
     return nn.Sequential(layers)

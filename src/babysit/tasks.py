@@ -2,31 +2,45 @@
 
 A task is named in configs as a bundled name (``"digits-mlp"``), ``"pkg.module:fn"``
 or ``"path/to/file.py:fn"``; ``fn(**options)`` returns a :class:`Task`.
+
+This module does not import torch until a task is built or a penalty computed: config.py
+reads ``TASKS`` (the one list of bundled task names) before torch loads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
-from torch import nn
+from babysit._registry import Registry, unknown_name
+from babysit.errors import TaskError
 
-if TYPE_CHECKING:
-    from babysit.config import Config
+if TYPE_CHECKING:  # torch is imported where it is used, so that importing tasks stays light
+    import torch
+    from torch import nn
 
-__all__ = ["TASKS", "Task", "get_task", "l2_weights", "register_task", "task_for"]
+__all__ = [
+    "TASKS",
+    "Task",
+    "check_task_name",
+    "get_task",
+    "l2_weights",
+    "register_task",
+    "task_for",
+]
 
 # train/val/test: (inputs, targets) tensors, a torch Dataset, or a DataLoader.
 Split = Any
-ModelFactory = Callable[[dict[str, Any]], nn.Module]
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-RegFn = Callable[[nn.Module, float], torch.Tensor]
+ModelFactory = Callable[[dict[str, Any]], "nn.Module"]
+LossFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+RegFn = Callable[["nn.Module", float], "torch.Tensor"]
 
 
 def l2_weights(model: nn.Module, strength: float) -> torch.Tensor:
     """L2 penalty ``strength * sum(w**2)`` over weight tensors (ndim >= 2; biases excluded)."""
+    import torch
+
     weights = [p for p in model.parameters() if p.ndim >= 2]
     if not weights:
         ref = next(model.parameters(), None)
@@ -72,20 +86,17 @@ class Task:
 # --- bundled tasks and name resolution ----------------------------------------------
 
 TaskBuilder = Callable[..., Task]
-TASKS: dict[str, TaskBuilder] = {}
+TASKS: Registry[TaskBuilder] = Registry("task", error=TaskError)
 
 
 def register_task(name: str) -> Callable[[TaskBuilder], TaskBuilder]:
     """Register a bundled task builder under ``name`` (used as ``[task] name``)."""
-
-    def register(fn: TaskBuilder) -> TaskBuilder:
-        TASKS[name] = fn
-        return fn
-
-    return register
+    return TASKS.register(name)
 
 
 def _classifier_task(model: str, splits: Any, **task_kw: Any) -> Task:
+    from torch import nn
+
     from babysit.models import build_model
 
     def factory(cfg: dict[str, Any]) -> nn.Module:
@@ -151,20 +162,24 @@ def cifar10_convnet(*, data_dir: str | None = None, split_seed: int = 0) -> Task
     return _classifier_task("convnet", load_cifar10(data_dir, seed=split_seed))
 
 
+def check_task_name(name: str) -> str:
+    """``name`` if it is bundled or ``"module:fn"``-shaped, else TaskError with the choices."""
+    if name in TASKS or ":" in name:
+        return name
+    raise TaskError(
+        unknown_name("task", name, TASKS.names())
+        + " or 'pkg.module:function' / 'path/to/file.py:function'"
+    )
+
+
 def get_task(name: str, *, data_dir: str | None = None, **options: Any) -> Task:
     """Build a task by name: a bundled one, ``"pkg.module:fn"`` or ``"path/file.py:fn"``."""
-    from babysit.errors import TaskError
-
-    if name in TASKS:
+    if check_task_name(name) in TASKS:
         if data_dir is not None:
             options["data_dir"] = data_dir
         builder = TASKS[name]
-    elif ":" in name:
-        builder = _import_task_fn(name)
     else:
-        raise TaskError(
-            f"unknown task {name!r}: use one of {', '.join(TASKS)} or 'pkg.module:function'"
-        )
+        builder = _import_task_fn(name)
     try:
         task = builder(**options)
     except TypeError as exc:
@@ -180,8 +195,28 @@ def get_task(name: str, *, data_dir: str | None = None, **options: Any) -> Task:
     return task
 
 
-def task_for(config: Config) -> Task:
-    """The task a config's ``[task]`` table names (name, data_dir, options)."""
+class _TaskTable(Protocol):
+    """What task_for reads: a config's [task] table (babysit.config.TaskConfig)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def data_dir(self) -> str | None: ...
+    @property
+    def options(self) -> dict[str, Any]: ...
+
+
+class _HasTaskTable(Protocol):
+    @property
+    def task(self) -> _TaskTable: ...
+
+
+def task_for(config: _HasTaskTable) -> Task:
+    """The task a config's ``[task]`` table names (name, data_dir, options).
+
+    ``config`` is a :class:`babysit.config.Config`; typed by what is read, since config.py
+    imports this module (for ``TASKS``) and not the other way round.
+    """
     return get_task(config.task.name, data_dir=config.task.data_dir, **config.task.options)
 
 
@@ -192,8 +227,6 @@ def _import_task_fn(spec: str) -> TaskBuilder:
     import os
     import sys
     from pathlib import Path
-
-    from babysit.errors import TaskError
 
     target, _, attr = spec.rpartition(":")
     if not target or not attr:

@@ -23,15 +23,11 @@ from typing import Any
 
 import torch
 
+from babysit._registry import Registry
 from babysit.errors import ConfigError
+from babysit.optim.hparams import HPARAMS, MOMENTUM_KEYS, RULE_HPARAMS
 from babysit.optim.rules import check_hparams
-from babysit.optim.schedules import (
-    MOMENTUM_KEYS,
-    SCHEDULES,
-    Plateau,
-    check_schedule,
-    momentum_at,
-)
+from babysit.optim.schedules import SCHEDULES, Plateau, check_schedule, momentum_at
 
 __all__ = [
     "OPTIMIZERS",
@@ -44,50 +40,65 @@ __all__ = [
 
 Make = Callable[[Iterable[torch.nn.Parameter], Mapping[str, float]], torch.optim.Optimizer]
 
+# Where a momentum schedule lands in a torch param group, by the notes' name of the
+# hyperparameter it drives (RULE_HPARAMS[rule].momentum): SGD's "momentum", Adam's betas[0].
+_TORCH_MOMENTUM: dict[str, str] = {"mu": "momentum", "beta1": "betas0"}
+
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """A rule as torch.optim: the config keys it uses and how to build it."""
+    """A rule as torch.optim: how to build it; what it takes is read from optim/hparams.py."""
 
     name: str
-    hparams: tuple[str, ...]  # config keys the rule uses, e.g. ("lr", "mu")
     make: Make  # (params, resolved hp) -> optimizer
-    momentum_key: str | None  # how a momentum schedule reaches it: "momentum", "betas0", None
-    full_batch: bool = False  # one step(closure) per epoch on the whole training set (L-BFGS)
+
+    @property
+    def hparams(self) -> tuple[str, ...]:
+        """The [optim] keys the rule uses, e.g. ("lr", "mu")."""
+        return RULE_HPARAMS[self.name].hparams
+
+    @property
+    def momentum_hparam(self) -> str | None:
+        """The hyperparameter a momentum schedule drives: "mu", "beta1" or None."""
+        return RULE_HPARAMS[self.name].momentum
+
+    @property
+    def momentum_key(self) -> str | None:
+        """Where that momentum lives in a param group: "momentum", "betas0" or None."""
+        key = self.momentum_hparam
+        return None if key is None else _TORCH_MOMENTUM[key]
+
+    @property
+    def full_batch(self) -> bool:
+        """One step(closure) per epoch on the whole training set (L-BFGS)."""
+        return RULE_HPARAMS[self.name].full_batch
 
 
-OPTIMIZERS: dict[str, OptimizerSpec] = {}
+OPTIMIZERS: Registry[OptimizerSpec] = Registry("update rule", error=ConfigError)
 
 
-def optimizer(
-    name: str,
-    *,
-    hparams: tuple[str, ...],
-    momentum_key: str | None = None,
-    full_batch: bool = False,
-) -> Callable[[Make], Make]:
-    """Register ``make(params, hp)`` as optimizer ``name`` (adding a rule is one decorated def)."""
+def optimizer(name: str) -> Callable[[Make], Make]:
+    """Register ``make(params, hp)`` as optimizer ``name`` (adding a rule is one decorated def).
 
-    def register(make: Make) -> Make:
-        OPTIMIZERS[name] = OptimizerSpec(name, hparams, make, momentum_key, full_batch)
-        return make
-
-    return register
+    ``name`` must be in optim/hparams.py's RULE_HPARAMS, which says what the rule takes.
+    """
+    RULE_HPARAMS.get_or_raise(name)
+    return OPTIMIZERS.register(name, wrap=lambda make: OptimizerSpec(name, make))
 
 
-@optimizer("sgd", hparams=("lr",))
+@optimizer("sgd")
 def _sgd(params: Iterable[torch.nn.Parameter], hp: Mapping[str, float]) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=hp["lr"])
 
 
-@optimizer("momentum", hparams=("lr", "mu"), momentum_key="momentum")
+@optimizer("momentum")
 def _momentum(
     params: Iterable[torch.nn.Parameter], hp: Mapping[str, float]
 ) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=hp["lr"], momentum=hp["mu"])
 
 
-@optimizer("nesterov", hparams=("lr", "mu"), momentum_key="momentum")
+@optimizer("nesterov")
 def _nesterov(
     params: Iterable[torch.nn.Parameter], hp: Mapping[str, float]
 ) -> torch.optim.Optimizer:
@@ -96,26 +107,26 @@ def _nesterov(
     return torch.optim.SGD(params, lr=hp["lr"], momentum=hp["mu"], nesterov=True)
 
 
-@optimizer("adagrad", hparams=("lr", "eps"))
+@optimizer("adagrad")
 def _adagrad(
     params: Iterable[torch.nn.Parameter], hp: Mapping[str, float]
 ) -> torch.optim.Optimizer:
     return torch.optim.Adagrad(params, lr=hp["lr"], eps=hp["eps"])
 
 
-@optimizer("rmsprop", hparams=("lr", "decay_rate", "eps"))
+@optimizer("rmsprop")
 def _rmsprop(
     params: Iterable[torch.nn.Parameter], hp: Mapping[str, float]
 ) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(params, lr=hp["lr"], alpha=hp["decay_rate"], eps=hp["eps"])
 
 
-@optimizer("adam", hparams=("lr", "beta1", "beta2", "eps"), momentum_key="betas0")
+@optimizer("adam")
 def _adam(params: Iterable[torch.nn.Parameter], hp: Mapping[str, float]) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"])
 
 
-@optimizer("lbfgs", hparams=("lr",), full_batch=True)
+@optimizer("lbfgs")
 def _lbfgs(params: Iterable[torch.nn.Parameter], hp: Mapping[str, float]) -> torch.optim.Optimizer:
     """Quasi-Newton: an inverse-Hessian estimate from the last 10 steps, strong-Wolfe line search.
 
@@ -141,9 +152,7 @@ def create_optimizer(
     hp keys: lr (required), mu, decay_rate, eps, beta1, beta2 (defaults 0.9, 0.99, 1e-8, 0.9,
     0.999); keys the rule does not use are checked and ignored. Raises ConfigError.
     """
-    if rule not in OPTIMIZERS:
-        raise ConfigError(f"optim.rule={rule!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
-    spec = OPTIMIZERS[rule]
+    spec = OPTIMIZERS.get_or_raise(rule, where="optim.rule")
     resolved = check_hparams(f"optim (rule {rule!r})", spec.hparams, hp)
     return spec.make(params, {k: float(v) for k, v in resolved.items()})
 
@@ -186,8 +195,7 @@ class LRController:
         momentum_key: str | None = None,
     ) -> None:
         self.keys = check_schedule(kind, keys)
-        if not lr0 > 0:
-            raise ConfigError(f"schedule: lr0={lr0!r} must be > 0; fix: set optim.lr > 0")
+        HPARAMS["optim.lr"].check(lr0, name="lr0", where="schedule: ")  # optim.lr's range
         if steps_per_epoch < 1:
             raise ConfigError(f"schedule: steps_per_epoch={steps_per_epoch!r} must be >= 1")
         self.optimizer, self.kind, self.lr0 = optimizer, kind, float(lr0)

@@ -23,7 +23,6 @@ buffer by the current lr. Rescaling ``v`` by ``lr_new / lr_old`` before a step m
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from babysit._registry import Registry, unknown_name
 from babysit.errors import ConfigError
+from babysit.optim.hparams import RULE_HPARAMS, HParam, section
 
 __all__ = ["HP_DEFAULTS", "RULES", "Rule", "check_hparams", "init_state", "rule", "step"]
 
@@ -40,70 +41,41 @@ Hp = float | Tensor
 # (w, dw, slots, hp, t) -> (w_new, slots_new), on one tensor; hp values already broadcast.
 Update = Callable[[Tensor, Tensor, dict[str, Tensor], dict[str, Hp], int], tuple[Tensor, dict]]
 
-# The notes' defaults (Adam paper: eps=1e-8, beta1=0.9, beta2=0.999; mu "about 0.9";
-# decay_rate typical 0.9, 0.99, 0.999). lr has none: it is the one hyperparameter to search.
+# The [optim] hyperparameters by name; defaults, ranges and reasons: optim/hparams.py.
+_HPARAMS: dict[str, HParam] = section("optim")
+# The notes' defaults; lr has none here (step and create_optimizer need it given).
 HP_DEFAULTS: dict[str, float | None] = {
-    "lr": None,
-    "mu": 0.9,
-    "decay_rate": 0.99,
-    "eps": 1e-8,
-    "beta1": 0.9,
-    "beta2": 0.999,
+    name: None if hp.required else hp.default for name, hp in _HPARAMS.items()
 }
 
 
-@dataclass(frozen=True)
-class _Range:
-    """An allowed interval for a hyperparameter: low < x (or low <= x) and x < high, finite."""
-
-    low: float
-    high: float
-    low_closed: bool
-    text: str
-
-    def bad(self, value: Hp) -> tuple[int | None, float] | None:
-        """The first value outside the range as (member index or None, value), else None."""
-        if isinstance(value, Tensor):
-            x = value.detach().double().reshape(-1)
-            above = x >= self.low if self.low_closed else x > self.low
-            ok = torch.isfinite(x) & above & (x < self.high)
-            if bool(ok.all()):
-                return None
-            i = int((~ok).nonzero()[0])
-            return (i if value.ndim else None), float(x[i])
-        v = float(value)
-        fine = v >= self.low if self.low_closed else v > self.low
-        return None if (math.isfinite(v) and fine and v < self.high) else (None, v)
-
-
-_RANGES: dict[str, _Range] = {
-    "lr": _Range(0.0, math.inf, False, "> 0"),
-    "mu": _Range(0.0, 1.0, True, "in [0, 1)"),
-    "decay_rate": _Range(0.0, 1.0, False, "in (0, 1)"),
-    "eps": _Range(0.0, math.inf, False, "> 0"),
-    "beta1": _Range(0.0, 1.0, False, "in (0, 1)"),
-    "beta2": _Range(0.0, 1.0, False, "in (0, 1)"),
-}
+def _first_bad(hp: HParam, value: Hp) -> tuple[int | None, float] | None:
+    """The first value outside hp's range as (member index or None, value), else None."""
+    if isinstance(value, Tensor):
+        x = value.detach().double().reshape(-1)
+        ok = hp.range.holds(x)  # elementwise: the same test as a single number's
+        if bool(ok.all()):
+            return None
+        i = int((~ok).nonzero()[0])
+        return (i if value.ndim else None), float(x[i])
+    v = float(value)
+    return None if hp.range.holds(v) else (None, v)
 
 
 def check_hparams(where: str, names: tuple[str, ...], hp: Mapping[str, Hp]) -> dict[str, Hp]:
     """Validate ``hp`` and return the values of ``names`` with the notes' defaults filled in.
 
-    Every given name must be a known hyperparameter (``HP_DEFAULTS``) and in its range:
-    lr > 0, eps > 0, mu in [0, 1), decay_rate / beta1 / beta2 in (0, 1). Raises ConfigError.
+    Every given name must be an [optim] hyperparameter of optim/hparams.py and in its range
+    there, as a number or a (P,) tensor (every member). Raises ConfigError.
     """
     for name, value in hp.items():
-        if name not in _RANGES:
-            raise ConfigError(
-                f"{where}: unknown hyperparameter {name!r}; use one of {', '.join(_RANGES)}"
-            )
-        bad = _RANGES[name].bad(value)
+        if name not in _HPARAMS:
+            raise ConfigError(unknown_name("hyperparameter", name, list(_HPARAMS), where=where))
+        bad = _first_bad(_HPARAMS[name], value)
         if bad is not None:
             member = "" if bad[0] is None else f" (population member {bad[0]})"
-            raise ConfigError(
-                f"{where}: {name}={bad[1]!r}{member} is not {_RANGES[name].text}; "
-                f"fix: choose {name} {_RANGES[name].text}"
-            )
+            reason = _HPARAMS[name].problem(bad[1], name=name)
+            raise ConfigError(f"{where}: {name}={bad[1]!r}{member} is {reason}")
     out: dict[str, Hp] = {}
     for name in names:
         given: Hp | None = hp[name] if name in hp else HP_DEFAULTS[name]
@@ -119,40 +91,42 @@ class Rule:
 
     name: str
     slots: tuple[str, ...]  # per-tensor state, zeros like w at init
-    hparams: tuple[str, ...]
+    hparams: tuple[str, ...]  # from optim/hparams.py's RULE_HPARAMS
     counts_steps: bool  # keeps the iteration counter t (Adam's bias correction)
     update: Update
 
 
-_RULES: dict[str, Rule] = {}
+_RULES: Registry[Rule] = Registry("update rule", error=ConfigError)
 
 
 def rule(
-    name: str, *, hparams: tuple[str, ...], slots: tuple[str, ...] = (), counts_steps: bool = False
+    name: str, *, slots: tuple[str, ...] = (), counts_steps: bool = False
 ) -> Callable[[Update], Update]:
-    """Register an update on one tensor as rule ``name`` (adding a rule is one decorated def)."""
+    """Register an update on one tensor as rule ``name`` (adding a rule is one decorated def).
 
-    def register(update: Update) -> Update:
-        _RULES[name] = Rule(name, slots, hparams, counts_steps, update)
-        return update
+    The rule's hyperparameters come from ``RULE_HPARAMS[name]`` (optim/hparams.py): a name
+    not in that table cannot be registered.
+    """
+    hparams = RULE_HPARAMS.get_or_raise(name).hparams
+    return _RULES.register(
+        name, wrap=lambda update: Rule(name, slots, hparams, counts_steps, update)
+    )
 
-    return register
 
-
-@rule("sgd", hparams=("lr",))
+@rule("sgd")
 def _sgd(w: Tensor, dw: Tensor, s: dict[str, Tensor], hp: dict[str, Hp], t: int) -> tuple:
     """Vanilla update: w += -lr * dw."""
     return w - hp["lr"] * dw, {}
 
 
-@rule("momentum", hparams=("lr", "mu"), slots=("v",))
+@rule("momentum", slots=("v",))
 def _momentum(w: Tensor, dw: Tensor, s: dict[str, Tensor], hp: dict[str, Hp], t: int) -> tuple:
     """Momentum: v = mu*v - lr*dw (integrate velocity); w += v (integrate position)."""
     v = hp["mu"] * s["v"] - hp["lr"] * dw
     return w + v, {"v": v}
 
 
-@rule("nesterov", hparams=("lr", "mu"), slots=("v",))
+@rule("nesterov", slots=("v",))
 def _nesterov(w: Tensor, dw: Tensor, s: dict[str, Tensor], hp: dict[str, Hp], t: int) -> tuple:
     """Nesterov in the x_ahead form: v = mu*v_prev - lr*dw; w += -mu*v_prev + (1+mu)*v."""
     mu = hp["mu"]
@@ -161,14 +135,14 @@ def _nesterov(w: Tensor, dw: Tensor, s: dict[str, Tensor], hp: dict[str, Hp], t:
     return w - mu * v_prev + (1 + mu) * v, {"v": v}
 
 
-@rule("adagrad", hparams=("lr", "eps"), slots=("cache",))
+@rule("adagrad", slots=("cache",))
 def _adagrad(w: Tensor, dw: Tensor, s: dict[str, Tensor], hp: dict[str, Hp], t: int) -> tuple:
     """Adagrad: cache += dw**2; w += -lr * dw / (sqrt(cache) + eps)."""
     cache = s["cache"] + dw * dw
     return w - hp["lr"] * dw / (cache.sqrt() + hp["eps"]), {"cache": cache}
 
 
-@rule("rmsprop", hparams=("lr", "decay_rate", "eps"), slots=("cache",))
+@rule("rmsprop", slots=("cache",))
 def _rmsprop(w: Tensor, dw: Tensor, s: dict[str, Tensor], hp: dict[str, Hp], t: int) -> tuple:
     """RMSprop: cache = d*cache + (1-d)*dw**2 (leaky); w += -lr * dw / (sqrt(cache) + eps)."""
     d = hp["decay_rate"]
@@ -176,7 +150,7 @@ def _rmsprop(w: Tensor, dw: Tensor, s: dict[str, Tensor], hp: dict[str, Hp], t: 
     return w - hp["lr"] * dw / (cache.sqrt() + hp["eps"]), {"cache": cache}
 
 
-@rule("adam", hparams=("lr", "beta1", "beta2", "eps"), slots=("m", "v"), counts_steps=True)
+@rule("adam", slots=("m", "v"), counts_steps=True)
 def _adam(w: Tensor, dw: Tensor, s: dict[str, Tensor], hp: dict[str, Hp], t: int) -> tuple:
     """Adam with bias correction; t is already incremented (1 at the first step)."""
     b1, b2 = hp["beta1"], hp["beta2"]
@@ -191,9 +165,7 @@ RULES: tuple[str, ...] = tuple(_RULES)
 
 
 def _lookup(name: str) -> Rule:
-    if name not in _RULES:
-        raise ConfigError(f"unknown update rule {name!r}; use one of {', '.join(_RULES)}")
-    return _RULES[name]
+    return _RULES.get_or_raise(name, where="optim.rule")
 
 
 def _leaves(x: Any, where: str) -> dict[str, Tensor]:

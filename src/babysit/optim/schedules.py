@@ -16,12 +16,14 @@ multiple epochs" (a linear ramp).
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from babysit._registry import Registry
 from babysit.errors import ConfigError
+from babysit.optim.hparams import MOMENTUM_KEYS, SCHEDULE_KINDS, section
 
 __all__ = [
     "MOMENTUM_KEYS",
@@ -36,47 +38,31 @@ __all__ = [
 
 Schedule = Callable[..., float]  # (lr0, t, **keys) -> lr
 
-SCHEDULES: dict[str, Schedule] = {}
+# The kinds, the keys each takes, their defaults and ranges: optim/hparams.py.
+_KEYS = section("schedule")
+SCHEDULE_DEFAULTS: dict[str, float | None] = {name: hp.default for name, hp in _KEYS.items()}
 # Keys each kind takes; every kind also takes the momentum schedule's keys.
-SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {}
-MOMENTUM_KEYS: tuple[str, ...] = ("mu_start", "mu_epochs")
-# Defaults the config uses (the notes: halve every 5 epochs; mu ramp off unless mu_start is set).
-SCHEDULE_DEFAULTS: dict[str, float | None] = {
-    "every": 5.0,
-    "factor": 0.5,
-    "k": 0.1,
-    "patience": 3,
-    "threshold": 1e-4,
-    "min_lr": 0.0,
-    "mu_start": None,
-    "mu_epochs": 0.0,
+SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {
+    kind: spec.keys + MOMENTUM_KEYS for kind, spec in SCHEDULE_KINDS.items()
 }
+# The pure kinds (every kind of SCHEDULE_KINDS but the stateful "plateau").
+SCHEDULES: Registry[Schedule] = Registry("schedule", error=ConfigError)
 
 
-@dataclass(frozen=True)
-class _Check:
-    ok: Callable[[float], bool]
-    text: str
+def schedule(name: str) -> Callable[[Schedule], Schedule]:
+    """Register a pure schedule ``(lr0, t, **keys) -> lr`` as kind ``name``.
 
-
-_CHECKS: dict[str, _Check] = {
-    "every": _Check(lambda v: v > 0, "> 0 (epochs between reductions)"),
-    "factor": _Check(lambda v: 0 < v < 1, "in (0, 1) (the notes: 0.5 or 0.1)"),
-    "k": _Check(lambda v: v >= 0, ">= 0"),
-    "patience": _Check(lambda v: v >= 1 and float(v).is_integer(), "an integer >= 1 (epochs)"),
-    "threshold": _Check(lambda v: v >= 0, ">= 0"),
-    "min_lr": _Check(lambda v: v >= 0, ">= 0"),
-    "mu_start": _Check(lambda v: 0 <= v < 1, "in [0, 1) (the notes: 0.5)"),
-    "mu_epochs": _Check(lambda v: v >= 0, ">= 0 (epochs of the momentum ramp)"),
-}
-
-
-def schedule(name: str, *, keys: tuple[str, ...] = ()) -> Callable[[Schedule], Schedule]:
-    """Register a pure schedule ``(lr0, t, **keys) -> lr`` as kind ``name``."""
+    ``name`` must be a kind of SCHEDULE_KINDS (optim/hparams.py), and the function's keyword
+    arguments exactly the keys the table gives it, else registering it fails.
+    """
+    keys = set(SCHEDULE_KINDS.get_or_raise(name).keys)
 
     def register(fn: Schedule) -> Schedule:
-        SCHEDULES[name] = fn
-        SCHEDULE_KEYS[name] = keys + MOMENTUM_KEYS
+        params = inspect.signature(fn).parameters.values()
+        kw = {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        if kw != keys:
+            raise TypeError(f"schedule {name!r} takes {sorted(kw)}; the table says {sorted(keys)}")
+        SCHEDULES.add(name, fn)
         return fn
 
     return register
@@ -88,25 +74,22 @@ def constant(lr0: float, t: float) -> float:
     return lr0
 
 
-@schedule("step", keys=("every", "factor"))
+@schedule("step")
 def step_decay(lr0: float, t: float, *, every: float, factor: float) -> float:
     """Step decay: lr0 * factor ** floor(t / every) (the notes: halve every 5 epochs)."""
     return lr0 * factor ** math.floor(t / every)
 
 
-@schedule("exp", keys=("k",))
+@schedule("exp")
 def exponential(lr0: float, t: float, *, k: float) -> float:
     """Exponential decay: lr0 * exp(-k t)."""
     return lr0 * math.exp(-k * t)
 
 
-@schedule("inv", keys=("k",))
+@schedule("inv")
 def inverse_time(lr0: float, t: float, *, k: float) -> float:
     """The notes' 1/t decay: lr0 / (1 + k t)."""
     return lr0 / (1 + k * t)
-
-
-SCHEDULE_KEYS["plateau"] = ("factor", "patience", "threshold", "min_lr", *MOMENTUM_KEYS)
 
 
 def check_schedule(kind: str, keys: Mapping[str, float | None]) -> dict[str, Any]:
@@ -115,21 +98,11 @@ def check_schedule(kind: str, keys: Mapping[str, float | None]) -> dict[str, Any
     Keys the kind does not take are ignored (the config holds all of them, with defaults).
     Raises ConfigError naming the kind, key and value.
     """
-    if kind not in SCHEDULE_KEYS:
-        raise ConfigError(
-            f"schedule.kind={kind!r} is unknown; use one of {', '.join(SCHEDULE_KEYS)}"
-        )
+    SCHEDULE_KINDS.get_or_raise(kind, where="schedule.kind")
     out: dict[str, Any] = {}
     for name in SCHEDULE_KEYS[kind]:
         value = keys.get(name, SCHEDULE_DEFAULTS[name])
-        if value is not None:
-            check = _CHECKS[name]
-            if not (isinstance(value, int | float) and math.isfinite(value) and check.ok(value)):
-                raise ConfigError(
-                    f"schedule.{name}={value!r} (kind {kind!r}) is not {check.text}; "
-                    f"fix: set schedule.{name} {check.text}"
-                )
-        out[name] = value
+        out[name] = _KEYS[name].check(value, where=f"schedule.kind={kind!r}: ")
     return out
 
 
