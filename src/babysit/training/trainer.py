@@ -24,6 +24,7 @@ from babysit.config import Config
 from babysit.monitor.log import MetricsWriter
 from babysit.monitor.watch import Monitor, watch
 from babysit.optim.build import OPTIMIZERS, LRController, create_optimizer
+from babysit.optim.hparams import momentum_of
 from babysit.splits import Batches, image_shape, split_size
 from babysit.tasks import Task
 from babysit.training.callbacks import (
@@ -84,7 +85,7 @@ class Trainer:
             lr0=opt.lr,
             steps_per_epoch=self.steps_per_epoch,
             # the momentum a schedule drives and the log shows: SGD's mu, Adam's beta1
-            mu={"momentum": opt.mu, "betas0": opt.beta1}.get(spec.momentum_key or ""),
+            mu=momentum_of(opt.rule, opt.model_dump()),
             momentum_key=spec.momentum_key,
             keys=sched.model_dump(exclude={"kind"}),
         )
