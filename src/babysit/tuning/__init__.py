@@ -4,12 +4,16 @@ The notes' "Hyperparameter optimization": random search on log scale, one valida
 fold, coarse -> fine stages, and a warning when the best value sits on the border of its
 range. Modules:
 
-- ``space.py``  — ``"loguniform(1e-6, 1e1)"`` strings -> dimensions -> Optuna distributions
-  (torch- and optuna-free at import: config.py validates spaces with it)
+- ``dimensions.py`` — ``"loguniform(1e-6, 1e1)"`` strings -> ranges / choices -> Optuna
+  distributions (the registry of distribution kinds)
+- ``space.py``  — dotted config keys checked against the Config, the notes' defaults
+  (both torch- and optuna-free at import: config.py validates spaces with them)
 - ``study.py``  — the Optuna study: storage (journal file | sqlite | postgresql),
   samplers, pruners, the config kept in the study's user attributes
 - ``stages.py`` — pure: the next stage's ranges (zoom) and the border warnings
 - ``trial.py``  — one trial: the objective, ``report(epoch, value)``, pruned / diverged
+- ``objective.py`` — the default objective: ``babysit.train`` on the trial's config
+- ``summary.py`` — the :class:`Study` result and ``summary.json``
 - ``master.py`` — ``babysit.search()``: stage by stage, then ``summary.json``
 
 This package's ``__init__`` imports nothing, so that ``babysit.config`` can import

@@ -26,8 +26,9 @@ from babysit._io import json_safe
 from babysit.config import Config, load_config
 from babysit.errors import ConfigError
 from babysit.training.rundir import check_new_run_dir, default_run_dir
+from babysit.tuning.dimensions import Dimension
 from babysit.tuning.objective import TrainObjective, trained_epochs
-from babysit.tuning.space import Dimension, parse_space
+from babysit.tuning.space import parse_space
 from babysit.tuning.stages import next_stage
 from babysit.tuning.study import create_study, quiet_optuna, storage_url
 from babysit.tuning.summary import Study, best_of, trial_record

@@ -19,7 +19,7 @@ from typing import Any
 from babysit.config import Config
 from babysit.tasks import task_for
 from babysit.training.run import train
-from babysit.tuning.space import Choice, Dimension
+from babysit.tuning.dimensions import Choice, Dimension
 from babysit.tuning.trial import Diverged, Reporter, TrialFailed, TrialSpec
 
 __all__ = ["TrainObjective", "config_for", "trained_epochs"]

@@ -24,7 +24,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
-from babysit.tuning.space import Choice, Dimension, Range
+from babysit.tuning.dimensions import Choice, Dimension, Range
 
 __all__ = [
     "BORDER",

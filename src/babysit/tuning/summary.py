@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from babysit._io import json_restore, write_json_atomic
 from babysit.errors import ReportError
-from babysit.tuning.space import Dimension
+from babysit.tuning.dimensions import Dimension
 
 __all__ = ["SUMMARY_FILE", "Study", "best_of", "trial_record"]
 
