@@ -44,6 +44,14 @@ class Limits:
         below = self.high is None or (x < self.high if self.high_open else x <= self.high)
         return above and below
 
+    def inside(self, x: float) -> float:
+        """``x``, or the nearest value the limits allow (next to an open limit)."""
+        if self.low is not None and not (x > self.low if self.low_open else x >= self.low):
+            x = math.nextafter(self.low, math.inf) if self.low_open else self.low
+        if self.high is not None and not (x < self.high if self.high_open else x <= self.high):
+            x = math.nextafter(self.high, -math.inf) if self.high_open else self.high
+        return x
+
     def clip(self, x: float, *, inner: float) -> float:
         """``x`` moved inside the limits; past an open limit, halfway from ``inner`` to it."""
         if not self.contains(x):
@@ -61,7 +69,11 @@ class Limits:
 
 @dataclass(frozen=True)
 class Range:
-    """A numeric range [low, high]; ``log``: uniform in log10 space; ``integer``: whole numbers."""
+    """A numeric range; ``log``: uniform in log10 space; ``integer``: whole numbers.
+
+    Whole numbers are drawn from [low, high], floats from [low, high) (as numpy and the
+    notes' ``uniform(0, 1)`` for dropout < 1 do): ``high`` may be a key's open limit.
+    """
 
     kind: str  # its name in KINDS, used to write it back out
     low: float
@@ -90,10 +102,21 @@ class Range:
     def sample(self, rng: np.random.Generator) -> float | int:
         if self.integer:
             return int(rng.integers(int(self.low), int(self.high) + 1))
-        return self.from_unit(float(rng.uniform(0.0, 1.0)))
+        value = self.from_unit(float(rng.uniform(0.0, 1.0)))
+        return min(max(value, self.low), self.high)  # 10 ** log10(x) may round past an end
+
+    @property
+    def checked_values(self) -> tuple[float, float]:
+        """The ends a key's limits must admit: float ranges draw from [low, high)."""
+        return (
+            (self.low, self.high)
+            if self.integer
+            else (self.low, math.nextafter(self.high, self.low))
+        )
 
     def decode(self, value: Any) -> Any:
-        return value
+        """The value a trial uses: a float a sampler put on an open limit moves inside."""
+        return value if self.integer else self.limits.inside(value)
 
     @property
     def narrowed(self) -> bool:

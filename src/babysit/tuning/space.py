@@ -102,11 +102,15 @@ def _whole_numbers(info: FieldInfo) -> bool:
     return int in types and float not in types
 
 
+def _show(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else repr(value)
+
+
 def _check_values(key: str, dim: Dimension, info: FieldInfo | None, limits: Limits) -> None:
     """Every value the dimension can give must be a valid value of ``key``."""
     if info is not None and isinstance(dim, Range) and not dim.integer and _whole_numbers(info):
         raise ValueError(f"{key} takes whole numbers: use intuniform(lo, hi) or choice(...)")
-    values = (dim.low, dim.high) if isinstance(dim, Range) else dim.choices
+    values = dim.checked_values if isinstance(dim, Range) else dim.choices
     adapter = TypeAdapter(info.rebuild_annotation()) if info is not None else None
     for v in values:
         if adapter is not None:
@@ -115,12 +119,12 @@ def _check_values(key: str, dim: Dimension, info: FieldInfo | None, limits: Limi
             except ValidationError as exc:
                 msg = exc.errors()[0]["msg"]
                 raise ValueError(
-                    f"{v!r} is not a valid {key} ({msg}): keep the distribution inside "
+                    f"{_show(v)} is not a valid {key} ({msg}): keep the distribution inside "
                     "the values it takes"
                 ) from None
         elif isinstance(v, int | float) and not limits.contains(v):
             raise ValueError(
-                f"{v!r} is outside the values {key} takes ({limits}): keep the distribution "
+                f"{_show(v)} is outside the values {key} takes ({limits}): keep the distribution "
                 "inside them"
             )
 
