@@ -86,7 +86,8 @@ def _round_out(x: float, *, up: bool) -> float:
     if x == 0 or not math.isfinite(x):
         return x
     step = 10.0 ** (math.floor(math.log10(abs(x))) - SIGNIFICANT + 1)
-    return float(f"{(math.ceil if up else math.floor)(x / step) * step:.{SIGNIFICANT}g}")
+    steps = round(x / step, 9)  # 0.35 - 1e-17 is 0.35, not 0.349
+    return float(f"{(math.ceil if up else math.floor)(steps) * step:.{SIGNIFICANT}g}")
 
 
 def _end(dim: Range, side: Side, u: Sequence[float], extend: bool) -> float:

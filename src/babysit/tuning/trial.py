@@ -74,6 +74,7 @@ class Reporter:
     ) -> None:
         self.trial, self.epochs, self.direction = trial, epochs, direction
         self.values: list[tuple[float, float]] = []  # (epoch, score)
+        self.steps: set[int] = set()  # Optuna steps reported
         self.ended: Literal["diverged", "stage", "pruned"] | None = None
 
     @property
@@ -95,8 +96,12 @@ class Reporter:
         if not math.isfinite(value):
             self.ended = "diverged"
             raise Diverged(f"score {value} at epoch {epoch}")
-        # Optuna's steps are whole numbers: a report at epoch 0.5 is step 1
-        self.trial.report(value, step=math.ceil(epoch))
+        # Optuna's steps are whole numbers: reports within epoch k are step k; the pruner
+        # sees the first of them (Optuna keeps one value per step)
+        step = math.ceil(epoch)
+        if step not in self.steps:
+            self.steps.add(step)
+            self.trial.report(value, step=step)
         if epoch >= self.epochs:
             self.ended = "stage"
             raise StageDone(f"epoch {epoch} reached the stage's {self.epochs} epochs")
