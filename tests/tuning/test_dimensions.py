@@ -1,4 +1,4 @@
-"""Distribution strings: every kind parses, writes itself back, and matches Optuna's distribution."""
+"""Distribution strings: every kind parses, writes itself back, matches Optuna's distribution."""
 
 from __future__ import annotations
 
