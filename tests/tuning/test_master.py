@@ -13,7 +13,7 @@ from scipy import stats
 
 import babysit
 from babysit.errors import ConfigError
-from babysit.tuning.dimensions import Range, parse_dimension
+from babysit.tuning.dimensions import Choice, Range, parse_dimension
 
 from .conftest import load_journal, quadratic_in_log_lr
 
@@ -160,3 +160,26 @@ def test_a_non_empty_out_dir_is_refused(tmp_path: Path) -> None:
     (tmp_path / "s" / "x").write_text("keep me")
     with pytest.raises(ConfigError, match="not empty"):
         babysit.search({}, objective=lambda p, r: 0.0, out=tmp_path / "s")
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_later_stages_draw_only_the_choices_kept_by_the_zoom(tmp_path: Path, sampler: str) -> None:
+    config = {
+        "search": {
+            "sampler": sampler,
+            "top_k": 4,
+            "space": {"optim.mu": "default", "optim.lr": "loguniform(1e-4, 1e-1)"},
+            "stage": [{"epochs": 1, "trials": 24}, {"epochs": 2, "trials": 12}],
+        }
+    }
+    score = {0.5: 0.0, 0.9: 1.0, 0.95: 0.9, 0.99: 0.1}
+
+    def objective(params: dict[str, Any], report: Any) -> float:
+        return score[params["optim.mu"]] + 0.01 * math.log10(params["optim.lr"])
+
+    study = babysit.search(config, objective=objective, out=tmp_path / "s")
+    first = sorted((t for t in study.trials if t["stage"] == 0), key=lambda t: -t["value"])
+    best_mus = {t["params"]["optim.mu"] for t in first[:4]}
+    kept = parse_dimension(study.stages[1]["ranges"]["optim.mu"])
+    assert isinstance(kept, Choice) and set(kept.choices) == best_mus and len(best_mus) < 4
+    assert {t["params"]["optim.mu"] for t in study.trials if t["stage"] == 1} <= best_mus

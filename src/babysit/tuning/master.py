@@ -30,7 +30,7 @@ from babysit.tuning.dimensions import Dimension
 from babysit.tuning.objective import TrainObjective, trained_epochs
 from babysit.tuning.space import parse_space
 from babysit.tuning.stages import next_stage
-from babysit.tuning.study import create_study, quiet_optuna, storage_url
+from babysit.tuning.study import ATTR, create_study, quiet_optuna, storage_url
 from babysit.tuning.summary import Study, best_of, trial_record
 from babysit.tuning.trial import Objective, Runner, TrialSpec, run_trial, user_runner
 
@@ -65,44 +65,35 @@ def search(
     study_dir = Path(out) if out is not None else default_run_dir(cfg, STUDY_ROOT)
     check_new_run_dir(study_dir)
     url = storage_url(cfg.search.storage, study_dir)
-    runner: Runner
-    if objective is None:
-        train_objective = TrainObjective(cfg, space)
-        runner, metric = train_objective, train_objective.metric
-        direction = _direction(cfg.search.direction or train_objective.direction)
-    else:
-        runner, metric = user_runner(objective), "value"
-        direction = cfg.search.direction or "max"
+    runner, metric, direction = _runner(cfg, space, objective)
     created = not study_dir.exists()
     study_dir.mkdir(parents=True, exist_ok=True)
     with quiet_optuna():
         try:
+            name = study_dir.resolve().name
             study = create_study(
-                cfg,
-                study_dir,
-                url=url,
-                name=study_dir.resolve().name,
-                metric=metric,
-                direction=direction,
+                cfg, study_dir, url=url, name=name, metric=metric, direction=direction
             )
         except BaseException:
             if created:
                 shutil.rmtree(study_dir, ignore_errors=True)
             raise
         result = _run_stages(
-            study,
-            cfg,
-            space,
-            runner,
-            study_dir,
-            direction=direction,
-            builtin=objective is None,
-            progress=progress,
+            study, cfg, space, runner, study_dir, builtin=objective is None, progress=progress
         )
-    result.study = {"name": study.study_name, "storage": url, "metric": metric}
-    result.study["direction"] = direction
     result.write()
     return result
+
+
+def _runner(
+    cfg: Config, space: Mapping[str, Dimension], objective: Objective | None
+) -> tuple[Runner, str, Literal["max", "min"]]:
+    """(the runner, the metric's name, the direction): the user's objective or training."""
+    if objective is not None:
+        return user_runner(objective), "value", cfg.search.direction or "max"
+    train_objective = TrainObjective(cfg, space)  # builds the task: TaskError before writing
+    direction = _direction(cfg.search.direction or train_objective.direction)
+    return train_objective, train_objective.metric, direction
 
 
 def _direction(name: str) -> Literal["max", "min"]:
@@ -150,10 +141,11 @@ def _run_stages(
     runner: Runner,
     study_dir: Path,
     *,
-    direction: Literal["max", "min"],
     builtin: bool,
     progress: Callable[[dict[str, Any]], None] | None,
 ) -> Study:
+    info = study.user_attrs[ATTR]
+    direction: Literal["max", "min"] = info["direction"]
     ranges = dict(space)
     stages: list[dict[str, Any]] = []
     warnings: list[dict[str, Any]] = []
@@ -191,4 +183,5 @@ def _run_stages(
         trials=trials,
         border_warnings=warnings,
         stages=stages,
+        study={"name": study.study_name} | {k: info[k] for k in ("storage", "metric", "direction")},
     )
