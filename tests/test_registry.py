@@ -53,3 +53,13 @@ def test_registering_a_name_twice_is_an_error() -> None:
     reg = _colours()
     with pytest.raises(ValueError, match="registered twice"):
         reg.add("red", "x")
+
+
+def test_register_without_wrap_stores_the_function() -> None:
+    reg: Registry[object] = Registry("hook")
+
+    @reg.register("h")
+    def hook() -> int:
+        return 1
+
+    assert reg["h"] is hook

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from babysit.report.html import write_report
     from babysit.tasks import Task, get_task, l2_weights
     from babysit.training.run import Run, train
+    from babysit.tuning.master import search
+    from babysit.tuning.summary import Study
 
 __version__ = "0.1.0"
 
@@ -67,6 +69,8 @@ _LAZY: dict[str, str] = {
     "watch": "babysit.monitor.watch",
     "Monitor": "babysit.monitor.watch",
     "write_report": "babysit.report.html",
+    "search": "babysit.tuning.master",
+    "Study": "babysit.tuning.summary",
 }
 _SUBMODULES = ("config", "data", "models", "tasks", "optim", "errors")
 
@@ -84,6 +88,7 @@ __all__ = [
     "Run",
     "SanityInputError",
     "SanityReport",
+    "Study",
     "Task",
     "TaskError",
     "get_task",
@@ -96,6 +101,7 @@ __all__ = [
     "rel_error",
     "sanity_check",
     "sanity_task",
+    "search",
     "train",
     "watch",
     "write_report",

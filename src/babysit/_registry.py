@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 __all__ = ["Registry", "unknown_name"]
 
@@ -52,11 +52,17 @@ class Registry(Mapping[str, T], Generic[T]):
         self._entries[name] = entry
         return entry
 
-    def register(self, name: str, wrap: Callable[[F], T] | None = None) -> Callable[[F], F]:
+    @overload
+    def register(self, name: str, wrap: None = None) -> Callable[[T], T]: ...
+
+    @overload
+    def register(self, name: str, wrap: Callable[[F], T]) -> Callable[[F], F]: ...
+
+    def register(self, name: str, wrap: Callable[[Any], T] | None = None) -> Callable[[Any], Any]:
         """Decorator: store ``wrap(fn)`` (default: ``fn``) under ``name``; return ``fn``."""
 
-        def decorate(fn: F) -> F:
-            self.add(name, wrap(fn) if wrap is not None else fn)  # type: ignore[arg-type]
+        def decorate(fn: Any) -> Any:
+            self.add(name, wrap(fn) if wrap is not None else fn)
             return fn
 
         return decorate

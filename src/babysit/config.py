@@ -24,8 +24,9 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from babysit._registry import Registry
 from babysit.errors import ConfigError
@@ -37,12 +38,16 @@ from babysit.optim.hparams import (
     SCHEDULE_KINDS,
 )
 from babysit.tasks import TASKS, check_task_name
+from babysit.tuning.space import DEFAULT_SPACE, SEARCH_DEFAULTS, SpaceError, parse_space
 
 __all__ = [
     "BUNDLED_TASKS",
+    "PRUNER_NAMES",
     "RULE_NAMES",
+    "SAMPLER_NAMES",
     "SCHEDULE_NAMES",
     "Config",
+    "SearchConfig",
     "load_config",
     "parse_override",
 ]
@@ -52,6 +57,8 @@ __all__ = [
 BUNDLED_TASKS = tuple(TASKS)
 RULE_NAMES = tuple(RULE_HPARAMS)
 SCHEDULE_NAMES = tuple(SCHEDULE_KINDS)
+SAMPLER_NAMES = ("random", "tpe", "gp")  # tuning/study.py SAMPLERS
+PRUNER_NAMES = ("none", "median", "sh", "hyperband")  # tuning/study.py PRUNERS
 
 
 def _default(key: str) -> Any:
@@ -148,12 +155,50 @@ class TrainConfig(_Section):
     report: bool = True  # write report.html at the end
 
 
+class StageConfig(_Section):
+    """One ``[[search.stage]]``: the notes' coarse -> fine, e.g. 1 epoch x 50 trials."""
+
+    epochs: float = Field(1.0, gt=0)  # may be fractional: "1 epoch or even less"
+    trials: int = Field(50, ge=1)
+
+
+class SearchConfig(_Section):
+    """``[search]``: what ``babysit.search`` tries; ``space`` is checked by tuning/space.py."""
+
+    sampler: Literal["random", "tpe", "gp"] = "random"  # the notes: random search
+    seed: int = Field(0, ge=0)  # seeds the sampler (the trials' training uses train.seed)
+    # dotted config key -> distribution, e.g. "optim.lr" = "loguniform(1e-6, 1e1)"
+    space: dict[str, str] = Field(
+        default_factory=lambda: {key: SEARCH_DEFAULTS[key] for key in DEFAULT_SPACE}
+    )
+    stage: list[StageConfig] = Field(default_factory=lambda: [StageConfig()], min_length=1)
+    pruner: Literal["none", "median", "sh", "hyperband"] = "none"  # stops hopeless trials
+    top_k: int = Field(5, ge=1)  # best trials a stage zooms around and border-checks
+    direction: Literal["max", "min"] | None = None  # None: the task's (a user objective: max)
+    storage: str | None = None  # None: journal.log in the study dir; sqlite:/// | postgresql://
+
+
 class Config(_Section):
     task: TaskConfig = Field(default_factory=TaskConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+
+    @model_validator(mode="after")
+    def _check_search_space(self) -> Config:
+        """Space keys name config keys, values parse and lie in the keys' limits."""
+        try:
+            parse_space(self)
+        except SpaceError as exc:
+            line = InitErrorDetails(
+                type=PydanticCustomError("search_space", "{reason}", {"reason": exc.reason}),
+                loc=("search", "space", exc.key),
+                input=exc.text,
+            )
+            raise ValidationError.from_exception_data("Config", [line]) from None
+        return self
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> Config:

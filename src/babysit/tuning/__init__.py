@@ -1,0 +1,21 @@
+"""Hyperparameter search: spaces, Optuna studies, coarse -> fine stages, the search master.
+
+The notes' "Hyperparameter optimization": random search on log scale, one validation
+fold, coarse -> fine stages, and a warning when the best value sits on the border of its
+range. Modules:
+
+- ``dimensions.py`` — ``"loguniform(1e-6, 1e1)"`` strings -> ranges / choices -> Optuna
+  distributions (the registry of distribution kinds)
+- ``space.py``  — dotted config keys checked against the Config, the notes' defaults
+  (both torch- and optuna-free at import: config.py validates spaces with them)
+- ``study.py``  — the Optuna study: storage (journal file | sqlite | postgresql),
+  samplers, pruners, the config kept in the study's user attributes
+- ``stages.py`` — pure: the next stage's ranges (zoom) and the border warnings
+- ``trial.py``  — one trial: the objective, ``report(epoch, value)``, pruned / diverged
+- ``objective.py`` — the default objective: ``babysit.train`` on the trial's config
+- ``summary.py`` — the :class:`Study` result and ``summary.json``
+- ``master.py`` — ``babysit.search()``: stage by stage, then ``summary.json``
+
+This package's ``__init__`` imports nothing, so that ``babysit.config`` can import
+``babysit.tuning.space`` without loading optuna or torch.
+"""

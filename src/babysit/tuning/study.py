@@ -1,0 +1,227 @@
+"""The Optuna study behind a search: storage, samplers, pruners, and what a worker needs.
+
+Storage, by the URL's scheme (``search.storage`` / ``--storage``):
+
+- none (default): ``journal.log`` in the study dir, Optuna's ``JournalStorage`` on a
+  ``JournalFileBackend`` (append-only: a process killed mid-write loses nothing else);
+  written as ``journal:///abs/path/journal.log`` where a URL is needed;
+- ``sqlite:///path/study.db``: one machine;
+- ``postgresql://user:pass@host/db``: many machines (needs a PostgreSQL driver).
+
+A study is a plain Optuna study: ``optuna.load_study(study_name=NAME, storage=STORAGE)``
+reads it and ``optuna-dashboard sqlite:///study.db`` (or the journal file's path) shows it.
+The resolved config, the study dir, the metric and the direction are kept in the study's
+user attribute ``"babysit"``; the stages' ranges and border warnings in ``"stages"`` and
+``"border_warnings"`` — so a worker given only ``--storage URL --study-name NAME`` finds
+everything (:func:`open_study`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+from optuna.pruners import BasePruner
+from optuna.samplers import BaseSampler
+from optuna.storages import BaseStorage
+
+from babysit._io import json_restore, json_safe
+from babysit._registry import Registry
+from babysit.config import Config
+from babysit.errors import ConfigError
+
+__all__ = [
+    "ATTR",
+    "JOURNAL_FILE",
+    "PRUNERS",
+    "SAMPLERS",
+    "STORAGES",
+    "create_study",
+    "open_storage",
+    "open_study",
+    "quiet_optuna",
+    "storage_url",
+]
+
+JOURNAL_FILE = "journal.log"
+ATTR = "babysit"  # the study's user attribute holding {config, dir, metric, direction, storage}
+OPTUNA_DIRECTION: dict[str, Literal["maximize", "minimize"]] = {
+    "max": "maximize",
+    "min": "minimize",
+}
+
+# --- samplers (seeded) -------------------------------------------------------------------
+SAMPLERS: Registry[Callable[[int], BaseSampler]] = Registry("sampler", error=ConfigError)
+
+
+def _random(seed: int) -> BaseSampler:
+    """The notes and Bergstra & Bengio: random search (the master enqueues its samples)."""
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+SAMPLERS.add("random", _random)
+
+
+def _tpe(seed: int) -> BaseSampler:
+    """Tree-structured Parzen estimator (Bergstra et al. 2011, the notes' Hyperopt)."""
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+SAMPLERS.add("tpe", _tpe)
+
+
+def _gp(seed: int) -> BaseSampler:
+    """Gaussian-process Bayesian optimization (the notes' Spearmint family)."""
+    return optuna.samplers.GPSampler(seed=seed)
+
+
+SAMPLERS.add("gp", _gp)
+
+
+# --- pruners (fed by report(epoch, value); off by default) -------------------------------
+PRUNERS: Registry[Callable[[], BasePruner]] = Registry("pruner", error=ConfigError)
+
+
+def _nop() -> BasePruner:
+    return optuna.pruners.NopPruner()
+
+
+PRUNERS.add("none", _nop)
+
+
+def _median() -> BasePruner:
+    """Stop a trial whose best score so far is worse than the median of the others' at that
+    epoch (after 5 trials have finished)."""
+    return optuna.pruners.MedianPruner(n_startup_trials=5)
+
+
+PRUNERS.add("median", _median)
+
+
+def _successive_halving() -> BasePruner:
+    return optuna.pruners.SuccessiveHalvingPruner()
+
+
+PRUNERS.add("sh", _successive_halving)
+
+
+def _hyperband() -> BasePruner:
+    return optuna.pruners.HyperbandPruner()
+
+
+PRUNERS.add("hyperband", _hyperband)
+
+
+# --- storages, by URL scheme -------------------------------------------------------------
+STORAGES: Registry[Callable[[str], BaseStorage]] = Registry("storage", error=ConfigError)
+
+
+def _journal(url: str) -> BaseStorage:
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    return JournalStorage(JournalFileBackend(url.removeprefix("journal://")))
+
+
+STORAGES.add("journal", _journal)
+
+
+def _rdb(url: str) -> BaseStorage:
+    try:
+        return optuna.storages.RDBStorage(url)
+    except ImportError as exc:
+        raise ConfigError(f"--storage {url}: its database driver is missing ({exc})") from None
+
+
+STORAGES.add("sqlite", _rdb)
+STORAGES.add("postgresql", _rdb)
+
+
+def _scheme(url: str) -> str:
+    return url.partition(":")[0].partition("+")[0]  # "postgresql+psycopg2" -> "postgresql"
+
+
+def storage_url(storage: str | None, study_dir: Path) -> str:
+    """The study's storage URL: ``storage``, else the journal file in ``study_dir``.
+
+    Raises ConfigError for an unknown scheme, before anything is written.
+    """
+    if storage is None:
+        return f"journal://{(study_dir / JOURNAL_FILE).resolve()}"
+    if "://" not in storage:
+        raise ConfigError(
+            f"--storage {storage!r}: expected a URL such as sqlite:///study.db or "
+            "postgresql://user@host/db (leave it out for the journal file in the study dir)"
+        )
+    STORAGES.get_or_raise(_scheme(storage), where=f"--storage {storage}")
+    return storage
+
+
+def open_storage(url: str) -> BaseStorage:
+    return STORAGES.get_or_raise(_scheme(url), where=f"--storage {url}")(url)
+
+
+@contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna logs every trial at INFO; library code does not print, so lower it meanwhile."""
+    logger = logging.getLogger("optuna")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def create_study(
+    config: Config,
+    study_dir: Path,
+    *,
+    url: str,
+    name: str,
+    metric: str,
+    direction: Literal["max", "min"],
+) -> optuna.Study:
+    """A new study in ``url`` holding the config and the study dir in its user attributes."""
+    search = config.search
+    try:
+        study = optuna.create_study(
+            storage=open_storage(url),
+            study_name=name,
+            direction=OPTUNA_DIRECTION[direction],
+            sampler=SAMPLERS[search.sampler](search.seed),
+            pruner=PRUNERS[search.pruner](),
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        raise ConfigError(
+            f"--storage {url}: a study named {name!r} exists there already; "
+            "choose another --out (the study is named after it)"
+        ) from None
+    info = {
+        "config": config.to_dict(),
+        "dir": str(study_dir.resolve()),
+        "metric": metric,
+        "direction": direction,
+        "storage": url,
+    }
+    study.set_user_attr(ATTR, json_safe(info))
+    return study
+
+
+def open_study(url: str, name: str) -> tuple[optuna.Study, Config, dict[str, Any]]:
+    """(the study with its sampler and pruner, its config, its ``"babysit"`` attribute)."""
+    storage = open_storage(url)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise ConfigError(f"--storage {url}: no study named {name!r} there") from None
+    info = json_restore(study.user_attrs.get(ATTR))
+    if not isinstance(info, dict):
+        raise ConfigError(f"--storage {url}: study {name!r} was not made by babysit search")
+    config = Config.from_dict(info["config"], source=f"study {name!r}")
+    study.sampler = SAMPLERS[config.search.sampler](config.search.seed)
+    study.pruner = PRUNERS[config.search.pruner]()
+    return study, config, info

@@ -1,0 +1,73 @@
+"""The default objective: each trial a babysit.train run dir, scored by its best val epoch."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import babysit
+from babysit.training.checkpoint import list_checkpoints
+from babysit.tuning.objective import trained_epochs
+
+
+def _digits(space: dict[str, str], stages: list[dict[str, Any]], **train: Any) -> dict[str, Any]:
+    return {
+        "task": {"name": "digits-mlp"},
+        "model": {"hidden": [32]},
+        "train": {"seed": 0, "batch_size": 64, **train},
+        "search": {"space": space, "stage": stages},
+    }
+
+
+def test_trained_epochs_round_fractions_up_to_one_at_least() -> None:
+    assert [trained_epochs(e) for e in (0.1, 0.5, 1.0, 1.5, 5.0)] == [1, 1, 1, 2, 5]
+
+
+def test_each_trial_is_a_run_dir_scored_by_its_best_validation_epoch(tmp_path: Path) -> None:
+    config = _digits(
+        {"optim.lr": "loguniform(1e-3, 1e-1)"},
+        [{"epochs": 0.5, "trials": 2}, {"epochs": 2, "trials": 1}],
+    )
+    study = babysit.search(config, out=tmp_path / "s")
+    assert [t["dir"] for t in study.trials] == ["trials/s0-0", "trials/s0-1", "trials/s1-2"]
+    assert [s["trained_epochs"] for s in study.stages] == [1, 2]
+    for t in study.trials:
+        run_dir = study.dir / t["dir"]
+        saved = tomllib.loads((run_dir / "config.toml").read_text())
+        assert saved["optim"]["lr"] == t["params"]["optim.lr"]
+        assert saved["train"]["epochs"] == (1 if t["stage"] == 0 else 2)
+        assert list_checkpoints(run_dir / "checkpoints")  # val score in the file name
+        records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        epochs = [r for r in records if r["kind"] == "epoch"]
+        assert t["value"] == max(e["val_acc"] for e in epochs)
+        assert not any("test" in key for e in epochs for key in e)  # one validation fold
+    assert study.best["trial"] == 2 and study.study["metric"] == "acc"
+
+
+def test_a_diverging_trial_is_recorded_and_the_search_succeeds(tmp_path: Path) -> None:
+    config = _digits({"optim.lr": "choice(0.1, 1e4)"}, [{"epochs": 1, "trials": 4}])
+    config["optim"] = {"rule": "sgd"}
+    study = babysit.search(config, out=tmp_path / "s")
+    states = {t["params"]["optim.lr"]: t["state"] for t in study.trials}
+    assert states == {1e4: "diverged", 0.1: "complete"}
+    assert study.best["params"] == {"optim.lr": 0.1}
+
+
+@pytest.mark.slow
+def test_digits_with_lr_below_its_optimum_warns_on_the_high_side(tmp_path: Path) -> None:
+    """The issue's case: lr in [1e-6, 1e-4] for 1 epoch of Adam; the best sits at the top."""
+    config = _digits({"optim.lr": "loguniform(1e-6, 1e-4)"}, [{"epochs": 1, "trials": 60}])
+    study = babysit.search(config, out=tmp_path / "s")
+    assert [(w["param"], w["side"]) for w in study.border_warnings] == [("optim.lr", "high")]
+
+
+@pytest.mark.slow
+def test_digits_with_lr_around_its_optimum_does_not_warn(tmp_path: Path) -> None:
+    config = _digits({"optim.lr": "loguniform(1e-5, 1e1)"}, [{"epochs": 1, "trials": 30}])
+    study = babysit.search(config, out=tmp_path / "s")
+    assert study.border_warnings == []
+    assert 1e-3 < study.best["params"]["optim.lr"] < 1.0
