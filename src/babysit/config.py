@@ -28,7 +28,6 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
-from babysit._registry import Registry
 from babysit.errors import ConfigError
 from babysit.optim.hparams import (
     HPARAMS,
@@ -36,6 +35,7 @@ from babysit.optim.hparams import (
     RULE_HPARAMS,
     SCHEDULE_DEFAULT,
     SCHEDULE_KINDS,
+    key_problem,
 )
 from babysit.tasks import TASKS, check_task_name
 from babysit.tuning.space import DEFAULT_SPACE, SEARCH_DEFAULTS, SpaceError, parse_space
@@ -67,10 +67,6 @@ def _default(key: str) -> Any:
     return Field(hp.default, description=hp.why)
 
 
-# Keys whose value names an entry of a (torch-free) table; the table checks the name.
-_NAMES: dict[str, Registry[Any]] = {"optim.rule": RULE_HPARAMS, "schedule.kind": SCHEDULE_KINDS}
-
-
 class _Section(BaseModel):
     """A config table; a key of optim/hparams.py is checked against its range or names there."""
 
@@ -80,11 +76,7 @@ class _Section(BaseModel):
     @field_validator("*")
     @classmethod
     def _check(cls, value: Any, info: ValidationInfo) -> Any:
-        key = f"{cls.section}.{info.field_name}"
-        if key in _NAMES:
-            _NAMES[key].get_or_raise(value)  # ConfigError, a ValueError: pydantic reports it
-        hp = HPARAMS.get(key)
-        reason = None if hp is None else hp.problem(value)
+        reason = key_problem(f"{cls.section}.{info.field_name}", value)
         if reason is not None:
             raise ValueError(reason)
         return value

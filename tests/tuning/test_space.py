@@ -72,7 +72,7 @@ def test_keys_of_every_searchable_section_are_accepted() -> None:
         ({"optim.mu": "uniform(0.5, 1.5)"}, "1.5 is not a valid optim.mu"),
         ({"train.batch_size": "uniform(16, 256)"}, "takes whole numbers: use intuniform"),
         ({"optim.rule": "choice(adam, sgdd)"}, "'sgdd' is not a valid optim.rule"),
-        ({"model.dropout": "uniform(0, 1.5)"}, "1.5 is outside the values model.dropout"),
+        ({"model.dropout": "uniform(0, 1.5)"}, "1.5 is not a valid model.dropout"),
         ({"optim.eps": "default"}, "no default range for optim.eps"),
     ],
 )

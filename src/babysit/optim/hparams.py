@@ -35,12 +35,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from babysit._registry import Registry
+from babysit._registry import Registry, unknown_name
 from babysit.errors import ConfigError
 
 __all__ = [
     "HPARAMS",
     "MOMENTUM_KEYS",
+    "NAMED",
     "RULE_DEFAULT",
     "RULE_HPARAMS",
     "SCHEDULE_DEFAULT",
@@ -49,6 +50,7 @@ __all__ = [
     "Range",
     "RuleHParams",
     "ScheduleKind",
+    "key_problem",
     "momentum_of",
     "section",
 ]
@@ -280,3 +282,19 @@ SCHEDULE_KINDS.add(
 
 # Constant lr unless asked: a schedule is a choice to make once the lr itself is found.
 SCHEDULE_DEFAULT = "none"
+
+
+# Keys whose value names an entry of a (torch-free) table; the table checks the name.
+NAMED: dict[str, Registry[Any]] = {"optim.rule": RULE_HPARAMS, "schedule.kind": SCHEDULE_KINDS}
+
+
+def key_problem(key: str, value: Any) -> str | None:
+    """Why ``value`` is not allowed for config ``key`` by the tables here, else None.
+
+    The one check the config (every field) and the search (every value a distribution can
+    give) share: a name of ``NAMED`` must be in its table, a hyperparameter in its range.
+    """
+    if key in NAMED and value not in NAMED[key]:
+        return unknown_name(NAMED[key].kind, value, NAMED[key].names())
+    hp = HPARAMS.get(key)
+    return None if hp is None else hp.problem(value)

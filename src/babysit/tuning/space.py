@@ -17,6 +17,7 @@ imports neither torch nor optuna (config.py validates spaces at load).
 
 from __future__ import annotations
 
+import math
 import typing
 from collections.abc import Mapping
 from dataclasses import replace
@@ -28,12 +29,11 @@ from pydantic.fields import FieldInfo
 
 from babysit._registry import unknown_name
 from babysit.errors import ConfigError
-from babysit.optim.hparams import HPARAMS
+from babysit.optim.hparams import HPARAMS, key_problem
 from babysit.tuning.dimensions import Dimension, Limits, Range, parse_dimension
 
 __all__ = [
     "DEFAULT_SPACE",
-    "MODEL_LIMITS",
     "SEARCH_DEFAULTS",
     "SpaceError",
     "parse_space",
@@ -48,9 +48,6 @@ SEARCH_DEFAULTS: dict[str, str] = {
 DEFAULT_SPACE = ("optim.lr", "train.reg")  # [search.space] when the config gives none
 NOT_SEARCHED = ("task", "search")  # Config sections a space may not name
 SET_BY_STAGES = ("train.epochs",)  # each [[search.stage]] sets these
-
-# limits of free-form [model] keys that the models check (models.py: dropout in [0, 1))
-MODEL_LIMITS = {"model.dropout": Limits(0.0, 1.0, high_open=True)}
 
 
 class SpaceError(ConfigError):
@@ -82,8 +79,17 @@ def _field(config: BaseModel, key: str) -> FieldInfo | None:
 
 
 def _limits(key: str, info: FieldInfo | None) -> Limits:
+    """What ``key`` may hold: its range in optim/hparams.py, else the pydantic field's bounds."""
+    if key in HPARAMS:
+        r = HPARAMS[key].range
+        return Limits(
+            r.low if math.isfinite(r.low) else None,
+            r.high if math.isfinite(r.high) else None,
+            low_open=not r.low_closed,
+            high_open=not r.high_closed,
+        )
     if info is None:
-        return MODEL_LIMITS.get(key, Limits())
+        return Limits()  # a free-form [model] key that no table describes
     bounds: dict[str, Any] = {}
     for m in info.metadata:
         bounds |= {
@@ -111,6 +117,12 @@ def _check_values(key: str, dim: Dimension, info: FieldInfo | None, limits: Limi
     values = dim.checked_values if isinstance(dim, Range) else dim.choices
     adapter = TypeAdapter(info.rebuild_annotation()) if info is not None else None
     for v in values:
+        reason = key_problem(key, v)
+        if reason is not None:
+            raise ValueError(
+                f"{_show(v)} is not a valid {key} ({reason}): keep the distribution inside "
+                "the values it takes"
+            )
         if adapter is not None:
             try:
                 adapter.validate_python(v)
