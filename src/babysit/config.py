@@ -61,10 +61,10 @@ SAMPLER_NAMES = ("random", "tpe", "gp")  # tuning/study.py SAMPLERS
 PRUNER_NAMES = ("none", "median", "sh", "hyperband")  # tuning/study.py PRUNERS
 
 
-def _default(key: str) -> Any:
+def _default(key: str, **field: Any) -> Any:
     """The Field of a hyperparameter: its default and reason from optim/hparams.py."""
     hp = HPARAMS[key]
-    return Field(hp.default, description=hp.why)
+    return Field(hp.default, description=hp.why, **field)
 
 
 class _Section(BaseModel):
@@ -131,7 +131,7 @@ class TrainConfig(_Section):
     """How to train; the numbers' defaults and ranges are in optim/hparams.py."""
 
     section: ClassVar[str] = "train"
-    epochs: int = _default("train.epochs")
+    epochs: float = _default("train.epochs", validate_default=True)  # 0.5: half an epoch
     batch_size: int = _default("train.batch_size")
     reg: float = _default("train.reg")
     seed: int = 0
@@ -146,12 +146,27 @@ class TrainConfig(_Section):
     gradcheck: bool = False  # run the gradient check before training
     report: bool = True  # write report.html at the end
 
+    @field_validator("epochs")
+    @classmethod
+    def _whole_epochs(cls, value: float) -> float:
+        """2.0 is kept as 2, so config.toml says ``epochs = 10``, not ``10.0``."""
+        return int(value) if float(value).is_integer() else value
+
 
 class StageConfig(_Section):
     """One ``[[search.stage]]``: the notes' coarse -> fine, e.g. 1 epoch x 50 trials."""
 
-    epochs: float = Field(1.0, gt=0)  # may be fractional: "1 epoch or even less"
+    epochs: float = 1.0  # may be fractional: "1 epoch or even less"
     trials: int = Field(50, ge=1)
+
+    @field_validator("epochs")
+    @classmethod
+    def _epochs(cls, value: float) -> float:
+        """A stage's epochs are its trials' ``train.epochs``: the same range."""
+        reason = HPARAMS["train.epochs"].problem(value, name="epochs")
+        if reason is not None:
+            raise ValueError(reason)
+        return value
 
 
 class SearchConfig(_Section):

@@ -27,6 +27,8 @@ class FakeTrainer:
     epoch: int = 0
     step: int = 0
     steps_per_epoch: int = 5
+    last_epoch: int = 10
+    total_steps: int = 50
     metric_key: str = "val_acc"
     direction: str = "max"
     best_epoch: int | None = None

@@ -277,3 +277,48 @@ def test_a_fresh_trainer_loading_the_state_dict_continues_bit_identically(
         if (r["kind"] == "batch" and r["step"] > step) or (r["kind"] == "epoch" and r["epoch"] > 2)
     ]
     assert len(later) == 2 * 17 + 2 and _records(fresh.run_dir) == later
+
+
+@pytest.mark.parametrize(("epochs", "steps"), [(0.5, 8), (0.01, 1), (1.5, 17 + 8)])
+def test_a_fractional_epoch_trains_that_share_of_the_steps_and_evaluates_once(
+    tmp_path: Path, tiny_config: dict, epochs: float, steps: int
+) -> None:
+    cfg = copy.deepcopy(tiny_config)
+    cfg["train"]["epochs"] = epochs  # 17 steps per epoch: round(0.5 * 17) = 8, at least 1
+    run = train(cfg, out=tmp_path / "f", quiet=True)
+    batches = [r for r in run.metrics if r["kind"] == "batch"]
+    assert [b["step"] for b in batches] == list(range(1, steps + 1))
+    ends = [r["epoch"] for r in run.metrics if r["kind"] == "epoch"]
+    assert ends == list(range(1, len(ends) + 1)) and len(ends) == -int(-epochs // 1)
+    assert [c.epoch for c in list_checkpoints(run.dir / "checkpoints")][-1] == ends[-1]
+    assert "epochs = " + str(epochs) in (run.dir / "config.toml").read_text()
+
+
+def test_a_run_ending_mid_epoch_cannot_be_extended(tmp_path: Path, tiny_config: dict) -> None:
+    from babysit.errors import CheckpointError
+
+    cfg = copy.deepcopy(tiny_config)
+    cfg["train"]["epochs"] = 0.5
+    train(cfg, out=tmp_path / "h", quiet=True)
+    with pytest.raises(CheckpointError, match="ends within epoch 1"):
+        train(None, out=tmp_path / "h", resume=True, overrides=["train.epochs=2"], quiet=True)
+
+
+class _StopAt(Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, trainer: TrainerView, epoch: int, metrics: dict[str, Any]) -> None:
+        if epoch == self.epoch:
+            trainer.stop = "pruned"
+
+
+def test_a_callback_stops_the_run_cleanly_with_the_epochs_checkpoint(
+    tmp_path: Path, tiny_config: dict
+) -> None:
+    run = train(tiny_config, out=tmp_path / "p", quiet=True, callbacks=[_StopAt(2)])
+    assert run.stopped == "pruned" and not run.diverged
+    assert [r["epoch"] for r in run.metrics if r["kind"] == "epoch"] == [1, 2]
+    assert [c.epoch for c in list_checkpoints(run.dir / "checkpoints")][-1] == 2
+    stopped = [r for r in run.metrics if r["kind"] == "event" and r["what"] == "pruned"]
+    assert stopped and stopped[0]["epoch"] == 2

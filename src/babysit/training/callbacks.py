@@ -3,7 +3,8 @@
 A callback sees the trainer (through :class:`TrainerView`) at five symmetric points:
 train start/end, epoch start/end and after every optimizer step; ``train()`` adds two
 more around the loop: each pre-training check's report, and the findings at the end.
-It may set ``trainer.stop = "reason"`` to end the run after the current epoch. A
+It may set ``trainer.stop = "reason"`` to end the run after the current epoch (a clean
+stop: that epoch's checkpoint is written, ``Run.stopped`` is the reason). A
 callback with state returns it from ``state_dict()``: it goes into every checkpoint.
 """
 
@@ -49,6 +50,10 @@ class TrainerView(Protocol):
     def step(self) -> int: ...  # optimizer steps taken
     @property
     def steps_per_epoch(self) -> int: ...
+    @property
+    def last_epoch(self) -> int: ...  # ceil(train.epochs): a fractional last epoch counts
+    @property
+    def total_steps(self) -> int: ...  # optimizer steps of the whole run
     @property
     def metric_key(self) -> str: ...  # "val_<metric>", as in the epoch records
     @property
@@ -201,9 +206,8 @@ class ProgressCallback(Callback):
                 console=self.console,
                 transient=True,
             )
-            total = trainer.config.train.epochs * trainer.steps_per_epoch
             self.task_id = self.progress.add_task(
-                "train", total=total, completed=trainer.step, info=""
+                "train", total=trainer.total_steps, completed=trainer.step, info=""
             )
             self.progress.start()
 

@@ -48,6 +48,14 @@ def resume(trainer: Trainer) -> None:
             f"{latest.path}: has no {exc} entry (written by another babysit version?); "
             "start a new run"
         ) from None
+    if (
+        trainer.epoch < trainer.last_epoch
+        and trainer.step != trainer.epoch * trainer.steps_per_epoch
+    ):
+        raise CheckpointError(
+            f"{latest.path}: ends within epoch {trainer.epoch} (a fractional train.epochs), so "
+            "later epochs cannot continue it; start a new run"
+        )
     trainer.writer.close()
     path = trainer.run_dir / "metrics.jsonl"
     rewrite_metrics(path, [r for r in read_metrics(path) if _before(r, trainer)])

@@ -1,7 +1,10 @@
 """The Trainer: epochs x minibatches with torch.optim, validation, callbacks, its state.
 
 loss = data loss + reg_fn(model, reg), both logged. Every epoch: validation loss and
-the task's metric, a checkpoint, the lr schedule and early stopping. A NaN/inf loss
+the task's metric, a checkpoint, the lr schedule and early stopping. A fractional
+``train.epochs`` (the notes' "1 epoch or even less" in a search) cuts the last epoch
+short: ``e = 2.5`` trains 2 epochs, then ``round(0.5 * steps_per_epoch)`` steps (at least
+one) and evaluates at that point as epoch 3. A NaN/inf loss
 stops the run at that step and marks it diverged. Same config on the CPU => the same
 metrics, and a resumed run ends with the weights an uninterrupted one would have.
 Every record goes through the same Monitor as ``babysit.watch()``.
@@ -142,6 +145,21 @@ class Trainer:
         return len(self.train_batches)
 
     @property
+    def last_epoch(self) -> int:
+        """The number of the run's last epoch (a fractional one counts)."""
+        return math.ceil(self.config.train.epochs)
+
+    @property
+    def total_steps(self) -> int:
+        return sum(self.epoch_steps(e) for e in range(1, self.last_epoch + 1))
+
+    def epoch_steps(self, epoch: int) -> int:
+        """Optimizer steps in ``epoch`` (1-based): all, or the fraction train.epochs leaves."""
+        left = self.config.train.epochs - (epoch - 1)
+        full = self.steps_per_epoch
+        return full if left >= 1 else max(1, round(left * full))
+
+    @property
     def direction(self) -> str:
         return self.task.direction
 
@@ -206,7 +224,7 @@ class Trainer:
         correct = torch.zeros((), dtype=torch.float64, device=self.device)
         seen = 0
         count_correct = SCORES.get(task.metric)
-        for i, (x, y) in enumerate(self.train_batches):
+        for i, (x, y) in zip(range(self.epoch_steps(epoch)), self.train_batches, strict=False):
             lr, mu = self.controller.at_step(self.step)
             out, data_loss, reg_loss, loss = self._forward(x, y)
             value = loss.item()  # one host sync per step: needed for the divergence guard
@@ -268,11 +286,10 @@ class Trainer:
 
     def fit(self) -> None:
         """Train for the configured epochs (from where a resume left off)."""
-        cfg = self.config.train
         monitor = self.monitor = self._start_monitor()
         self._call("on_train_start")
         try:
-            for epoch in range(self.epoch + 1, cfg.epochs + 1):
+            for epoch in range(self.epoch + 1, self.last_epoch + 1):
                 self._call("on_epoch_start", epoch)
                 record = self._train_epoch(epoch)
                 if record is None:
