@@ -48,6 +48,7 @@ __all__ = [
     "SCHEDULE_NAMES",
     "Config",
     "SearchConfig",
+    "differing_keys",
     "load_config",
     "parse_override",
 ]
@@ -224,6 +225,17 @@ class Config(_Section):
 
     def model_table(self) -> dict[str, Any]:
         return dict(self.model.model_extra or {})
+
+
+def differing_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """The dotted ``section.key`` names whose values differ between two config dicts."""
+    sections = sorted(set(a) | set(b))
+    return [
+        f"{section}.{key}"
+        for section in sections
+        for key in sorted(set(a.get(section, {})) | set(b.get(section, {})))
+        if a.get(section, {}).get(key) != b.get(section, {}).get(key)
+    ]
 
 
 def _drop_none(value: Any) -> Any:

@@ -25,6 +25,7 @@ __all__ = [
     "Task",
     "check_task_name",
     "get_task",
+    "import_function",
     "l2_weights",
     "register_task",
     "task_for",
@@ -179,7 +180,7 @@ def get_task(name: str, *, data_dir: str | None = None, **options: Any) -> Task:
             options["data_dir"] = data_dir
         builder = TASKS[name]
     else:
-        builder = _import_task_fn(name)
+        builder = import_function(name)
     try:
         task = builder(**options)
     except TypeError as exc:
@@ -220,8 +221,11 @@ def task_for(config: _HasTaskTable) -> Task:
     return get_task(config.task.name, data_dir=config.task.data_dir, **config.task.options)
 
 
-def _import_task_fn(spec: str) -> TaskBuilder:
-    """Import ``fn`` from ``"pkg.module:fn"`` or ``"path/to/file.py:fn"``; cwd is importable."""
+def import_function(spec: str, *, what: str = "task") -> Callable[..., Any]:
+    """Import ``fn`` from ``"pkg.module:fn"`` or ``"path/to/file.py:fn"``; cwd is importable.
+
+    ``what`` names the thing in the one-line TaskError (a task, a search objective).
+    """
     import importlib
     import importlib.util
     import os
@@ -230,17 +234,17 @@ def _import_task_fn(spec: str) -> TaskBuilder:
 
     target, _, attr = spec.rpartition(":")
     if not target or not attr:
-        raise TaskError(f"task {spec!r}: expected 'pkg.module:function' or 'file.py:function'")
+        raise TaskError(f"{what} {spec!r}: expected 'pkg.module:function' or 'file.py:function'")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         if target.endswith(".py"):
             path = Path(target)
             if not path.is_file():
-                raise TaskError(f"task {spec!r}: file {target} not found")
+                raise TaskError(f"{what} {spec!r}: file {target} not found")
             mod_spec = importlib.util.spec_from_file_location(f"_babysit_task_{path.stem}", path)
             if mod_spec is None or mod_spec.loader is None:
-                raise TaskError(f"task {spec!r}: cannot load {target} as a Python module")
+                raise TaskError(f"{what} {spec!r}: cannot load {target} as a Python module")
             module = importlib.util.module_from_spec(mod_spec)
             mod_spec.loader.exec_module(module)
         else:
@@ -249,9 +253,9 @@ def _import_task_fn(spec: str) -> TaskBuilder:
         raise
     except Exception as exc:  # the user's module failed to import: say how
         raise TaskError(
-            f"task {spec!r}: importing {target} failed: {type(exc).__name__}: {exc}"
+            f"{what} {spec!r}: importing {target} failed: {type(exc).__name__}: {exc}"
         ) from None
     fn = getattr(module, attr, None)
     if not callable(fn):
-        raise TaskError(f"task {spec!r}: {target} has no function {attr!r}")
+        raise TaskError(f"{what} {spec!r}: {target} has no function {attr!r}")
     return fn

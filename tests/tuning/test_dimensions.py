@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import optuna
 import pytest
 
-from babysit.tuning.dimensions import KINDS, Choice, Limits, Range, parse_dimension
+from babysit.tuning.dimensions import KINDS, Choice, Limits, Range, narrow, parse_dimension
 
 EXAMPLES = {
     "loguniform": "loguniform(1e-6, 1e1)",
@@ -27,12 +30,40 @@ def test_kind_round_trips_through_its_text(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_samples_lie_in_the_optuna_distribution(kind: str) -> None:
+def test_an_enqueued_sample_comes_back_from_suggest(kind: str) -> None:
     dim = parse_dimension(EXAMPLES[kind])
-    dist = dim.distribution()
+    study = optuna.create_study()
     rng = np.random.default_rng(0)
-    for _ in range(200):
-        assert dist._contains(dist.to_internal_repr(dim.sample(rng)))
+    for _ in range(30):
+        value = dim.sample(rng)
+        study.enqueue_trial({"x": value})
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Optuna warns when a fixed value is out of range
+            assert dim.suggest(study.ask(), "x") == value
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_sampled_suggestion_lies_in_the_dimension(kind: str) -> None:
+    dim = parse_dimension(EXAMPLES[kind])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):
+        value = dim.decode(dim.suggest(study.ask(), "x"))
+        if isinstance(dim, Range):
+            assert dim.low <= value <= dim.high
+        else:
+            assert value in dim.choices
+
+
+def test_narrow_reads_a_stage_range_back_with_the_limits_and_universe() -> None:
+    lr = Range("loguniform", 1e-6, 10.0, log=True, limits=Limits(0.0, None, low_open=True))
+    narrowed = narrow(lr, str(Range("loguniform", 1e-4, 0.01, log=True)))
+    assert (narrowed.low, narrowed.high, narrowed.limits) == (1e-4, 0.01, lr.limits)
+    mu = parse_dimension("choice(0.5, 0.9, 0.95, 0.99)")
+    kept = narrow(mu, "choice(0.9, 0.95)")
+    assert isinstance(kept, Choice) and kept.choices == (0.9, 0.95)
+    assert kept.universe == (0.5, 0.9, 0.95, 0.99)
+    with pytest.raises(ValueError, match="same kind"):
+        narrow(lr, "uniform(0, 1)")
 
 
 def test_log_range_positions_are_in_log_space() -> None:

@@ -11,7 +11,7 @@ import pytest
 from babysit.config import load_config
 from babysit.errors import ConfigError
 from babysit.tuning.master import search
-from babysit.tuning.study import PRUNERS, SAMPLERS, open_study, storage_url
+from babysit.tuning.study import PRUNERS, SAMPLERS, open_storage, open_study, storage_url
 
 from .conftest import load_journal, quadratic_in_log_lr
 
@@ -69,7 +69,7 @@ def test_a_worker_finds_config_and_dir_from_url_and_name(
     study = search(search_config, objective=quadratic_in_log_lr(1e-3), out=tmp_path / "s")
     assert not (tmp_path / "s" / "journal.log").exists()
     url, name = study.study["storage"], study.study["name"]
-    loaded, config, info = open_study(url, name)
+    loaded, config, info = open_study(open_storage(url), url=url, name=name)
     assert config == load_config(search_config)
     assert Path(info["dir"]) == (tmp_path / "s").resolve()
     assert len(loaded.trials) == 4
@@ -82,7 +82,8 @@ def test_open_study_with_a_wrong_name_is_one_line(
 ) -> None:
     study = search(search_config, objective=quadratic_in_log_lr(1e-3), out=tmp_path / "s")
     with pytest.raises(ConfigError, match="no study named 'nope'"):
-        open_study(study.study["storage"], "nope")
+        url = study.study["storage"]
+        open_study(open_storage(url), url=url, name="nope")
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "gp"])

@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from babysit.config import Config, load_config
+from babysit.config import Config, differing_keys, load_config
 from babysit.errors import ConfigError
 from babysit.training.checkpoint import list_checkpoints
 
@@ -73,14 +73,8 @@ def check_resume_dir(out: Path, config: Config | None) -> Config:
     a["train"].pop("epochs")
     epochs = b["train"].pop("epochs")
     if a != b:
-        diff = [
-            f"{section}.{key}"
-            for section in a
-            for key in set(a[section]) | set(b.get(section, {}))
-            if a[section].get(key) != b.get(section, {}).get(key)
-        ]
         raise ConfigError(
-            f"--resume: the config differs from {saved_path} in {', '.join(sorted(diff))}; "
+            f"--resume: the config differs from {saved_path} in {', '.join(differing_keys(a, b))}; "
             "resume with the run's own config (only train.epochs may change)"
         )
     saved.train.epochs = epochs

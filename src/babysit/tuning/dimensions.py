@@ -7,9 +7,10 @@
     intuniform(lo, hi)   a whole number in [lo, hi]
     choice(a, b, ...)    one of the values (numbers, words, lists)
 
-A dimension gives Optuna's distribution (:meth:`Range.distribution`; optuna is imported
-there, not at import time, so configs validate without it), draws samples, and maps
-values to positions in [0, 1] (in log space for log ranges) for the stages' zoom.
+A dimension asks an Optuna trial for its value (:meth:`Range.suggest`: the value an
+enqueue fixed, else the sampler's; this module never imports optuna, so configs validate
+without it), draws samples, and maps values to positions in [0, 1] (in log space for log
+ranges) for the stages' zoom. :func:`narrow` reads a stage's range back from its text.
 Parse errors raise ValueError with the reason and a fix.
 """
 
@@ -20,14 +21,14 @@ import json
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from babysit._registry import Registry
 
-__all__ = ["KINDS", "Choice", "Dimension", "Limits", "Range", "parse_dimension"]
+__all__ = ["KINDS", "Choice", "Dimension", "Limits", "Range", "narrow", "parse_dimension"]
 
 
 @dataclass(frozen=True)
@@ -122,13 +123,11 @@ class Range:
     def narrowed(self) -> bool:
         return False  # Optuna accepts a float or int range that changes between stages
 
-    def distribution(self) -> Any:
-        """The Optuna distribution (optuna is imported here, not when configs load)."""
-        from optuna import distributions as od
-
+    def suggest(self, trial: Any, key: str) -> Any:
+        """``trial.suggest_*`` (an ``optuna.Trial``) over this range; the stored value."""
         if self.integer:
-            return od.IntDistribution(int(self.low), int(self.high))
-        return od.FloatDistribution(float(self.low), float(self.high), log=self.log)
+            return trial.suggest_int(key, int(self.low), int(self.high))
+        return trial.suggest_float(key, float(self.low), float(self.high), log=self.log)
 
 
 @dataclass(frozen=True)
@@ -163,13 +162,24 @@ class Choice:
         """The choice a stored (encoded) value stands for."""
         return next((c for c in self.universe if _encode(c) == value), value)
 
-    def distribution(self) -> Any:
-        from optuna import distributions as od
-
-        return od.CategoricalDistribution(tuple(_encode(c) for c in self.universe))
+    def suggest(self, trial: Any, key: str) -> Any:
+        """``trial.suggest_categorical`` over the universe (a narrowed stage's values are
+        fixed by the master's enqueue); the stored (encoded) value."""
+        return trial.suggest_categorical(key, [_encode(c) for c in self.universe])
 
 
 Dimension = Range | Choice
+
+
+def narrow(dim: Dimension, text: str) -> Dimension:
+    """``dim`` narrowed to ``text`` (a stage's range as ``str()`` wrote it), keeping its key's
+    limits and, for a choice, its universe."""
+    parsed = parse_dimension(text)
+    if isinstance(dim, Choice) and isinstance(parsed, Choice):
+        return replace(dim, choices=parsed.choices)
+    if isinstance(dim, Range) and isinstance(parsed, Range) and parsed.kind == dim.kind:
+        return replace(dim, low=parsed.low, high=parsed.high)
+    raise ValueError(f"{text!r} is not a range of the same kind as {dim}")
 
 
 def _encode(value: Any) -> Any:

@@ -1,187 +1,248 @@
-"""``babysit.search()``: the stages of a study, trial by trial, then ``summary.json``.
+"""``babysit.search()``: a study's stages, their trials queued and run, then ``summary.json``.
 
-For each ``[[search.stage]]`` (coarse -> fine): ask the stage's trials, run each, then
-zoom the ranges around the stage's best trials (or widen them past a border: see
-stages.py). With the random sampler the master draws every trial of a stage itself
-(seeded by ``search.seed`` and the stage) and enqueues them, so the set of trials tried
-does not depend on who runs them; adaptive samplers (tpe, gp) ask as they go and see
-every finished trial of the study, earlier stages included.
+For each ``[[search.stage]]`` (coarse -> fine) the master records the stage's ranges in
+the study, queues its trials (slots.py: with the random sampler it draws their values
+itself, seeded, so the trials tried do not depend on the number of workers), has them
+run — in this process with one worker, else by ``workers`` processes of a backend
+(launch.py) — and, once every slot is done, zooms the ranges around the stage's best
+trials or widens them past a border (stages.py). Adaptive samplers (tpe, gp) draw a
+trial's values when a worker takes it and see every finished trial of the study.
 
-This version runs the trials in this process, one after the other.
+``resume=True`` continues a study whose master stopped: it replays the stages from the
+storage (a finished stage zooms to the same ranges again), fails the trials whose
+process is gone and re-queues each once, and queues only the slots no trial holds, so
+no trial is lost or run twice. Bad input raises ConfigError / TaskError before anything
+is written.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
-from typing import Any, Literal
+import time
+from collections.abc import Mapping
+from typing import Any
 
-import numpy as np
 import optuna
-from optuna.trial import TrialState
 
-from babysit._io import json_safe
-from babysit.config import Config, load_config
-from babysit.errors import ConfigError
-from babysit.training.rundir import check_new_run_dir, default_run_dir
+from babysit._io import json_restore, json_safe
+from babysit.config import Config
 from babysit.tuning.dimensions import Dimension
-from babysit.tuning.objective import TrainObjective, trained_epochs
-from babysit.tuning.space import parse_space
+from babysit.tuning.inputs import Setup, prepare
+from babysit.tuning.launch import BACKENDS, LOG_DIR, Pool, sigterm_interrupts
+from babysit.tuning.progress import SearchCallback, Status
+from babysit.tuning.slots import SlotCount, TrialQueue, count_slots, slot_values
 from babysit.tuning.stages import next_stage
-from babysit.tuning.study import ATTR, create_study, quiet_optuna, storage_url
-from babysit.tuning.summary import Study, best_of, trial_record
-from babysit.tuning.trial import Objective, Runner, TrialSpec, run_trial, user_runner
+from babysit.tuning.study import ATTR, DONE, create_study, open_storage, quiet_optuna
+from babysit.tuning.summary import Study, summarize, trial_record
+from babysit.tuning.trial import Objective
+from babysit.tuning.worker import POLL, Worker
 
-__all__ = ["PRESAMPLED", "search"]
-
-PRESAMPLED = ("random",)  # samplers whose trials the master draws and enqueues per stage
-STUDY_ROOT = Path("runs") / "search"  # default: runs/search/<task>-<YYYYmmdd-HHMMSS>/
+__all__ = ["search"]
 
 
 def search(
     config: str | os.PathLike[str] | Mapping[str, Any] | Config | None = None,
     *,
-    objective: Objective | None = None,
+    objective: Objective | str | None = None,
     out: str | os.PathLike[str] | None = None,
-    progress: Callable[[dict[str, Any]], None] | None = None,
+    progress: SearchCallback | None = None,
+    workers: int = 1,
+    backend: str = "local",
+    storage: str | None = None,
+    resume: bool = False,
 ) -> Study:
     """Search the config's ``[search.space]`` stage by stage; return the :class:`Study`.
 
     ``objective(params, report) -> score``: the user's own training, ``params`` by dotted
-    key, ``report(epoch, value)`` after each epoch (stages and pruning). Without one each
-    trial trains the config with ``babysit.train`` and scores its best validation epoch.
-    ``progress`` is called with each finished trial's record. Bad input raises
-    ConfigError / TaskError before anything is written.
+    key, ``report(epoch, value)`` after each epoch (stages and pruning); a callable, or
+    ``"pkg.module:fn"`` / ``"file.py:fn"``. Without one each trial trains the config with
+    ``babysit.train`` and scores its best validation epoch. ``workers`` > 1 runs trials in
+    that many processes of ``backend`` (a callable objective must then be importable: a
+    module-level function). ``storage`` overrides ``search.storage``. ``resume=True``
+    continues the study in ``out``. ``progress`` gets the search's events.
     """
-    cfg = load_config(config)
-    space = parse_space(cfg)
-    if not space:
-        raise ConfigError(
-            'search.space is empty: add e.g. "optim.lr" = "loguniform(1e-6, 1e1)" under '
-            "[search.space]"
-        )
-    study_dir = Path(out) if out is not None else default_run_dir(cfg, STUDY_ROOT)
-    check_new_run_dir(study_dir)
-    url = storage_url(cfg.search.storage, study_dir)
-    runner, metric, direction = _runner(cfg, space, objective)
-    created = not study_dir.exists()
-    study_dir.mkdir(parents=True, exist_ok=True)
-    with quiet_optuna():
+    start = BACKENDS.get_or_raise(backend, where="--backend").starter(backend)
+    setup, opened = prepare(
+        config, objective=objective, out=out, workers=workers, storage=storage, resume=resume
+    )
+    progress = progress or SearchCallback()
+    with quiet_optuna(), sigterm_interrupts():
+        study, backing = opened or _create(setup)
+        master = _Master(setup, study, backing, progress, workers)
         try:
-            name = study_dir.resolve().name
-            study = create_study(
-                cfg, study_dir, url=url, name=name, metric=metric, direction=direction
-            )
-        except BaseException:
-            if created:
-                shutil.rmtree(study_dir, ignore_errors=True)
-            raise
-        result = _run_stages(
-            study, cfg, space, runner, study_dir, builtin=objective is None, progress=progress
-        )
+            logs = setup.dir / LOG_DIR
+            pool = None if workers == 1 else start(setup.url, study.study_name, workers, logs)
+            result = master.run(pool)
+        finally:
+            progress.on_search_end()
     result.write()
     return result
 
 
-def _runner(
-    cfg: Config, space: Mapping[str, Dimension], objective: Objective | None
-) -> tuple[Runner, str, Literal["max", "min"]]:
-    """(the runner, the metric's name, the direction): the user's objective or training."""
-    if objective is not None:
-        return user_runner(objective), "value", cfg.search.direction or "max"
-    train_objective = TrainObjective(cfg, space)  # builds the task: TaskError before writing
-    direction = _direction(cfg.search.direction or train_objective.direction)
-    return train_objective, train_objective.metric, direction
+def _create(setup: Setup) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
+    """A new study in a new study dir (removed again if the study cannot be made)."""
+    created = not setup.dir.exists()
+    setup.dir.mkdir(parents=True, exist_ok=True)
+    try:
+        storage = open_storage(setup.url)
+        return create_study(
+            setup.config,
+            setup.dir,
+            storage,
+            url=setup.url,
+            name=setup.dir.resolve().name,
+            metric=setup.metric,
+            direction=setup.direction,
+            objective=setup.objective,
+        ), storage
+    except BaseException:
+        if created:
+            shutil.rmtree(setup.dir, ignore_errors=True)
+        raise
 
 
-def _direction(name: str) -> Literal["max", "min"]:
-    if name not in ("max", "min"):
-        raise ConfigError(f"Task.direction {name!r} is unknown: use max or min")
-    return "max" if name == "max" else "min"
+class _Master:
+    """Runs the stages of one study (see the module docstring)."""
 
+    def __init__(
+        self,
+        setup: Setup,
+        study: optuna.Study,
+        storage: optuna.storages.BaseStorage,
+        progress: SearchCallback,
+        workers: int,
+    ) -> None:
+        self.setup, self.study, self.storage, self.progress = setup, study, storage, progress
+        self.workers = workers
+        self.queue = TrialQueue(study, storage)
+        self.info: dict[str, Any] = json_restore(study.user_attrs[ATTR])
+        self.stages: list[dict[str, Any]] = json_restore(study.user_attrs.get("stages", []))
+        self.reported: set[int] = set()
 
-def _ask(
-    study: optuna.Study, cfg: Config, s: int, ranges: Mapping[str, Dimension]
-) -> Iterator[optuna.Trial]:
-    """The trials of stage ``s``, drawn by the master and enqueued, or asked as they go.
+    def run(self, pool: Pool | None) -> Study:
+        cfg, space = self.setup.config, self.setup.space
+        local = None
+        if pool is None:
+            local = Worker(self.study, self.storage, cfg, self.info, self.setup.runner)
+        self.progress.on_search_start(
+            {
+                "dir": self.setup.dir,
+                "name": self.study.study_name,
+                "storage": self.setup.url,
+                "metric": self.info["metric"],
+                "workers": self.workers,
+                "stages": len(cfg.search.stage),
+            }
+        )
+        ranges: dict[str, Dimension] = dict(space)
+        warnings: list[dict[str, Any]] = []
+        try:
+            for s in range(len(cfg.search.stage)):
+                self._record_stage(s, ranges)
+                self._run_stage(s, ranges, pool, local)
+                ranges, new = self._zoom(s, ranges)
+                warnings += [{**w, "stage": s} for w in new]
+                self.study.set_user_attr("border_warnings", json_safe(warnings))
+                self.progress.on_stage_end(s, new)
+            self.study.set_user_attr(DONE, True)
+            if pool is not None:
+                pool.finish()
+        finally:
+            if pool is not None:
+                pool.stop()
+        stages = self.stages[: len(cfg.search.stage)]
+        return summarize(
+            self.study, space, directory=self.setup.dir, stages=stages, warnings=warnings,
+            info=self.info,
+        )  # fmt: skip
 
-    The random sampler: the master draws every trial of the stage up front. Adaptive
-    samplers: the master draws only the narrowed choices (Optuna's categorical
-    distributions cannot narrow) and the sampler the rest.
-    """
-    stage = cfg.search.stage[s]
-    attrs = {"stage": s, "epochs": stage.epochs}
-    distributions = {key: dim.distribution() for key, dim in ranges.items()}
-    rng = np.random.default_rng([cfg.search.seed, s])
-    presampled = cfg.search.sampler in PRESAMPLED
-    drawn = [key for key, dim in ranges.items() if presampled or dim.narrowed]
-
-    def enqueue() -> None:
-        params = {key: ranges[key].sample(rng) for key in drawn}
-        study.enqueue_trial(params, user_attrs=attrs)
-
-    for _ in range(stage.trials if presampled else 0):
-        enqueue()
-    for _ in range(stage.trials):
-        if drawn and not presampled:
-            enqueue()
-        trial = study.ask(distributions)
-        if "stage" not in trial.user_attrs:
-            for key, value in attrs.items():
-                trial.set_user_attr(key, value)
-        yield trial
-
-
-def _run_stages(
-    study: optuna.Study,
-    cfg: Config,
-    space: Mapping[str, Dimension],
-    runner: Runner,
-    study_dir: Path,
-    *,
-    builtin: bool,
-    progress: Callable[[dict[str, Any]], None] | None,
-) -> Study:
-    info = study.user_attrs[ATTR]
-    direction: Literal["max", "min"] = info["direction"]
-    ranges = dict(space)
-    stages: list[dict[str, Any]] = []
-    warnings: list[dict[str, Any]] = []
-    for s, stage in enumerate(cfg.search.stage):
+    def _record_stage(self, s: int, ranges: Mapping[str, Dimension]) -> None:
+        """Write the stage's ranges where workers read them (the same again on a resume)."""
+        stage = self.setup.config.search.stage[s]
         record: dict[str, Any] = {"epochs": stage.epochs, "trials": stage.trials}
         record["ranges"] = {key: str(dim) for key, dim in ranges.items()}
-        if builtin:
-            record["trained_epochs"] = trained_epochs(stage.epochs)
-        stages.append(record)
-        study.set_user_attr("stages", json_safe(stages))
-        for trial in _ask(study, cfg, s, ranges):
-            params = {key: ranges[key].decode(trial.params[key]) for key in ranges}
-            trial_dir = Path("trials") / f"s{s}-{trial.number}"
-            if builtin:
-                trial.set_user_attr("dir", trial_dir.as_posix())
-            spec = TrialSpec(trial.number, s, stage.epochs, params, study_dir / trial_dir)
-            frozen = run_trial(study, trial, spec, runner, direction=direction)
-            if progress is not None:
-                progress(trial_record(frozen, space))
+        self.stages[s : s + 1] = [record]
+        self.study.set_user_attr("stages", json_safe(self.stages))
+        self.progress.on_stage_start(s, record)
+
+    def _run_stage(
+        self, s: int, ranges: Mapping[str, Dimension], pool: Pool | None, local: Worker | None
+    ) -> None:
+        """Queue the stage's slots and poll until every one is done."""
+        stage = self.setup.config.search.stage[s]
+        values = slot_values(self.setup.config, s, ranges)
+        started, done_before = time.monotonic(), None
+        while True:
+            if pool is not None:
+                pool.check()  # reaps dead workers, so their trials show up as orphans
+            trials = self.study.get_trials(deepcopy=False)
+            self.queue.requeue_orphans(trials)
+            count = count_slots(trials, s, stage.trials)
+            if count.missing or count.to_retry:
+                self.queue.fill(s, stage.epochs, values)
+            done_before = len(count.done) if done_before is None else done_before
+            self._report(trials, s, count, time.monotonic() - started, done_before)
+            if count.finished:
+                return
+            if local is not None and local.run_one() is not None:
+                continue
+            time.sleep(POLL)
+
+    def _report(
+        self,
+        trials: list[optuna.trial.FrozenTrial],
+        s: int,
+        count: SlotCount,
+        elapsed: float,
+        done_before: int,
+    ) -> None:
+        """on_trial_end for trials newly finished, then on_status."""
+        records = []
+        for t in trials:
+            if t.user_attrs.get("stage") != s or not t.state.is_finished():
+                continue
+            record = trial_record(t, self.setup.space)
+            records.append(record)
+            if t.number not in self.reported:
+                self.reported.add(t.number)
+                self.progress.on_trial_end(record)
+        states: dict[str, int] = {}
+        for r in records:
+            states[r["state"]] = states.get(r["state"], 0) + 1
+        complete = [r for r in records if r["state"] == "complete"]
+        sign = 1.0 if self.info["direction"] == "max" else -1.0
+        best = max(complete, key=lambda r: sign * r["value"]) if complete else None
+        now = len(count.done) - done_before
+        left = count.trials - len(count.done)
+        self.progress.on_status(
+            Status(
+                stage=s,
+                stages=len(self.setup.config.search.stage),
+                epochs=self.setup.config.search.stage[s].epochs,
+                trials=count.trials,
+                done=len(count.done),
+                running=count.running,
+                states=states,
+                best=None if best is None else best["value"],
+                best_trial=None if best is None else best["number"],
+                elapsed=elapsed,
+                eta=elapsed / now * left if now else None,
+                metric=self.info["metric"],
+            )
+        )
+
+    def _zoom(
+        self, s: int, ranges: Mapping[str, Dimension]
+    ) -> tuple[dict[str, Dimension], list[dict[str, Any]]]:
+        """The next stage's ranges and this stage's border warnings (stages.py)."""
+        space = self.setup.space
         done = [
             ({k: space[k].decode(v) for k, v in t.params.items()}, float(t.value))
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            for t in self.study.get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)
+            )
             if t.user_attrs.get("stage") == s and t.value is not None
         ]
-        ranges, new = next_stage(ranges, done, direction=direction, top_k=cfg.search.top_k)
-        warnings += [{**w, "stage": s} for w in new]
-        study.set_user_attr("border_warnings", json_safe(warnings))
-    trials = [trial_record(t, space) for t in study.get_trials(deepcopy=False)]
-    for s, record in enumerate(stages):
-        states = [t["state"] for t in trials if t["stage"] == s]
-        record["counts"] = {state: states.count(state) for state in sorted(set(states))}
-    return Study(
-        dir=study_dir,
-        best=best_of(trials, direction=direction),
-        trials=trials,
-        border_warnings=warnings,
-        stages=stages,
-        study={"name": study.study_name} | {k: info[k] for k in ("storage", "metric", "direction")},
-    )
+        cfg = self.setup.config.search
+        return next_stage(ranges, done, direction=self.info["direction"], top_k=cfg.top_k)

@@ -8,17 +8,26 @@ Storage, by the URL's scheme (``search.storage`` / ``--storage``):
 - ``sqlite:///path/study.db``: one machine;
 - ``postgresql://user:pass@host/db``: many machines (needs a PostgreSQL driver).
 
+The journal has no heartbeat: the master watches the worker processes it starts
+(launch.py). RDB storages get Optuna's heartbeat: a worker records one every
+``HEARTBEAT`` seconds while its trial runs, and a trial silent for ``GRACE`` seconds is
+failed and re-queued once (``RetryHeartbeatStaleTrialCallback(max_retry=1)``, the same
+re-queue the master applies to a dead local worker's trial: slots.py).
+
 A study is a plain Optuna study: ``optuna.load_study(study_name=NAME, storage=STORAGE)``
 reads it and ``optuna-dashboard sqlite:///study.db`` (or the journal file's path) shows it.
 The resolved config, the study dir, the metric and the direction are kept in the study's
-user attribute ``"babysit"``; the stages' ranges and border warnings in ``"stages"`` and
-``"border_warnings"`` — so a worker given only ``--storage URL --study-name NAME`` finds
-everything (:func:`open_study`).
+user attribute ``"babysit"`` (with ``objective``: ``"builtin"``, an importable
+``"module:fn"`` / ``"file.py:fn"``, or None for a Python callable no other process can
+import); the stages' ranges and border warnings in ``"stages"`` and ``"border_warnings"``,
+and ``"done": true`` once the master has finished — so a worker given only
+``--storage URL --study-name NAME`` finds everything (:func:`open_study`).
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +45,9 @@ from babysit.errors import ConfigError
 
 __all__ = [
     "ATTR",
+    "DONE",
+    "GRACE",
+    "HEARTBEAT",
     "JOURNAL_FILE",
     "PRUNERS",
     "SAMPLERS",
@@ -48,7 +60,10 @@ __all__ = [
 ]
 
 JOURNAL_FILE = "journal.log"
-ATTR = "babysit"  # the study's user attribute holding {config, dir, metric, direction, storage}
+ATTR = "babysit"  # the study's user attribute: {config, dir, metric, direction, storage, objective}
+DONE = "done"  # the study's user attribute the master sets when the search is over
+HEARTBEAT = 30  # seconds between a worker's heartbeats (RDB storages)
+GRACE = 90  # seconds without a heartbeat before a trial counts as lost
 OPTUNA_DIRECTION: dict[str, Literal["maximize", "minimize"]] = {
     "max": "maximize",
     "min": "minimize",
@@ -130,8 +145,14 @@ STORAGES.add("journal", _journal)
 
 
 def _rdb(url: str) -> BaseStorage:
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
     try:
-        return optuna.storages.RDBStorage(url)
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=HEARTBEAT,
+            grace_period=GRACE,
+            heartbeat_stale_trial_callback=retry,
+        )
     except ImportError as exc:
         raise ConfigError(f"--storage {url}: its database driver is missing ({exc})") from None
 
@@ -161,17 +182,21 @@ def storage_url(storage: str | None, study_dir: Path) -> str:
 
 
 def open_storage(url: str) -> BaseStorage:
-    return STORAGES.get_or_raise(_scheme(url), where=f"--storage {url}")(url)
+    with quiet_optuna():
+        return STORAGES.get_or_raise(_scheme(url), where=f"--storage {url}")(url)
 
 
 @contextmanager
 def quiet_optuna() -> Iterator[None]:
-    """Optuna logs every trial at INFO; library code does not print, so lower it meanwhile."""
+    """Optuna logs every trial at INFO and warns about its experimental heartbeat API;
+    library code does not print, so lower the one and silence the other meanwhile."""
     logger = logging.getLogger("optuna")
     level = logger.level
     logger.setLevel(logging.WARNING)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
     finally:
         logger.setLevel(level)
 
@@ -179,17 +204,19 @@ def quiet_optuna() -> Iterator[None]:
 def create_study(
     config: Config,
     study_dir: Path,
+    storage: BaseStorage,
     *,
     url: str,
     name: str,
     metric: str,
     direction: Literal["max", "min"],
+    objective: str | None,
 ) -> optuna.Study:
-    """A new study in ``url`` holding the config and the study dir in its user attributes."""
+    """A new study in ``storage`` (at ``url``) holding what a worker needs in its attributes."""
     search = config.search
     try:
         study = optuna.create_study(
-            storage=open_storage(url),
+            storage=storage,
             study_name=name,
             direction=OPTUNA_DIRECTION[direction],
             sampler=SAMPLERS[search.sampler](search.seed),
@@ -206,14 +233,16 @@ def create_study(
         "metric": metric,
         "direction": direction,
         "storage": url,
+        "objective": objective,
     }
     study.set_user_attr(ATTR, json_safe(info))
     return study
 
 
-def open_study(url: str, name: str) -> tuple[optuna.Study, Config, dict[str, Any]]:
+def open_study(
+    storage: BaseStorage, *, url: str, name: str
+) -> tuple[optuna.Study, Config, dict[str, Any]]:
     """(the study with its sampler and pruner, its config, its ``"babysit"`` attribute)."""
-    storage = open_storage(url)
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:

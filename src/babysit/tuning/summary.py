@@ -1,10 +1,14 @@
 """What a search leaves behind: the :class:`Study` and its ``summary.json``.
 
 ``summary.json`` (DESIGN.md) holds ``{best: {params, value, trial}, stages: [{epochs,
-trials, ranges}], border_warnings: [{param, side, value, low, high}]}``, plus ``trials``
-(one record per trial) and ``study`` (name, storage, metric, direction). ``ranges`` are
-distribution strings in the config's syntax, so a stage's ranges can be pasted into a
-config. Scores that are NaN/inf are written as strings (babysit's JSON convention).
+trials, ranges, counts}], border_warnings: [{param, side, value, low, high, stage}]}``,
+plus ``trials`` (one record per trial: number, stage, state, params, value, seconds, and
+``epochs``, ``dir``, ``error``, ``retry_of`` where they apply) and ``study`` (name,
+storage, metric, direction). A trial's state is ``complete``, ``pruned``, ``diverged``,
+``failed`` (an error), ``lost`` (its worker died; re-queued once as ``retry_of`` it),
+``running`` or ``waiting``. ``ranges`` are distribution strings in the config's syntax,
+so a stage's ranges can be pasted into a config. Scores that are NaN/inf are written as
+strings (babysit's JSON convention).
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from babysit._io import json_restore, write_json_atomic
 from babysit.errors import ReportError
 from babysit.tuning.dimensions import Dimension
+from babysit.tuning.slots import is_lost
 
-__all__ = ["SUMMARY_FILE", "Study", "best_of", "trial_record"]
+__all__ = ["SUMMARY_FILE", "Study", "best_of", "summarize", "trial_record"]
 
 SUMMARY_FILE = "summary.json"
 _STATES = {
@@ -77,20 +83,29 @@ class Study:
         )
 
 
+def _state(trial: FrozenTrial) -> str:
+    if is_lost(trial):
+        return "lost"
+    return "diverged" if trial.user_attrs.get("diverged") else _STATES.get(trial.state, "failed")
+
+
 def trial_record(trial: FrozenTrial, space: Mapping[str, Dimension]) -> dict[str, Any]:
     """One trial as plain data: number, stage, state, params, value, and where it ran."""
     attrs = trial.user_attrs
-    state = "diverged" if attrs.get("diverged") else _STATES.get(trial.state, "failed")
     value = trial.value if trial.value is not None else json_restore(attrs.get("last_score"))
     params = {key: space[key].decode(v) if key in space else v for key, v in trial.params.items()}
+    start, end = trial.datetime_start, trial.datetime_complete
     record: dict[str, Any] = {
         "number": trial.number,
         "stage": attrs.get("stage"),
-        "state": state,
+        "state": _state(trial),
         "params": params,
         "value": value,
+        "seconds": (end - start).total_seconds() if start and end else None,
     }
     record |= {k: attrs[k] for k in ("epochs", "dir", "error") if k in attrs}
+    if "failed_trial" in trial.system_attrs:
+        record["retry_of"] = trial.system_attrs["failed_trial"]
     return record
 
 
@@ -108,3 +123,27 @@ def best_of(trials: Sequence[Mapping[str, Any]], *, direction: str) -> dict[str,
     sign = 1.0 if direction == "max" else -1.0
     best = max(pool, key=lambda t: sign * t["value"])
     return {"params": best["params"], "value": best["value"], "trial": best["number"]}
+
+
+def summarize(
+    study: optuna.Study,
+    space: Mapping[str, Dimension],
+    *,
+    directory: Path,
+    stages: list[dict[str, Any]],
+    warnings: list[dict[str, Any]],
+    info: Mapping[str, Any],
+) -> Study:
+    """The :class:`Study` of a finished search: every trial, each stage's counts, the best."""
+    trials = [trial_record(t, space) for t in study.get_trials(deepcopy=False)]
+    for s, record in enumerate(stages):
+        states = [t["state"] for t in trials if t["stage"] == s]
+        record["counts"] = {state: states.count(state) for state in sorted(set(states))}
+    return Study(
+        dir=directory,
+        best=best_of(trials, direction=info["direction"]),
+        trials=trials,
+        border_warnings=warnings,
+        stages=stages,
+        study={"name": study.study_name} | {k: info[k] for k in ("storage", "metric", "direction")},
+    )

@@ -12,7 +12,9 @@ Each of these ends raises inside the objective to stop its training; the Reporte
 remembers the end, so an objective that swallows the exception is still recorded right.
 How a trial ended: Optuna state COMPLETE, PRUNED, or FAIL with the user attribute
 ``diverged`` (a NaN/inf loss or score) or ``error`` (:class:`TrialFailed`, or the
-objective raised another exception, which is re-raised).
+objective raised another exception, which is re-raised). An interrupt (Ctrl-C, SIGTERM
+turned into KeyboardInterrupt, SystemExit) leaves the trial RUNNING: its process is
+gone, so whoever continues the study fails it and re-queues it once (slots.py).
 """
 
 from __future__ import annotations
@@ -145,6 +147,8 @@ def run_trial(
     except TrialFailed as exc:
         trial.set_user_attr("error", str(exc))
         return study.tell(trial, state=TrialState.FAIL)
+    except (KeyboardInterrupt, SystemExit):
+        raise
     except BaseException as exc:
         trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
         study.tell(trial, state=TrialState.FAIL)

@@ -1,0 +1,160 @@
+"""Where the master's workers run: ``BACKENDS`` (``local`` processes; ``ray`` not yet).
+
+``local``: K ``python -m babysit worker --storage URL --study-name NAME`` processes on
+this machine, each in its own process group (a Ctrl-C reaches the master only, which
+stops them), each watching that its master lives (``--parent``: a worker whose master
+was killed exits). The master calls :meth:`LocalWorkers.check` every poll: a worker that
+died of a signal (SIGKILL, the OOM killer) is replaced, and its trial, left RUNNING, is
+failed and re-queued once by the master's orphan sweep (slots.py); a worker that exited
+with an error (the objective raised) stops the search with :class:`WorkerError`. Each
+worker's output goes to ``workers/worker-<i>.log`` in the study dir.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from babysit._registry import Registry
+from babysit.errors import ConfigError
+
+__all__ = ["BACKENDS", "Backend", "LocalWorkers", "Pool", "WorkerError", "sigterm_interrupts"]
+
+LOG_DIR = "workers"
+STOP_WAIT = 10.0  # seconds a stopped worker gets to exit before it is killed
+
+
+class WorkerError(RuntimeError):
+    """A worker process failed (its objective raised, or workers keep dying)."""
+
+
+class Pool(Protocol):
+    """The workers a backend started for one study."""
+
+    def check(self) -> None:
+        """Replace dead workers; WorkerError when one failed."""
+
+    def stop(self) -> None:
+        """Stop every worker now (the master interrupted or failed)."""
+
+    def finish(self) -> None:
+        """Let the workers see the study done and exit; stop the rest."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How to start ``count`` workers on study ``name`` in ``url``, logging under ``logs``.
+
+    ``start`` None: not available, for the reason ``why_not``.
+    """
+
+    start: Callable[[str, str, int, Path], Pool] | None
+    why_not: str = ""
+
+    def starter(self, name: str) -> Callable[[str, str, int, Path], Pool]:
+        if self.start is None:
+            raise ConfigError(f"--backend {name} is not available yet: {self.why_not}")
+        return self.start
+
+
+class LocalWorkers:
+    """``count`` worker processes on this machine; replaced when they die."""
+
+    def __init__(self, url: str, name: str, count: int, logs: Path) -> None:
+        self.command = [sys.executable, "-m", "babysit", "worker", "--storage", url]
+        self.command += ["--study-name", name, "--parent", str(os.getpid()), "--quiet"]
+        self.count, self.logs = count, logs
+        self.procs: dict[subprocess.Popen[bytes], Path] = {}
+        self.started = 0
+        logs.mkdir(parents=True, exist_ok=True)
+        for _ in range(count):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        log = self.logs / f"worker-{self.started}.log"
+        self.started += 1
+        with log.open("ab") as out:  # the child keeps its own handle
+            proc = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.procs[proc] = log
+
+    def check(self) -> None:
+        for proc, log in list(self.procs.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del self.procs[proc]
+            if code > 0:  # it raised (a signal gives a negative code)
+                lines = log.read_text(errors="replace").strip().splitlines() or ["(no output)"]
+                raise WorkerError(
+                    f"worker {proc.pid} stopped with exit code {code}: {lines[-1]} (log: {log})"
+                )
+            if self.started >= 4 * self.count + 4:
+                raise WorkerError(f"workers keep dying ({self.started} started); see {self.logs}")
+            self._spawn()
+
+    def stop(self) -> None:
+        """SIGTERM each worker's process group; SIGKILL what is left after STOP_WAIT."""
+        for proc in self.procs:
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_WAIT
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+
+    def finish(self, timeout: float = STOP_WAIT) -> None:
+        """Wait for the workers to see the study done and exit; stop the rest."""
+        deadline = time.monotonic() + timeout
+        while any(p.poll() is None for p in self.procs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.stop()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+BACKENDS: Registry[Backend] = Registry("backend", error=ConfigError)
+BACKENDS.add("local", Backend(LocalWorkers))
+BACKENDS.add(
+    "ray",
+    Backend(
+        None,
+        "a later version runs the workers as Ray tasks; meanwhile use --backend local, or "
+        "start `babysit worker --storage URL --study-name NAME` on each machine",
+    ),
+)
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within: SIGTERM raises KeyboardInterrupt, so the master stops its workers on the way
+    out (main thread only; elsewhere signals cannot be handled)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,183 @@
+"""Each stage's trials as numbered slots of the study: enqueue, take, count, re-queue.
+
+The master enqueues every trial of a stage up front, as WAITING trials with the user
+attributes ``{stage, epochs, slot}``. With the random sampler it draws their values
+itself (seeded by ``search.seed`` and the stage: slot ``i`` always gets the ``i``-th
+draw); adaptive samplers get only the narrowed choices fixed and draw the rest when a
+worker takes the trial. A worker only ever takes a waiting trial (:meth:`TrialQueue.take`,
+atomic in every Optuna storage), so the set of trials does not depend on how many workers
+run them and every count is exact.
+
+A trial is *lost* when its worker died: FAIL with neither ``error`` nor ``diverged``
+(``run_trial`` always sets one of them). A lost trial is re-queued once with the same
+values (Optuna's ``RetryHeartbeatStaleTrialCallback(max_retry=1)``, which RDB storages
+apply to trials whose heartbeat stopped); a lost retry is not retried. A slot is done when
+its trial is complete, pruned, diverged or failed, or is a lost retry.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from babysit.config import Config
+from babysit.tuning.dimensions import Dimension
+
+__all__ = [
+    "OWNER",
+    "PRESAMPLED",
+    "SlotCount",
+    "TrialQueue",
+    "count_slots",
+    "is_lost",
+    "is_orphan",
+    "slot_values",
+]
+
+PRESAMPLED = ("random",)  # samplers whose values the master draws and enqueues per stage
+OWNER = "worker"  # user attribute of a taken trial: {"host", "pid"} of the process running it
+ORPHAN_AFTER = 60.0  # seconds: a RUNNING trial no process has claimed is then taken as lost
+HOST = socket.gethostname()
+
+
+def slot_values(
+    config: Config, stage: int, ranges: Mapping[str, Dimension]
+) -> list[dict[str, Any]]:
+    """The values the master fixes for each slot of ``stage`` (seeded; see the docstring)."""
+    rng = np.random.default_rng([config.search.seed, stage])
+    presampled = config.search.sampler in PRESAMPLED
+    drawn = [key for key, dim in ranges.items() if presampled or dim.narrowed]
+    trials = config.search.stage[stage].trials
+    return [{key: ranges[key].sample(rng) for key in drawn} for _ in range(trials)]
+
+
+def is_lost(trial: FrozenTrial) -> bool:
+    attrs = trial.user_attrs
+    return trial.state == TrialState.FAIL and "error" not in attrs and not attrs.get("diverged")
+
+
+def _is_retry(trial: FrozenTrial) -> bool:
+    return bool(RetryHeartbeatStaleTrialCallback.retry_history(trial))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def is_orphan(trial: FrozenTrial) -> bool:
+    """A RUNNING trial whose process on this machine is gone (or is this very process,
+    which runs no trial while it asks). Other machines' trials: the RDB heartbeat's job."""
+    if trial.state != TrialState.RUNNING:
+        return False
+    owner = trial.user_attrs.get(OWNER)
+    if owner is None:  # taken, then killed before it could claim the trial
+        start = trial.datetime_start
+        return start is not None and time.time() - start.timestamp() > ORPHAN_AFTER
+    pid = int(owner["pid"])
+    return owner["host"] == HOST and (pid == os.getpid() or not _alive(pid))
+
+
+@dataclass
+class SlotCount:
+    """Where the slots of one stage stand."""
+
+    trials: int  # the stage's slots
+    done: set[int] = field(default_factory=set)
+    running: int = 0
+    waiting: int = 0
+    missing: list[int] = field(default_factory=list)  # no trial holds them: enqueue
+    to_retry: list[FrozenTrial] = field(default_factory=list)  # lost, never re-queued
+
+    @property
+    def finished(self) -> bool:
+        return len(self.done) == self.trials and not self.running and not self.waiting
+
+
+def count_slots(trials: Sequence[FrozenTrial], stage: int, n: int) -> SlotCount:
+    """Count the ``n`` slots of ``stage`` over the study's trials."""
+    by_slot: dict[int, list[FrozenTrial]] = {}
+    for t in trials:
+        if t.user_attrs.get("stage") == stage and "slot" in t.user_attrs:
+            by_slot.setdefault(int(t.user_attrs["slot"]), []).append(t)
+    count = SlotCount(trials=n)
+    for slot in range(n):
+        held = by_slot.get(slot, [])
+        count.running += sum(t.state == TrialState.RUNNING for t in held)
+        count.waiting += sum(t.state == TrialState.WAITING for t in held)
+        if any(not is_lost(t) or _is_retry(t) for t in held if t.state.is_finished()):
+            count.done.add(slot)
+        elif not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in held):
+            if held:
+                count.to_retry.append(held[0])  # a lost first try
+            else:
+                count.missing.append(slot)
+    return count
+
+
+class TrialQueue:
+    """The study's waiting trials: enqueue a stage's slots, take one, re-queue a lost one."""
+
+    def __init__(self, study: optuna.Study, storage: BaseStorage) -> None:
+        self.study, self.storage = study, storage
+        self.study_id = storage.get_study_id_from_name(study.study_name)
+        self._retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
+
+    def fill(self, stage: int, epochs: float, values: Sequence[Mapping[str, Any]]) -> SlotCount:
+        """Enqueue the slots of ``stage`` no trial holds; re-queue its lost first tries."""
+        count = count_slots(self.study.get_trials(deepcopy=False), stage, len(values))
+        for slot in count.missing:
+            attrs = {"stage": stage, "epochs": epochs, "slot": slot}
+            self.study.enqueue_trial(dict(values[slot]), user_attrs=attrs)
+        for trial in count.to_retry:
+            self._retry(self.study, trial)
+        return count
+
+    def trial_id(self, number: int) -> int:
+        """The storage's id of trial ``number`` (what the storage's own calls take)."""
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+
+    def take(self) -> optuna.Trial | None:
+        """A waiting trial, now RUNNING and claimed by this process; None when none waits."""
+        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            trial_id = self.trial_id(frozen.number)
+            try:
+                if not self.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                    continue  # another worker took it first
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+            trial = optuna.Trial(self.study, trial_id)
+            trial.set_user_attr(OWNER, {"host": HOST, "pid": os.getpid()})
+            return trial
+        return None
+
+    def requeue_orphans(self, trials: Sequence[FrozenTrial]) -> list[int]:
+        """Fail every orphaned RUNNING trial among ``trials`` and re-queue it once; their
+        numbers."""
+        lost = []
+        for trial in trials:
+            if not is_orphan(trial):
+                continue
+            trial_id = self.trial_id(trial.number)
+            try:
+                if not self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # it ended meanwhile
+            self._retry(self.study, self.storage.get_trial(trial_id))
+            lost.append(trial.number)
+        return lost
