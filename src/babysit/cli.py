@@ -197,6 +197,89 @@ def lr_find(
 
 
 @app.command()
+def search(
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Study directory to write.")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes (K >= 1).")] = 1,
+    backend: Annotated[str, typer.Option("--backend", help="Where workers run: local.")] = "local",
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="sqlite:///... or postgresql://...")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the study in --out.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Search CONFIG's [search.space] stage by stage; write the study dir and summary.json."""
+
+    def go() -> Any:
+        if config is None and not resume:
+            raise ConfigError("give a CONFIG file (or --resume --out DIR)")
+        cfg = load_config(config, set_ or []) if config is not None else None
+        from babysit.tuning.launch import WorkerError
+        from babysit.tuning.master import search as run_search
+        from babysit.tuning.progress import SearchProgress
+
+        try:
+            return run_search(
+                cfg,
+                out=out,
+                workers=workers,
+                backend=backend,
+                storage=storage,
+                resume=resume,
+                progress=None if quiet else SearchProgress(),
+            )
+        except WorkerError as exc:
+            raise _fail(str(exc), 1) from None
+
+    study = _guard(go)
+    for w in study.border_warnings:
+        typer.echo(
+            f"babysit: warning: stage {w['stage']}: the best {w['param']} ({w['value']:.3g}) "
+            f"lies at the {w['side']} border of [{w['low']:g}, {w['high']:g}]: the next stage "
+            "widens it (widen the space if this was the last stage)"
+        )
+    best, metric = study.best, study.study["metric"]
+    if best["trial"] is None:
+        typer.echo("babysit: no trial completed")
+    else:
+        params = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in best["params"].items())  # fmt: skip
+        typer.echo(f"best: trial {best['trial']}  {metric} {best['value']:.4f}  {params}")
+    typer.echo(f"study dir: {study.dir}")
+
+
+@app.command()
+def worker(
+    study: Annotated[Path | None, typer.Option("--study", help="A study dir.")] = None,
+    storage: Annotated[str | None, typer.Option("--storage", help="The study's URL.")] = None,
+    study_name: Annotated[str | None, typer.Option("--study-name", help="Its name.")] = None,
+    parent: Annotated[int | None, typer.Option("--parent", hidden=True)] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run trials of a study (its config and dir are in the study) until it is done."""
+
+    def go() -> int:
+        from babysit.tuning.worker import exit_with_parent, open_worker, study_address
+
+        if parent is not None:
+            exit_with_parent(parent)
+        url, name = study_address(study, storage, study_name)
+        runner = open_worker(url, name)
+        return runner.run(on_trial=None if quiet else _print_trial)
+
+    count = _guard(go)
+    if not quiet:
+        typer.echo(f"worker: {count} trial(s) run; the study is done")
+
+
+def _print_trial(record: dict[str, Any]) -> None:
+    typer.echo(
+        f"trial {record['number']} (stage {record['stage']}): {record['state']} {record['value']}"
+    )
+
+
+@app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Write DIR/report.html: one self-contained page with the run's plots and findings."""
     from babysit.report.html import write_report

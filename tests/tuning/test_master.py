@@ -121,6 +121,7 @@ def test_random_search_tries_the_same_values_for_the_same_seed(tmp_path: Path) -
         babysit.search(config, objective=quadratic_in_log_lr(1e-3), out=tmp_path / f"s{i}")
         for i in range(2)
     ]
+
     def tried(study: babysit.Study) -> list[dict[str, Any]]:
         return [{k: v for k, v in t.items() if k != "seconds"} for t in study.trials]
 

@@ -7,10 +7,17 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 
 import babysit
+from babysit.config import load_config
+from babysit.monitor.log import read_metrics
 from babysit.training.checkpoint import list_checkpoints
+from babysit.tuning.objective import ReportEpochs, config_for
+from babysit.tuning.trial import Reporter
+
+from .conftest import load_journal
 
 
 def _digits(space: dict[str, str], stages: list[dict[str, Any]], **train: Any) -> dict[str, Any]:
@@ -65,3 +72,43 @@ def test_digits_with_lr_around_its_optimum_does_not_warn(tmp_path: Path) -> None
     study = babysit.search(config, out=tmp_path / "s")
     assert study.border_warnings == []
     assert 1e-3 < study.best["params"]["optim.lr"] < 1.0
+
+
+def test_every_epoch_is_reported_to_optuna(tmp_path: Path) -> None:
+    config = _digits({"optim.lr": "loguniform(1e-3, 1e-1)"}, [{"epochs": 3, "trials": 2}])
+    config["model"]["hidden"] = [16]
+    study = babysit.search(config, out=tmp_path / "s")
+    for trial in load_journal(study).trials:
+        assert sorted(trial.intermediate_values) == [1, 2, 3]
+        run_dir = study.dir / trial.user_attrs["dir"]
+        epochs = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "epoch"]
+        assert [trial.intermediate_values[e["epoch"]] for e in epochs] == [
+            e["val_acc"] for e in epochs
+        ]
+
+
+def test_a_half_epoch_stage_trains_half_an_epochs_steps(tmp_path: Path) -> None:
+    config = _digits({"optim.lr": "loguniform(1e-3, 1e-1)"}, [{"epochs": 0.5, "trials": 1}])
+    study = babysit.search(config, out=tmp_path / "s")
+    run_dir = study.dir / study.trials[0]["dir"]
+    records = list(read_metrics(run_dir / "metrics.jsonl"))
+    batches = [r for r in records if r["kind"] == "batch"]
+    per_epoch = -(-1079 // 64)  # digits' training split, batch_size 64: 17 steps
+    assert len(batches) == round(per_epoch / 2)
+    assert len([r for r in records if r["kind"] == "epoch"]) == 1
+    assert sorted(load_journal(study).trials[0].intermediate_values) == [1]
+
+
+class _AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return True
+
+
+def test_a_pruned_trial_stops_its_run_cleanly(tmp_path: Path) -> None:
+    config = load_config(_digits({}, [{"epochs": 3, "trials": 1}]) | {"search": {}})
+    study = optuna.create_study(direction="maximize", pruner=_AlwaysPrune())
+    report = Reporter(study.ask(), epochs=3, direction="max")
+    cfg = config_for(config, {}, epochs=3)
+    run = babysit.train(cfg, out=tmp_path / "r", quiet=True, callbacks=[ReportEpochs(report)])
+    assert run.stopped == "pruned" and report.ended == "pruned" and not run.diverged
+    assert [c.epoch for c in list_checkpoints(run.dir / "checkpoints")] == [1]

@@ -118,7 +118,7 @@ class _Master:
         self.queue = TrialQueue(study, storage)
         self.info: dict[str, Any] = json_restore(study.user_attrs[ATTR])
         self.stages: list[dict[str, Any]] = json_restore(study.user_attrs.get("stages", []))
-        self.reported: set[int] = set()
+        self.records: dict[int, dict[str, Any]] = {}  # finished trials' records by number
 
     def run(self, pool: Pool | None) -> Study:
         cfg, space = self.setup.config, self.setup.space
@@ -185,9 +185,17 @@ class _Master:
             self._report(trials, s, count, time.monotonic() - started, done_before)
             if count.finished:
                 return
-            if local is not None and local.run_one() is not None:
-                continue
-            time.sleep(POLL)
+            if local is None or not self._run_local(local):
+                time.sleep(POLL)
+
+    @staticmethod
+    def _run_local(local: Worker) -> bool:
+        """Run waiting trials in this process for up to POLL seconds; whether any ran."""
+        deadline = time.monotonic() + POLL
+        ran = False
+        while time.monotonic() < deadline and local.run_one() is not None:
+            ran = True
+        return ran
 
     def _report(
         self,
@@ -198,15 +206,12 @@ class _Master:
         done_before: int,
     ) -> None:
         """on_trial_end for trials newly finished, then on_status."""
-        records = []
         for t in trials:
-            if t.user_attrs.get("stage") != s or not t.state.is_finished():
-                continue
-            record = trial_record(t, self.setup.space)
-            records.append(record)
-            if t.number not in self.reported:
-                self.reported.add(t.number)
-                self.progress.on_trial_end(record)
+            if t.number not in self.records and t.state.is_finished():
+                record = self.records[t.number] = trial_record(t, self.setup.space)
+                if record["stage"] == s:
+                    self.progress.on_trial_end(record)
+        records = [r for r in self.records.values() if r["stage"] == s]
         states: dict[str, int] = {}
         for r in records:
             states[r["state"]] = states.get(r["state"], 0) + 1

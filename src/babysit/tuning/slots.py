@@ -31,6 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from babysit.config import Config
 from babysit.tuning.dimensions import Dimension
+from babysit.tuning.study import quiet_optuna
 
 __all__ = [
     "OWNER",
@@ -66,7 +67,8 @@ def is_lost(trial: FrozenTrial) -> bool:
 
 
 def _is_retry(trial: FrozenTrial) -> bool:
-    return bool(RetryHeartbeatStaleTrialCallback.retry_history(trial))
+    with quiet_optuna():  # Optuna marks its retry API experimental
+        return bool(RetryHeartbeatStaleTrialCallback.retry_history(trial))
 
 
 def _alive(pid: int) -> bool:
@@ -135,7 +137,8 @@ class TrialQueue:
     def __init__(self, study: optuna.Study, storage: BaseStorage) -> None:
         self.study, self.storage = study, storage
         self.study_id = storage.get_study_id_from_name(study.study_name)
-        self._retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
+        with quiet_optuna():
+            self._retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
 
     def fill(self, stage: int, epochs: float, values: Sequence[Mapping[str, Any]]) -> SlotCount:
         """Enqueue the slots of ``stage`` no trial holds; re-queue its lost first tries."""

@@ -36,6 +36,7 @@ from babysit.tuning.objective import TrainObjective
 from babysit.tuning.slots import TrialQueue
 from babysit.tuning.space import parse_space
 from babysit.tuning.study import DONE, open_storage, open_study, quiet_optuna, storage_url
+from babysit.tuning.summary import trial_record
 from babysit.tuning.trial import Objective, Runner, TrialSpec, run_trial, user_runner
 
 __all__ = [
@@ -143,8 +144,11 @@ class Worker:
         with self._heartbeat(trial.number):
             return run_trial(self.study, trial, spec, self.runner, direction=self.direction)
 
-    def run(self, *, on_trial: Callable[[FrozenTrial], None] | None = None) -> int:
-        """Run trials until the master marks the study done; the number run."""
+    def run(self, *, on_trial: Callable[[dict[str, Any]], None] | None = None) -> int:
+        """Run trials until the master marks the study done; the number run.
+
+        ``on_trial`` gets each finished trial's record (summary.py's ``trial_record``).
+        """
         count = 0
         while True:
             with quiet_optuna():
@@ -152,7 +156,7 @@ class Worker:
             if frozen is not None:
                 count += 1
                 if on_trial is not None:
-                    on_trial(frozen)
+                    on_trial(trial_record(frozen, self.space))
             elif self.study.user_attrs.get(DONE):
                 return count
             else:
