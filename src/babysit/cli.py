@@ -234,10 +234,11 @@ def search(
 
     study = _guard(go)
     for w in study.border_warnings:
+        last = w["stage"] == len(study.stages) - 1
+        fix = "widen [search.space] and search again" if last else "the next stage searched past it"
         typer.echo(
             f"babysit: warning: stage {w['stage']}: the best {w['param']} ({w['value']:.3g}) "
-            f"lies at the {w['side']} border of [{w['low']:g}, {w['high']:g}]: the next stage "
-            "widens it (widen the space if this was the last stage)"
+            f"lies at the {w['side']} border of [{w['low']:g}, {w['high']:g}]: {fix}"
         )
     best, metric = study.best, study.study["metric"]
     if best["trial"] is None:

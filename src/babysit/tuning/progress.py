@@ -79,10 +79,11 @@ class SearchProgress(SearchCallback):
     def __init__(self, *, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
         self.live: Live | None = None
+        self.last: Status | None = None
         self.metric = "value"
 
     def _line(self, text: str) -> None:
-        self.console.print(text, markup=False, highlight=False)
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def on_search_start(self, info: dict[str, Any]) -> None:
         self.metric = info.get("metric", "value")
@@ -109,6 +110,7 @@ class SearchProgress(SearchCallback):
             )
 
     def on_status(self, status: Status) -> None:
+        self.last = status
         if self.live is None:
             return
         title = f"stage {status.stage} ({status.stage + 1} of {status.stages})"
@@ -128,7 +130,12 @@ class SearchProgress(SearchCallback):
 
     def on_stage_end(self, stage: int, warnings: list[dict[str, Any]]) -> None:
         self.on_search_end()
-        self._line(f"stage {stage}: done")
+        last, text = self.last, f"stage {stage}: done"
+        if last is not None and last.stage == stage:
+            counts = ", ".join(f"{n} {state}" for state, n in last.states.items())
+            best = "" if last.best is None else f"; best {last.metric} {last.best:.4g}"
+            text += f" ({counts}{best}{f' (trial {last.best_trial})' if best else ''})"
+        self._line(text)
 
     def on_search_end(self) -> None:
         if self.live is not None:
