@@ -1,13 +1,12 @@
 """The Trainer: epochs x minibatches with torch.optim, validation, callbacks, its state.
 
 loss = data loss + reg_fn(model, reg), both logged. Every epoch: validation loss and
-the task's metric, a checkpoint, the lr schedule and early stopping. A fractional
-``train.epochs`` (the notes' "1 epoch or even less" in a search) cuts the last epoch
-short: ``e = 2.5`` trains 2 epochs, then ``round(0.5 * steps_per_epoch)`` steps (at least
-one) and evaluates at that point as epoch 3. A NaN/inf loss
-stops the run at that step and marks it diverged. Same config on the CPU => the same
-metrics, and a resumed run ends with the weights an uninterrupted one would have.
-Every record goes through the same Monitor as ``babysit.watch()``.
+the task's metric, a checkpoint, the lr schedule and early stopping. ``train.epochs = 2.5``
+(the notes' "1 epoch or even less" in a search) trains 2 epochs, then epoch 3 is cut to
+``round(0.5 * steps_per_epoch)`` steps (at least one). A NaN/inf loss stops the run at
+that step and marks it diverged. Same config on the CPU => the same metrics, and a
+resumed run ends with the weights an uninterrupted one would have. Every record goes
+through the same Monitor as ``babysit.watch()``.
 """
 
 from __future__ import annotations
@@ -146,17 +145,15 @@ class Trainer:
 
     @property
     def last_epoch(self) -> int:
-        """The number of the run's last epoch (a fractional one counts)."""
-        return math.ceil(self.config.train.epochs)
+        return math.ceil(self.config.train.epochs)  # a fractional last epoch counts
 
     @property
     def total_steps(self) -> int:
         return sum(self.epoch_steps(e) for e in range(1, self.last_epoch + 1))
 
     def epoch_steps(self, epoch: int) -> int:
-        """Optimizer steps in ``epoch`` (1-based): all, or the fraction train.epochs leaves."""
-        left = self.config.train.epochs - (epoch - 1)
-        full = self.steps_per_epoch
+        """Optimizer steps in ``epoch`` (1-based): all, or the share train.epochs leaves."""
+        left, full = self.config.train.epochs - (epoch - 1), self.steps_per_epoch
         return full if left >= 1 else max(1, round(left * full))
 
     @property

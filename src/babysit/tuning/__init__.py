@@ -12,7 +12,13 @@ range. Modules:
   samplers, pruners, the config kept in the study's user attributes
 - ``stages.py`` — pure: the next stage's ranges (zoom) and the border warnings
 - ``trial.py``  — one trial: the objective, ``report(epoch, value)``, pruned / diverged
-- ``objective.py`` — the default objective: ``babysit.train`` on the trial's config
+- ``objective.py`` — the default objective: ``babysit.train`` on the trial's config,
+  every epoch reported
+- ``slots.py``  — each stage's trials as seeded slots: enqueue, take, count, re-queue lost
+- ``worker.py`` — ``babysit worker``: take waiting trials, run them, tell how they ended
+- ``launch.py`` — the backends that run workers (local processes; ray: not yet)
+- ``inputs.py`` — a search's input checked before anything is written
+- ``progress.py`` — the search's event hooks and their rich rendering
 - ``summary.py`` — the :class:`Study` result and ``summary.json``
 - ``master.py`` — ``babysit.search()``: stage by stage, then ``summary.json``
 

@@ -176,6 +176,7 @@ class _Master:
         while True:
             if pool is not None:
                 pool.check()  # reaps dead workers, so their trials show up as orphans
+            optuna.storages.fail_stale_trials(self.study)  # RDB: silent heartbeats, re-queued
             trials = self.study.get_trials(deepcopy=False)
             self.queue.requeue_orphans(trials)
             count = count_slots(trials, s, stage.trials)
