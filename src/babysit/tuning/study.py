@@ -188,11 +188,12 @@ def open_storage(url: str) -> BaseStorage:
 
 @contextmanager
 def quiet_optuna() -> Iterator[None]:
-    """Optuna logs every trial at INFO and warns about its experimental heartbeat API;
-    library code does not print, so lower the one and silence the other meanwhile."""
+    """Optuna logs every trial (INFO) and its samplers' fallbacks (WARNING), and warns
+    about its experimental heartbeat API; library code does not print, so silence them
+    meanwhile (errors still show)."""
     logger = logging.getLogger("optuna")
     level = logger.level
-    logger.setLevel(logging.WARNING)
+    logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
