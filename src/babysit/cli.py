@@ -214,6 +214,8 @@ def search(
     def go() -> Any:
         if config is None and not resume:
             raise ConfigError("give a CONFIG file (or --resume --out DIR)")
+        if config is None and set_:
+            raise ConfigError("--set needs a CONFIG file (--resume alone keeps the study's)")
         cfg = load_config(config, set_ or []) if config is not None else None
         from babysit.tuning.launch import WorkerError
         from babysit.tuning.master import search as run_search
