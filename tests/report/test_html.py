@@ -6,7 +6,7 @@ import base64
 import json
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from babysit.errors import BabysitError
+from babysit.report._page import PAGES, Html, Image, ReportError, render_page, section
 from babysit.report._run_data import load_run
-from babysit.report.html import PAGES, Html, Image, ReportError, render_page, section, write_report
+from babysit.report.html import write_report
 from babysit.report.plots import to_png
 
 RUN_FIGURES = {
@@ -267,18 +268,21 @@ def test_long_stream_is_downsampled_and_keeps_its_extremes(tmp_path: Path) -> No
     assert np.nanmax(loss.hi) == 50.0 and np.nanmin(loss.lo) == pytest.approx(0.0, abs=1e-4)
 
 
-def test_a_new_page_is_new_sections_on_the_same_machinery(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(PAGES, "test-study", [])
+@pytest.fixture
+def study_page() -> Iterator[str]:
+    """A throwaway page name, taken out of PAGES again after the test."""
+    yield "test-study"
+    PAGES.remove("test-study")
 
-    @section("test-study", "best", title="Best trial")
+
+def test_a_new_page_is_new_sections_on_the_same_machinery(tmp_path: Path, study_page: str) -> None:
+    @section(study_page, "best", title="Best trial")
     def best(study: dict[str, float]) -> list[Html | Image]:
         return [Html(f"<p>best lr {study['lr']}</p>"), Image("trials", to_png(_tiny_figure()), "x")]
 
-    with pytest.raises(ValueError, match="already has a section"):
-        section("test-study", "best", title="again")(best)
-    out = render_page("test-study", {"lr": 3e-4}, tmp_path, title="study <1>")
+    with pytest.raises(ValueError, match="'best' is registered twice"):
+        section(study_page, "best", title="again")(best)
+    out = render_page(study_page, {"lr": 3e-4}, tmp_path, title="study <1>")
     page = _Page(out.read_text(encoding="utf-8"))
     assert page.sections == ["best"] and set(page.images) == {"trials"}
     assert "study &lt;1&gt;" in out.read_text() and (tmp_path / "plots" / "trials.png").is_file()
