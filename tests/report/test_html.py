@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -324,3 +327,17 @@ def test_report_of_a_loop_watched_by_the_real_monitor(tmp_path: Path) -> None:
     assert {"update_ratio", "act_stats", "grad_norm", "act_hist", "grad_hist", "filters"} <= set(
         page.images
     )
+
+
+def test_the_report_reads_the_probe_registry_without_loading_torch() -> None:
+    """babysit report answers a bad run dir before torch loads (as the CLI does for configs)."""
+    code = (
+        "import sys; import babysit.report.html; from babysit.monitor.probes import PROBES;"
+        " assert PROBES and 'torch' not in sys.modules, sorted(sys.modules)"
+    )
+    src = Path(__file__).resolve().parents[2] / "src"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]),
+    }
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -17,16 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from babysit.monitor.log import (
-    BATCH,
-    EPOCH,
-    EVENT,
-    PROBE,
-    BatchRecord,
-    EpochRecord,
-    EventRecord,
-    ProbeRecord,
-)
+from babysit.monitor import log
 
 __all__ = [
     "CAPACITY",
@@ -108,9 +99,9 @@ class RunHistory:
     nonfinite: dict[str, Any] | None = None  # the first NaN/inf loss: {"step", "loss"}
     last_step: int = 0
     last_epoch: float | None = None
-    epochs: deque[EpochRecord] = field(default_factory=lambda: deque(maxlen=EPOCH_KEEP))
+    epochs: deque[log.EpochRecord] = field(default_factory=lambda: deque(maxlen=EPOCH_KEEP))
     probes: dict[str, ProbeHistory] = field(default_factory=dict)
-    events: deque[EventRecord] = field(default_factory=lambda: deque(maxlen=EVENT_KEEP))
+    events: deque[log.EventRecord] = field(default_factory=lambda: deque(maxlen=EVENT_KEEP))
 
     @classmethod
     def from_records(cls, records: Iterable[Mapping[str, Any]]) -> RunHistory:
@@ -125,7 +116,7 @@ class RunHistory:
         if handler is not None:
             handler(self, record)
 
-    def _batch(self, record: BatchRecord) -> None:
+    def _batch(self, record: log.BatchRecord) -> None:
         loss = record.get("loss")
         if not isinstance(loss, int | float):
             return
@@ -145,12 +136,12 @@ class RunHistory:
         self.recent.append(loss)
         self.curve.add(step, math.nan if epoch is None else float(epoch), loss)
 
-    def _epoch(self, record: EpochRecord) -> None:
+    def _epoch(self, record: log.EpochRecord) -> None:
         self.epochs.append(record)
         if self.steps_per_epoch is None and record.get("epoch") == 1 and record.get("step"):
             self.steps_per_epoch = float(record["step"])  # as the monitor infers it
 
-    def _probe(self, record: ProbeRecord) -> None:
+    def _probe(self, record: log.ProbeRecord) -> None:
         values = record.get("values")
         if not isinstance(values, dict):
             return
@@ -161,7 +152,7 @@ class RunHistory:
         else:
             history.latest.append((step, values))
 
-    def _event(self, record: EventRecord) -> None:
+    def _event(self, record: log.EventRecord) -> None:
         self.events.append(record)
         what = record.get("what")
         if what == "watch":  # the monitor's settings, written first
@@ -173,10 +164,10 @@ class RunHistory:
             self.nonfinite = {"step": record.get("step"), "loss": record.get("loss")}
 
     _handlers: ClassVar[dict[str, Callable[[RunHistory, Any], None]]] = {
-        BATCH: _batch,
-        EPOCH: _epoch,
-        PROBE: _probe,
-        EVENT: _event,
+        log.BATCH: _batch,
+        log.EPOCH: _epoch,
+        log.PROBE: _probe,
+        log.EVENT: _event,
     }
 
     @property

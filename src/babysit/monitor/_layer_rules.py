@@ -145,7 +145,7 @@ def _gradient_findings(
         if factor is not None and test(factor):
             msg = f"gradients {what} {factor:.3g}x per layer toward the input{when}"
             return [
-                Finding(code, severity, step, msg, advice, {"factor": factor, "grad_norm": values})
+                Finding(code, severity, step, msg, advice, {"factor": factor, GRAD_NORM: values})
             ]
     return []
 

@@ -30,7 +30,6 @@ __all__ = [
     "BATCH_VALUES",
     "EPOCH",
     "EVENT",
-    "KINDS",
     "PROBE",
     "BatchRecord",
     "EpochRecord",
@@ -48,8 +47,7 @@ __all__ = [
     "rewrite_metrics",
 ]
 
-BATCH, EPOCH, PROBE, EVENT = "batch", "epoch", "probe", "event"
-KINDS = (BATCH, EPOCH, PROBE, EVENT)
+BATCH, EPOCH, PROBE, EVENT = "batch", "epoch", "probe", "event"  # the record kinds
 
 
 # Values are typed as they are on disk. The monitor hands 0-d tensors to the constructors

@@ -26,11 +26,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from babysit._registry import Registry
-from babysit.monitor._capture import Capture
-from babysit.monitor._stats import histograms, to_python
+
+# Not a cycle (_capture never imports this module): torch stays unloaded until a probe runs,
+# so the report, which reads PROBES to draw them, starts (and rejects a bad run dir) fast.
+if TYPE_CHECKING:
+    from babysit.monitor._capture import Capture
 
 __all__ = [
     "ACT_HIST",
@@ -59,7 +62,7 @@ __all__ = [
 ProbeKind = Literal["per_layer_scalar", "per_layer_stats", "histogram", "image"]
 # "every": every capture window; "hist": the windows that take histograms (every 10th)
 Cadence = Literal["every", "hist"]
-ProbeFn = Callable[[Capture, int], dict[str, Any]]  # (capture, bins) -> values
+ProbeFn = Callable[["Capture", int], dict[str, Any]]  # (capture, bins) -> values
 
 UPDATE_RATIO_TARGET = 1e-3  # the notes: updates ~1e-3 of the weights
 
@@ -153,6 +156,8 @@ ACT_STATS, GRAD_NORM, ACT_HIST, GRAD_HIST = "act_stats", "grad_norm", "act_hist"
 )
 def act_stats(capture: Capture, bins: int) -> dict[str, Any]:
     """Per activation (forward order): mean, std, dead fraction, saturated fraction."""
+    from babysit.monitor._stats import to_python  # torch (see the imports above)
+
     parts = {name: acc.tensors() for name, acc in capture.acts.items()}
     flat = [(name, key, t) for name, part in parts.items() for key, t in part.items()]
     got: dict[str, dict[str, float]] = {name: {} for name in parts}
@@ -164,6 +169,8 @@ def act_stats(capture: Capture, bins: int) -> dict[str, Any]:
 @probe(GRAD_NORM, "per_layer_scalar", "Gradient norms", label="gradient norm", log_y=True)
 def grad_norm(capture: Capture, bins: int) -> dict[str, Any]:
     """Per Linear / Conv layer (forward order): RMS over the window of ``||dL/d output||``."""
+    from babysit.monitor._stats import to_python
+
     seen = [(name, g.sumsq / g.count) for name, g in capture.grads.items() if g.sumsq is not None]
     if not seen:
         return {}
@@ -174,12 +181,16 @@ def grad_norm(capture: Capture, bins: int) -> dict[str, Any]:
 @probe(ACT_HIST, "histogram", "Activation histograms", cadence="hist", label="activation")
 def act_hist(capture: Capture, bins: int) -> dict[str, Any]:
     """Histogram of each activation in the window's first captured forward pass."""
+    from babysit.monitor._stats import histograms
+
     return histograms({name: acc.first for name, acc in capture.acts.items()}, bins)
 
 
 @probe(GRAD_HIST, "histogram", "Gradient histograms", cadence="hist", label="gradient")
 def grad_hist(capture: Capture, bins: int) -> dict[str, Any]:
     """Histogram of each layer's output gradient in the window's first backward pass."""
+    from babysit.monitor._stats import histograms
+
     return histograms({name: g.first for name, g in capture.grads.items()}, bins)
 
 

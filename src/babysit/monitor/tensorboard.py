@@ -21,18 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from babysit.errors import ConfigError
-from babysit.monitor.log import (
-    BATCH,
-    BATCH_VALUES,
-    EPOCH,
-    EVENT,
-    PROBE,
-    BatchRecord,
-    EpochRecord,
-    EventRecord,
-    ProbeRecord,
-    measurements,
-)
+from babysit.monitor import log
 from babysit.monitor.probes import PROBES, ProbeKind
 
 __all__ = ["TensorBoardSink"]
@@ -61,10 +50,10 @@ class TensorBoardSink:
         self._writer = SummaryWriter(log_dir=str(self.log_dir))
         self._closed = False
         self._kinds: dict[str, Callable[[Any, int], None]] = {
-            BATCH: self._batch,
-            EPOCH: self._epoch,
-            PROBE: self._probe,
-            EVENT: self._event,
+            log.BATCH: self._batch,
+            log.EPOCH: self._epoch,
+            log.PROBE: self._probe,
+            log.EVENT: self._event,
         }
         self._probe_kinds: dict[ProbeKind, Callable[[str, dict[str, Any], int], None]] = {
             "per_layer_scalar": self._per_layer,
@@ -91,15 +80,15 @@ class TensorBoardSink:
         if _number(value):
             self._writer.add_scalar(tag, float(value), step)
 
-    def _batch(self, record: BatchRecord, step: int) -> None:
-        for key in BATCH_VALUES:
+    def _batch(self, record: log.BatchRecord, step: int) -> None:
+        for key in log.BATCH_VALUES:
             self._scalar(f"batch/{key}", record.get(key), step)
 
-    def _epoch(self, record: EpochRecord, step: int) -> None:
-        for key, value in measurements(record):
+    def _epoch(self, record: log.EpochRecord, step: int) -> None:
+        for key, value in log.measurements(record):
             self._scalar(f"epoch/{key}", value, step)
 
-    def _probe(self, record: ProbeRecord, step: int) -> None:
+    def _probe(self, record: log.ProbeRecord, step: int) -> None:
         spec, values = PROBES.get(record.get("name", "")), record.get("values")
         if spec is not None and isinstance(values, dict):
             self._probe_kinds[spec.kind](spec.name, values, step)
@@ -145,6 +134,6 @@ class TensorBoardSink:
         image = np.asarray(Image.open(self.run_dir / relative))
         self._writer.add_image(name, image, step, dataformats="HW" if image.ndim == 2 else "HWC")
 
-    def _event(self, record: EventRecord, step: int) -> None:
+    def _event(self, record: log.EventRecord, step: int) -> None:
         fields = ", ".join(f"{k}={v}" for k, v in record.items() if k not in _EVENT_HEAD)
         self._writer.add_text("events", f"{record.get('what')}: {fields}", step)

@@ -82,24 +82,27 @@ def _detached(value: Any) -> Any:
 
 
 class Monitor:
-    """Probes, records and diagnoses one training run; made by :func:`watch` (see there)."""
+    """Probes, records and diagnoses one training run; made by :func:`watch` (see there).
+
+    The options have no defaults here: :func:`watch`'s signature is their one home.
+    """
 
     def __init__(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer | None = None,
+        optimizer: torch.optim.Optimizer | None,
         *,
-        log_dir: str | os.PathLike[str] | None = None,
-        every: int = DEFAULT_EVERY,
-        writer: MetricsWriter | None = None,
-        steps_per_epoch: int | None = None,
-        tensorboard: bool = False,
-        window: int = DEFAULT_WINDOW,
-        bins: int = 30,
-        hist_every: int | None = None,
-        chance_loss: float | None = None,
-        image_shape: tuple[int, ...] | None = None,
-        start_step: int = 0,
+        log_dir: str | os.PathLike[str] | None,
+        every: int,
+        writer: MetricsWriter | None,
+        steps_per_epoch: int | None,
+        tensorboard: bool,
+        window: int,
+        bins: int,
+        hist_every: int | None,
+        chance_loss: float | None,
+        image_shape: tuple[int, ...] | None,
+        start_step: int,
     ) -> None:
         # every option is checked before anything is written (and on every rank)
         self.optimizer = optimizer

@@ -23,19 +23,7 @@ from typing import Any
 import numpy as np
 
 from babysit._io import json_restore
-from babysit.monitor.log import (
-    BATCH,
-    BATCH_VALUES,
-    EPOCH,
-    EVENT,
-    PROBE,
-    BatchRecord,
-    EpochRecord,
-    EventRecord,
-    ProbeRecord,
-    measurements,
-    read_metrics,
-)
+from babysit.monitor import log
 from babysit.monitor.probes import PROBES, ProbeKind, ProbeSpec
 from babysit.report._page import ReportError
 from babysit.report._series import Downsampler, Hist, Keyed, Series, Thinned
@@ -85,7 +73,7 @@ class _Reader:
 
     def __init__(self) -> None:
         self.kinds: Counter[str] = Counter()
-        self.batch = {f: Downsampler(1024) for f in BATCH_VALUES}
+        self.batch = {f: Downsampler(1024) for f in log.BATCH_VALUES}
         self.clock = Downsampler(1024)  # (step, epoch) pairs: maps steps to epochs
         self.epochs_by_step = Keyed(max_keys=32, buckets=512)
         self.epochs_by_epoch = Keyed(max_keys=32, buckets=512)
@@ -98,10 +86,10 @@ class _Reader:
         self.dropped = 0
         self.last_step = -math.inf
         self.handlers: dict[str, Callable[[Any], None]] = {
-            BATCH: self.on_batch,
-            EPOCH: self.on_epoch,
-            PROBE: self.on_probe,
-            EVENT: self.on_event,
+            log.BATCH: self.on_batch,
+            log.EPOCH: self.on_epoch,
+            log.PROBE: self.on_probe,
+            log.EVENT: self.on_event,
         }
         readers: dict[ProbeKind, Callable[[ProbeSpec], ProbeHandler]] = {
             "per_layer_scalar": self._scalar_probe,
@@ -112,14 +100,14 @@ class _Reader:
         self.probes = {name: readers[spec.kind](spec) for name, spec in PROBES.items()}
 
     def read(self, path: Path) -> None:
-        for record in read_metrics(path):
+        for record in log.read_metrics(path):
             kind = record.get("kind")
             handler = self.handlers.get(kind) if isinstance(kind, str) else None
             if handler is not None:
                 self.kinds[str(kind)] += 1
                 handler(record)
 
-    def _step(self, record: BatchRecord | ProbeRecord | EventRecord) -> float | None:
+    def _step(self, record: log.BatchRecord | log.ProbeRecord | log.EventRecord) -> float | None:
         step = _num(record.get("step"))
         if step is not None:
             self.last_step = max(self.last_step, step)
@@ -128,7 +116,7 @@ class _Reader:
                 self.clock.add(step, epoch)
         return step
 
-    def on_batch(self, record: BatchRecord) -> None:
+    def on_batch(self, record: log.BatchRecord) -> None:
         step = self._step(record)
         if step is None:
             return
@@ -137,7 +125,7 @@ class _Reader:
             if value is not None:
                 stream.add(step, value)  # a number, not a bool or a null
 
-    def on_epoch(self, record: EpochRecord) -> None:
+    def on_epoch(self, record: log.EpochRecord) -> None:
         step, epoch = _num(record.get("step")), _num(record.get("epoch"))
         if step is not None:
             self.last_step = max(self.last_step, step)
@@ -146,12 +134,12 @@ class _Reader:
         )
         if x is None:
             return
-        for key, value in measurements(record):
+        for key, value in log.measurements(record):
             y = _num(value)
             if y is not None:
                 target.add(key, x, y)
 
-    def on_probe(self, record: ProbeRecord) -> None:
+    def on_probe(self, record: log.ProbeRecord) -> None:
         step, handler = self._step(record), self.probes.get(str(record.get("name")))
         values = record.get("values")
         if step is not None and handler is not None and isinstance(values, dict):
@@ -211,7 +199,7 @@ class _Reader:
 
         return handle
 
-    def on_event(self, record: EventRecord) -> None:
+    def on_event(self, record: log.EventRecord) -> None:
         step, what = self._step(record), str(record.get("what", "event"))
         if what not in self.event_counts and len(self.event_counts) >= 32:
             return
