@@ -172,10 +172,10 @@ class Monitor:
             group = self.optimizer.param_groups[0]
             values.setdefault("lr", group["lr"])
             values.setdefault("mu", _momentum(group))
-        record = batch_record(
-            self._step, _detached(loss), epoch=self._epoch_at(self._step), **values
-        )
-        self._pending.append(record)
+        # a "step" or "epoch" given by the caller wins (as for epoch and event records)
+        epoch = values.pop("epoch", self._epoch_at(self._step))
+        step = values.pop("step", self._step)
+        self._pending.append(batch_record(step, _detached(loss), epoch=epoch, **values))
         if self._windows is not None:
             self._windows.after_step(self._step)
         if len(self._pending) >= SYNC_EVERY or time.monotonic() - self._last_sync >= 1.0:
@@ -194,7 +194,8 @@ class Monitor:
         if self.steps_per_epoch is None and self._epoch == 1 and self._step > self._start:
             self.steps_per_epoch = self._step - self._start
         scores = {key: _detached(value) for key, value in metrics.items()}
-        self._pending.append(epoch_record(self._epoch, self._step, **scores))
+        step = scores.pop("step", self._step)
+        self._pending.append(epoch_record(self._epoch, step, **scores))
         self.flush()
 
     def event(self, what: str, **fields: Any) -> None:

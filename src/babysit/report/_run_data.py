@@ -107,12 +107,13 @@ class _Reader:
                 self.kinds[str(kind)] += 1
                 handler(record)
 
-    def _step(self, record: log.BatchRecord | log.ProbeRecord | log.EventRecord) -> float | None:
+    def _step(self, record: log.Record, *, clock: bool = True) -> float | None:
+        """The record's step (None if it has none); its (step, epoch) pair sets the clock."""
         step = _num(record.get("step"))
         if step is not None:
             self.last_step = max(self.last_step, step)
             epoch = _num(record.get("epoch"))
-            if epoch is not None:
+            if epoch is not None and clock:
                 self.clock.add(step, epoch)
         return step
 
@@ -126,9 +127,8 @@ class _Reader:
                 stream.add(step, value)  # a number, not a bool or a null
 
     def on_epoch(self, record: log.EpochRecord) -> None:
-        step, epoch = _num(record.get("step")), _num(record.get("epoch"))
-        if step is not None:
-            self.last_step = max(self.last_step, step)
+        # the clock is set by the fractional epochs of batch and probe records only
+        step, epoch = self._step(record, clock=False), _num(record.get("epoch"))
         target, x = (
             (self.epochs_by_step, step) if step is not None else (self.epochs_by_epoch, epoch)
         )
@@ -265,37 +265,35 @@ def _finish(data: RunData, reader: _Reader) -> None:
     def mapped(series: Series) -> Series:
         return series.with_x(to_x, unit)
 
+    def layers(keyed: Keyed) -> Layers:
+        return {k: mapped(s) for k, s in keyed.series().items()}
+
+    def at(x: float) -> float:
+        return float(to_x(np.array([x]))[0])
+
     data.unit = unit
     data.records = reader.kinds
     data.last_step = reader.last_step if math.isfinite(reader.last_step) else math.nan
     data.batch = {k: mapped(s.series()) for k, s in reader.batch.items() if s.total}
-    data.epochs = {k: mapped(s) for k, s in reader.epochs_by_step.series().items()}
+    data.epochs = layers(reader.epochs_by_step)
     for key, s in reader.epochs_by_epoch.series("epoch").items():
         data.epochs.setdefault(key, s)
-    data.scalars = {
-        name: {k: mapped(s) for k, s in keyed.series().items()}
-        for name, keyed in reader.scalars.items()
-        if keyed.streams
-    }
+    data.scalars = {name: layers(k) for name, k in reader.scalars.items() if k.streams}
     data.stats = {
-        name: {
-            stat: {k: mapped(s) for k, s in keyed.series().items()}
-            for stat, keyed in stats.items()
-            if keyed.streams
-        }
+        name: {stat: layers(k) for stat, k in stats.items() if k.streams}
         for name, stats in reader.stats.items()
-        if any(keyed.streams for keyed in stats.values())
+        if any(k.streams for k in stats.values())
     }
     data.hists = {
         name: {
-            layer: [Hist(float(to_x(np.array([h.x]))[0]), h.edges, h.counts) for h in th.items()]
-            for layer, th in layers.items()
+            layer: [Hist(at(h.x), h.edges, h.counts) for h in th.items()]
+            for layer, th in by_layer.items()
         }
-        for name, layers in reader.hists.items()
-        if layers
+        for name, by_layer in reader.hists.items()
+        if by_layer
     }
     data.images = {
-        name: [(float(to_x(np.array([s]))[0]), p) for s, p in kept.items()]
+        name: [(at(x), path) for x, path in kept.items()]
         for name, kept in reader.images.items()
         if kept.items()
     }
