@@ -1,15 +1,9 @@
-"""The self-contained HTML report: ``write_report(run_dir)`` and the section machinery.
+"""The self-contained HTML report of a run: ``write_report(run_dir)``.
 
 One file per run (or, later, per study, ensemble, demo): inline CSS, every figure a PNG data
-URI, no scripts, fonts or network requests, so it opens from disk with no server. A page is
-a list of sections registered by name; a new kind of page is new sections on the same
-machinery::
-
-    @section("study", "best", title="Best trial")
-    def best_trial(study: StudyData) -> list[Part]:
-        return [table(["param", "value"], study.best.items())]
-
-    render_page("study", study_data, study_dir, title="babysit study")
+URI, no scripts, fonts or network requests, so it opens from disk with no server. The page
+machinery (pages, sections, :func:`~babysit.report._page.render_page`) is in
+:mod:`babysit.report._page`; the run page's sections are in :mod:`babysit.report._run_page`.
 """
 
 from __future__ import annotations
@@ -17,38 +11,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from babysit.report import _run_page
-from babysit.report._page import (
-    PAGES,
-    Html,
-    Image,
-    Part,
-    ReportError,
-    SectionSpec,
-    note,
-    paragraph,
-    render_page,
-    section,
-    table,
-)
-from babysit.report._run_data import RunData, load_run
+from babysit.report._page import render_page
+from babysit.report._run_data import load_run
+from babysit.report._run_page import run_title
 
-__all__ = [
-    "PAGES",
-    "Html",
-    "Image",
-    "Part",
-    "ReportError",
-    "RunData",
-    "SectionSpec",
-    "load_run",
-    "note",
-    "paragraph",
-    "render_page",
-    "section",
-    "table",
-    "write_report",
-]
+__all__ = ["write_report"]
 
 
 def write_report(run_dir: str | os.PathLike[str]) -> Path:
@@ -61,6 +28,4 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
     """
     run = load_run(Path(run_dir))
     subtitle = f"{run.run_dir.resolve()} - open this file from disk; nothing is fetched."
-    return render_page(
-        "run", run, run.run_dir, title=_run_page.run_title(run.run_dir), subtitle=subtitle
-    )
+    return render_page("run", run, run.run_dir, title=run_title(run.run_dir), subtitle=subtitle)
