@@ -104,7 +104,12 @@ class Page:
 
     def sections_from(self, name: str) -> Callable[[SectionSource], SectionSource]:
         """Register ``fn() -> sections``: the sections it gives when drawn come next."""
-        return self.entries.register(name)
+
+        def register(fn: SectionSource) -> SectionSource:
+            self.entries.add(name, fn)
+            return fn
+
+        return register
 
     def sections(self) -> list[SectionSpec]:
         """Every section, sources expanded now; anchors must be unique on the page."""
