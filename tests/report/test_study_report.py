@@ -176,7 +176,7 @@ def test_only_the_top_trials_curves_are_read(tmp_path: Path) -> None:
         ("{not json", "cannot read the study summary"),
         ("[1, 2]", "not a study summary"),
         ('{"best": {}, "stages": []}', "not a study summary"),
-        ('{"best": {}, "stages": {}, "border_warnings": []}', "'stages' is not a JSON list"),
+        ('{"best": {}, "stages": {}, "border_warnings": []}', "'stages' is not a list"),
     ],
 )
 def test_a_broken_summary_is_one_line_report_error(tmp_path: Path, text: str, why: str) -> None:

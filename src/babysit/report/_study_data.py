@@ -199,7 +199,8 @@ def _read_summary(root: Path) -> Study:
         raise ReportError(f"{where}: not a study summary: {expected}") from None
     for key, kind in SHAPES.items():
         if not isinstance(getattr(study, key), kind):
-            raise ReportError(f"{where}: {key!r} is not a JSON {kind.__name__}: {expected}")
+            what = "an object" if kind is dict else "a list"
+            raise ReportError(f"{where}: {key!r} is not {what}: {expected}")
     return study
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from babysit._io import json_restore
 from babysit.report import plots
@@ -110,6 +111,7 @@ def ensemble_figure(
             ax.plot(sizes, ys, "o-", color=color, lw=1.5, label=f"ensemble {key}")
         if single is not None and key in single:
             ax.axhline(single[key], color=color, ls=":", lw=1.2, label=f"best member {key}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # sizes are whole members
     ax.set_xlabel("ensemble size (members)")
     ax.set_ylabel("accuracy")
     ax.set_title("accuracy against ensemble size")

@@ -181,7 +181,8 @@ def param_axes(data: StudyData) -> list[ParamAxis]:
 
 def _stage_label(s: int, data: StudyData) -> str:
     stage = data.stages[s]
-    return f"stage {s}: {fmt(stage.trials)} trials x {fmt(stage.epochs)} epochs"
+    each = "epoch" if stage.epochs == 1 else "epochs"
+    return f"stage {s}: {fmt(stage.trials)} trials, {fmt(stage.epochs)} {each} each"
 
 
 @STUDY.section("scores", title="Validation score against each hyperparameter")
