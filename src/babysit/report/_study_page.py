@@ -44,6 +44,11 @@ def _link(data: StudyData, trial: TrialRow) -> Html | str:
     return Html(f'<a href="{href}">{html.escape(rel)}/report.html</a>')
 
 
+def _wide(markup: Html) -> Html:
+    """A table that scrolls sideways in its section when it has many params."""
+    return Html(f'<div class="wide">{markup}</div>')
+
+
 def _counts(trials: Sequence[TrialRow]) -> str:
     states = [t.state for t in trials]
     parts = [f"{states.count(s)} {s}" for s in dict.fromkeys(sorted(states, key=_state_rank))]
@@ -140,7 +145,7 @@ def trials_section(data: StudyData) -> list[Part]:
             f"Ordered by {data.metric}, {order} first; trials without a score last. "
             "Shaded: diverged (red), pruned (grey, at their last score), failed; bold: the best."
         ),
-        table(headers, rows, row_class=classes),
+        _wide(table(headers, rows, row_class=classes)),
     ]
     if len(data.trials) > MAX_ROWS:
         more = len(data.trials) - MAX_ROWS
@@ -228,7 +233,7 @@ def stages_section(data: StudyData) -> list[Part]:
             "of the stage before (in log space for log ranges, with a margin), or moves an "
             "end past a border the stage before warned about."
         ),
-        table(headers, rows),
+        _wide(table(headers, rows)),
         _dashboard_note(data),
     ]
 
