@@ -45,6 +45,7 @@ __all__ = [
     "SectionSource",
     "SectionSpec",
     "figure",
+    "fmt",
     "get_page",
     "note",
     "paragraph",
@@ -135,6 +136,23 @@ def section(page: str, name: str, *, title: str) -> Callable[[SectionFn], Sectio
     return get_page(page).section(name, title=title)
 
 
+def fmt(value: Any, *, limit: int = 400) -> str:
+    """A cell: floats to 4 significant digits, dicts as ``k=v, ...``, lists in brackets."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        text = ", ".join(f"{k}={fmt(v, limit=limit)}" for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        text = "[" + ", ".join(fmt(v, limit=limit) for v in value) + "]"
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def paragraph(text: str) -> Html:
     return Html(f"<p>{html.escape(text)}</p>")
 
@@ -204,6 +222,9 @@ padding:.05em .5em;border-radius:3px;color:#fff;background:#8a94a0}
 .sev-error .badge{background:#c62828}.sev-warning .badge{background:#b87700}
 .sev-info .badge{background:#2457a6}
 tr.fail td{background:#fdecea}tr.warn td{background:#fff6e0}tr.inconclusive td{background:#eef1f5}
+tr.diverged td{background:#fdecea}tr.pruned td{background:#eef1f5;color:#4b5560}
+tr.failed td{background:#f3f4f6;color:#6b7580}tr.best td{font-weight:600;background:#fff8d6}
+.wide{overflow-x:auto}
 pre{font-size:.8em;background:#f3f4f6;padding:.5em;overflow:auto}
 """
 

@@ -28,7 +28,7 @@ from babysit.monitor.probes import PROBES, ProbeKind, ProbeSpec
 from babysit.report._page import ReportError
 from babysit.report._series import Downsampler, Hist, Keyed, Series, Thinned
 
-__all__ = ["RunData", "load_run"]
+__all__ = ["RunData", "json_number", "load_run"]
 
 MAX_EVENTS_PER_KIND = 50
 MAX_LAYERS = 64  # per probe: histograms of more layers are counted in ``dropped``
@@ -63,7 +63,7 @@ class RunData:
 ProbeHandler = Callable[[float, dict[str, Any]], None]  # (step, values)
 
 
-def _num(value: Any) -> float | None:
+def json_number(value: Any) -> float | None:
     """A JSON number as a float (bool and anything else: None)."""
     return float(value) if type(value) in (float, int) else None  # type(): bool is no number
 
@@ -109,10 +109,10 @@ class _Reader:
 
     def _step(self, record: log.Record, *, clock: bool = True) -> float | None:
         """The record's step (None if it has none); its (step, epoch) pair sets the clock."""
-        step = _num(record.get("step"))
+        step = json_number(record.get("step"))
         if step is not None:
             self.last_step = max(self.last_step, step)
-            epoch = _num(record.get("epoch"))
+            epoch = json_number(record.get("epoch"))
             if epoch is not None and clock:
                 self.clock.add(step, epoch)
         return step
@@ -122,20 +122,20 @@ class _Reader:
         if step is None:
             return
         for name, stream in self.batch.items():
-            value = _num(record.get(name))
+            value = json_number(record.get(name))
             if value is not None:
                 stream.add(step, value)  # a number, not a bool or a null
 
     def on_epoch(self, record: log.EpochRecord) -> None:
         # the clock is set by the fractional epochs of batch and probe records only
-        step, epoch = self._step(record, clock=False), _num(record.get("epoch"))
+        step, epoch = self._step(record, clock=False), json_number(record.get("epoch"))
         target, x = (
             (self.epochs_by_step, step) if step is not None else (self.epochs_by_epoch, epoch)
         )
         if x is None:
             return
         for key, value in log.measurements(record):
-            y = _num(value)
+            y = json_number(value)
             if y is not None:
                 target.add(key, x, y)
 
@@ -150,7 +150,7 @@ class _Reader:
 
         def handle(step: float, values: dict[str, Any]) -> None:
             for key, value in values.items():
-                y = _num(value)
+                y = json_number(value)
                 if y is not None:
                     layers.add(key, step, y)
 
@@ -163,7 +163,7 @@ class _Reader:
             for layer, got in values.items():
                 if isinstance(got, dict):
                     for stat, stream in stats.items():
-                        y = _num(got.get(stat))
+                        y = json_number(got.get(stat))
                         if y is not None:
                             stream.add(layer, step, y)
 

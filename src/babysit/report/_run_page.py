@@ -17,7 +17,7 @@ import numpy as np
 
 from babysit.monitor.diagnose import SEVERITIES
 from babysit.report import plots
-from babysit.report._page import Html, Part, figure, get_page, note, paragraph, table
+from babysit.report._page import Html, Part, figure, fmt, get_page, note, paragraph, table
 from babysit.report._probe_sections import probe_sections
 from babysit.report._run_data import RunData
 from babysit.report._series import Series
@@ -30,30 +30,13 @@ RUN = get_page("run")
 SEVERITY_RANK = {severity: rank for rank, severity in enumerate(reversed(SEVERITIES))}
 
 
-def _fmt(value: Any, *, limit: int = 400) -> str:
-    """A cell: floats to 4 significant digits, dicts as ``k=v, ...``, lists in brackets."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, dict):
-        text = ", ".join(f"{k}={_fmt(v, limit=limit)}" for k, v in value.items())
-    elif isinstance(value, list | tuple):
-        text = "[" + ", ".join(_fmt(v, limit=limit) for v in value) + "]"
-    else:
-        text = str(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _finding_html(finding: dict[str, Any]) -> str:
     severity = str(finding.get("severity", "info"))
     step = finding.get("step")
-    where = f" at step {_fmt(step)}" if step is not None else ""
+    where = f" at step {fmt(step)}" if step is not None else ""
     evidence = finding.get("evidence")
     details = (
-        f"<details><summary>evidence</summary><pre>{html.escape(_fmt(evidence))}</pre></details>"
+        f"<details><summary>evidence</summary><pre>{html.escape(fmt(evidence))}</pre></details>"
         if evidence
         else ""
     )
@@ -111,11 +94,11 @@ def summary_section(run: RunData) -> list[Part]:
     for key, s in run.epochs.items():
         if key.startswith("val_") and np.isfinite(s.mean).any():
             best = np.nanmin(s.lo) if key.endswith("loss") else np.nanmax(s.hi)
-            facts.append((f"{key}: last / best", f"{_fmt(s.last)} / {_fmt(float(best))}"))
+            facts.append((f"{key}: last / best", f"{fmt(s.last)} / {fmt(float(best))}"))
     facts += [(f"events: {what}", n) for what, n in run.event_counts.items()]
     if run.dropped:
         facts.append(("probe records past the per-probe name cap (not drawn)", run.dropped))
-    parts: list[Part] = [table(["quantity", "value"], [(k, _fmt(v)) for k, v in facts])]
+    parts: list[Part] = [table(["quantity", "value"], [(k, fmt(v)) for k, v in facts])]
     if run.config is None:
         parts.append(note("No config.toml in the run dir: the config summary is not available."))
     else:
@@ -198,9 +181,9 @@ def gradcheck_section(run: RunData) -> list[Part]:
     cols = ["name", "part", "shape", "checked", "max_rel_error", "kinks", "verdict"]
     if any(p.get("advice") for p in params):
         cols.append("advice")
-    rows = [[_fmt(p.get(c)) for c in cols] for p in params]
+    rows = [[fmt(p.get(c)) for c in cols] for p in params]
     verdicts = [str(p.get("verdict", "")) for p in params]
-    head = f"passed: {_fmt(report.get('passed'))}; thresholds: {_fmt(report.get('thresholds'))}"
+    head = f"passed: {fmt(report.get('passed'))}; thresholds: {fmt(report.get('thresholds'))}"
     warnings = report.get("warnings")
     return [
         paragraph(head),
@@ -219,10 +202,10 @@ def sanity_section(run: RunData) -> list[Part]:
     verdicts = [str(c.get("verdict") or ("ok" if c.get("passed") else "fail")) for c in checks]
     cols = ("expected", "observed", "advice")
     rows = [
-        [_fmt(c.get("name")), v, *(_fmt(c.get(k)) for k in cols)]
+        [fmt(c.get("name")), v, *(fmt(c.get(k)) for k in cols)]
         for c, v in zip(checks, verdicts, strict=True)
     ]
-    head = paragraph(f"passed: {_fmt(report.get('passed'))}")
+    head = paragraph(f"passed: {fmt(report.get('passed'))}")
     return [head, table(["check", "verdict", *cols], rows, row_class=verdicts)]
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "histogram_figure",
     "images_figure",
     "loss_figure",
+    "new_figure",
     "per_layer_figure",
     "schedule_figure",
     "smooth",
@@ -45,7 +46,8 @@ LOSS_LABELS = {
 }
 
 
-def _figure(nrows: int = 1, ncols: int = 1, height: float = 3.6) -> tuple[Figure, list[Axes]]:
+def new_figure(nrows: int = 1, ncols: int = 1, height: float = 3.6) -> tuple[Figure, list[Axes]]:
+    """A page-wide figure of ``nrows`` x ``ncols`` panels, ``height`` inches per row."""
     fig = Figure(figsize=(WIDTH, height * nrows), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)
@@ -114,7 +116,7 @@ def loss_figure(
     (diverged, resumed, ...) as dotted vertical lines. Lines are labelled by
     :data:`LOSS_LABELS`, which say what each loss holds.
     """
-    fig, (lin, log) = _figure(1, 2)
+    fig, (lin, log) = new_figure(1, 2)
     (first, main), *others = minibatch.items()
     smoothed = smooth(main)
     for ax, positive in ((lin, False), (log, True)):
@@ -145,7 +147,7 @@ def _loss_label(name: str) -> str:
 
 def accuracy_figure(metrics: Mapping[str, Series]) -> Figure:
     """Per-epoch train/val metrics; the gap between train and val accuracy is overfitting."""
-    fig, (ax,) = _figure(height=3.4)
+    fig, (ax,) = new_figure(height=3.4)
     for name, s in metrics.items():
         ax.plot(s.x, s.mean, _style(s), ms=3.5, lw=1.4, label=name)
     unit = next(iter(metrics.values())).unit if metrics else "epoch"
@@ -167,7 +169,7 @@ def accuracy_figure(metrics: Mapping[str, Series]) -> Figure:
 def schedule_figure(lr: Series | None, mu: Series | None) -> Figure:
     """Learning rate (log axis when positive) and momentum over time."""
     present = [(name, s) for name, s in (("learning rate", lr), ("momentum", mu)) if s is not None]
-    fig, axes = _figure(1, len(present), height=3.0)
+    fig, axes = new_figure(1, len(present), height=3.0)
     for ax, (name, s) in zip(axes, present, strict=True):
         ax.plot(s.x, s.mean, color="#6a1b9a", lw=1.5)
         if name == "learning rate" and np.all(s.lo[s.count > 0] > 0):
@@ -204,7 +206,7 @@ def per_layer_figure(
     The notes' update : weight ratio, for one: "somewhere around 1e-3" (the target), lower
     suggests the learning rate is too low, higher that it is too high.
     """
-    fig, (ax,) = _figure(height=3.8)
+    fig, (ax,) = new_figure(height=3.8)
     if band is not None:
         ax.axhspan(*band, color="#2e7d32", alpha=0.12, label=f"{band[0]:.0e} to {band[1]:.0e}")
     if target is not None:
@@ -226,7 +228,7 @@ def stats_figure(
     """
     present = [(stat, title, frac) for stat, title, frac in panels if stats.get(stat)]
     ncols = len(present) if len(present) <= 3 else 2
-    fig, axes = _figure(math.ceil(len(present) / ncols), ncols, height=3.2)
+    fig, axes = new_figure(math.ceil(len(present) / ncols), ncols, height=3.2)
     for ax, (stat, title, fraction) in zip(axes, present, strict=False):
         _named_lines(ax, stats[stat], positive=False)
         ax.set_title(title)
@@ -242,7 +244,7 @@ def histogram_figure(layers: Mapping[str, Sequence[Hist]], *, what: str, unit: s
     names = list(layers)
     ncols = min(4, max(2, len(names)))  # one layer: half width, not a stretched panel
     nrows = math.ceil(len(names) / ncols)
-    fig, axes = _figure(nrows, ncols, height=2.4)
+    fig, axes = new_figure(nrows, ncols, height=2.4)
     xs = [h.x for hs in layers.values() for h in hs]
     lo, hi = min(xs), max(xs)
     cmap = colormaps["viridis"]
@@ -268,7 +270,7 @@ def images_figure(images: Sequence[tuple[str, np.ndarray]]) -> Figure:
     """Images the monitor saved (first-layer filter grids), side by side with their times."""
     rows, cols = images[0][1].shape[:2]  # (H, W[, C]): size the figure to the grid's aspect
     height = min(6.0, max(1.5, WIDTH / len(images) * rows / cols + 0.4))
-    fig, axes = _figure(1, len(images), height=height)
+    fig, axes = new_figure(1, len(images), height=height)
     for ax, (label, image) in zip(axes, images, strict=True):
         # a 2-D image is grey levels (the monitor's single-channel filters), not a heat map
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None, interpolation="nearest")
