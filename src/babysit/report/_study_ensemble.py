@@ -123,8 +123,8 @@ def ensemble_figure(
 def ensemble_parts(ensemble: EnsembleData | None, why: str | None, study_dir: Path) -> list[Part]:
     """The ensemble's scores, its members, and accuracy against size when given."""
     how = (
-        f"babysit ensemble --from-study {study_dir} --top K averages the best trials' "
-        f"predictions and writes {ENSEMBLE_FILE} here."
+        f"an ensemble of the best trials ({study_dir}) is shown here once {ENSEMBLE_FILE} "
+        "is written; this babysit has no ensemble command yet."
     )
     if ensemble is None:
         return [note(why), note(how)] if why else [note(f"No {ENSEMBLE_FILE}: {how}")]
