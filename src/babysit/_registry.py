@@ -67,6 +67,12 @@ class Registry(Mapping[str, T], Generic[T]):
 
         return decorate
 
+    def remove(self, name: str) -> T:
+        """Take ``name`` out and return its entry (a test cleaning up a throwaway entry)."""
+        entry = self.get_or_raise(name)
+        del self._entries[name]
+        return entry
+
     def get_or_raise(self, name: str, *, where: str = "") -> T:
         """The entry for ``name``, else ``error("[where: ]unknown <kind> ...")``."""
         if name in self._entries:

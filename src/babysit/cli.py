@@ -283,8 +283,8 @@ def _print_trial(record: dict[str, Any]) -> None:
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
-    """Write DIR/report.html: one self-contained page with the run's plots and findings."""
+def report(run_dir: Annotated[Path, typer.Argument(help="A run or study directory.")]) -> None:
+    """Write DIR/report.html: one self-contained page of a run, or of a search's study."""
     from babysit.report.html import write_report
 
     path = _guard(lambda: write_report(run_dir))

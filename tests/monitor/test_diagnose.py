@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from babysit.monitor._metrics import CAPACITY, RECENT, Metrics
+from babysit.monitor._history import CAPACITY, RECENT, RunHistory
 from babysit.monitor.diagnose import (
     CODES,
     DIAGNOSES,
@@ -85,7 +85,7 @@ def test_batch_to_batch_wiggle_is_loss_noisy() -> None:
     assert "loss_noisy" in _codes(_stream(noisy))
     # threshold 0.08 x chance on the wiggle std(diff) / sqrt(2): 0.3 x chance is beyond it
     (rule,) = [DIAGNOSES["loss_noisy"]]
-    m = Metrics.from_records(_stream(noisy))
+    m = RunHistory.from_records(_stream(noisy))
     assert rule(m, noisy=0.5) == []
 
 
@@ -251,7 +251,7 @@ def test_finding_rejects_unknown_codes_and_severities() -> None:
 def test_metrics_stay_bounded_and_keep_the_curve_mean() -> None:
     n = 100_000
     losses = np.random.default_rng(0).random(n)
-    m = Metrics.from_records(_stream(losses, per_epoch=1000))
+    m = RunHistory.from_records(_stream(losses, per_epoch=1000))
     assert len(m.curve) <= CAPACITY and len(m.recent) == RECENT
     kept = m.curve.stride * len(m.curve)  # whole strides; the partial one is pending
     assert statistics.fmean(m.curve.values) == pytest.approx(losses[:kept].mean(), rel=1e-9)

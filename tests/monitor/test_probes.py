@@ -1,148 +1,120 @@
-"""Probe maths against independent oracles: numpy, float64 torch, the notes' formulas."""
+"""The probe registry: what each probe declares, and a new probe reaching every reader."""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any, get_args
 
-import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from babysit.monitor.probes import (
-    PROBES,
-    SATURATION,
-    ActivationStats,
-    histogram,
-    histogram_range,
-    smooth,
-    to_python,
-    update_ratios,
-)
-
-
-def _summary(stats: ActivationStats) -> dict[str, float | None]:
-    tensors = stats.tensors()
-    return stats.summary(dict(zip(tensors, to_python(list(tensors.values())), strict=True)))
+from babysit.monitor._capture import Capture
+from babysit.monitor._stats import ActivationStats, to_python
+from babysit.monitor.log import read_metrics
+from babysit.monitor.probes import PROBES, ProbeKind, probe
+from babysit.monitor.watch import watch
+from babysit.report._probe_sections import PROBE_SECTIONS
+from babysit.report.html import write_report
 
 
-def test_update_ratio_is_the_notes_sgd_formula() -> None:
-    # the notes: update = -lr * dW; ratio = ||update|| / ||W|| (want ~1e-3)
-    g = torch.Generator().manual_seed(0)
-    w = torch.randn(20, 30, generator=g, dtype=torch.float64)
-    dw = torch.randn(20, 30, generator=g, dtype=torch.float64)
-    lr = 1e-2
-    ratio = update_ratios([w.clone()], [w - lr * dw])
-    expected = np.linalg.norm((lr * dw).numpy()) / np.linalg.norm(w.numpy())
-    assert ratio.tolist() == pytest.approx([expected], rel=1e-5)
-
-
-def test_update_ratio_of_a_zero_tensor_is_not_finite() -> None:
-    ratio = update_ratios([torch.zeros(5), torch.zeros(3)], [torch.ones(5), torch.zeros(3)])
-    assert math.isinf(ratio[0]) and math.isnan(ratio[1])
-
-
-def test_histogram_matches_numpy() -> None:
-    x = torch.randn(10_000, generator=torch.Generator().manual_seed(1))
-    lo, hi = histogram_range(x).tolist()
-    hist = histogram(x, 30, lo, hi)
-    assert hist is not None
-    counts, edges = np.histogram(x.numpy(), bins=30, range=(lo, hi))
-    assert hist["counts"].long().tolist() == counts.tolist()
-    assert hist["edges"] == pytest.approx(edges.tolist(), rel=1e-6)
-
-
-def test_histogram_leaves_out_non_finite_values_and_widens_a_constant() -> None:
-    x = torch.tensor([1.0, 1.0, float("nan"), float("inf"), 1.0])
-    lo, hi = histogram_range(x).tolist()
-    hist = histogram(x, 4, lo, hi)
-    assert hist is not None
-    assert hist["edges"][0] == 0.5 and hist["edges"][-1] == 1.5
-    assert hist["counts"].sum().item() == 3
-
-
-def test_smooth_is_a_debiased_ema() -> None:
-    values = [4.0, 2.0, 1.0]
-    beta = 0.5
-    m1 = 0.5 * 4.0
-    m2 = 0.5 * m1 + 0.5 * 2.0
-    m3 = 0.5 * m2 + 0.5 * 1.0
-    assert smooth(values, beta=beta) == pytest.approx([m1 / 0.5, m2 / 0.75, m3 / 0.875])
-
-
-def test_relu_stats_count_units_never_active_over_the_window() -> None:
-    # units 0..2 never positive, 3 positive in one batch only, 4..9 always positive
-    a = torch.rand(32, 10) + 0.1
-    a[:, :3] = 0.0
-    b = a.clone()
-    a[:, 3] = 0.0
-    b[:, 3] = 0.0
-    b[5, 3] = 2.0
-    stats = ActivationStats("relu")
-    stats.add(a)
-    stats.add(b)
-    s = _summary(stats)
-    both = torch.cat([a, b]).double()
-    assert s["dead"] == pytest.approx(3 / 10)
-    assert s["mean"] == pytest.approx(both.mean().item(), rel=1e-6)
-    assert s["std"] == pytest.approx(both.std(unbiased=False).item(), rel=1e-5)
-    assert s["saturated"] is None
-
-
-def test_conv_units_are_channels() -> None:
-    y = torch.rand(4, 6, 5, 5)
-    y[:, 2] = 0.0  # channel 2 dead everywhere
-    y[0, 4, 1, 1] = 0.0  # one zero elsewhere does not kill channel 4
-    stats = ActivationStats("relu")
-    stats.add(y)
-    assert _summary(stats)["dead"] == pytest.approx(1 / 6)
-
-
-def test_tanh_and_sigmoid_saturation_is_beyond_095_of_the_range() -> None:
-    y = torch.tensor([[-0.99, -0.5, 0.0, 0.96], [0.2, 0.951, -0.94, 0.1]])
-    stats = ActivationStats("tanh")
-    stats.add(y)
-    assert _summary(stats)["saturated"] == pytest.approx(3 / 8)
-    s = torch.tensor([[0.001, 0.5, 0.99, 0.97]])  # |2y - 1| > 0.95: y < 0.025 or y > 0.975
-    stats = ActivationStats("sigmoid")
-    stats.add(s)
-    assert _summary(stats)["saturated"] == pytest.approx(2 / 4)
-    assert _summary(stats)["dead"] is None
-    assert SATURATION == 0.95
-
-
-@pytest.mark.parametrize(
-    ("values", "dead", "saturated"),
-    [
-        (torch.relu(torch.randn(64, 8)), 0.0, None),  # relu-like: minimum exactly 0
-        (torch.sigmoid(torch.randn(64, 8) * 10), None, "some"),  # within (0, 1]
-        (torch.tanh(torch.randn(64, 8) * 10), None, "some"),  # within [-1, 1]
-        (torch.randn(64, 8) * 3, None, None),  # anything else
-    ],
-)
-def test_kind_is_inferred_from_the_values(
-    values: torch.Tensor, dead: float | None, saturated: str | None
-) -> None:
-    stats = ActivationStats(None)
-    stats.add(values)
-    s = _summary(stats)
-    assert s["dead"] == dead
-    assert (s["saturated"] is None) == (saturated is None)
-    if saturated:
-        assert s["saturated"] is not None and s["saturated"] > 0.5
-
-
-def test_to_python_copies_scalars_and_vectors_in_order() -> None:
-    got = to_python(
-        [torch.tensor(1.5), torch.tensor([1, 2]), torch.tensor(2.0, dtype=torch.float64)]
-    )
-    assert got == [1.5, [1.0, 2.0], 2.0]
-    assert to_python([torch.tensor(3.0), torch.tensor(4.0)]) == [3.0, 4.0]
-
-
-def test_window_probes_are_registered_with_their_cadence() -> None:
-    assert {n: p.cadence for n, p in PROBES.items()} == {
-        "act_stats": "every",
-        "grad_norm": "every",
-        "act_hist": "hist",
-        "grad_hist": "hist",
+def test_probes_are_registered_in_page_order_with_their_kind_and_cadence() -> None:
+    assert {n: (p.kind, p.cadence, p.fn is not None) for n, p in PROBES.items()} == {
+        "update_ratio": ("per_layer_scalar", "every", False),  # the optimizer's step hooks
+        "update_ratio_1d": ("per_layer_scalar", "every", False),
+        "act_stats": ("per_layer_stats", "every", True),
+        "grad_norm": ("per_layer_scalar", "every", True),
+        "act_hist": ("histogram", "hist", True),
+        "grad_hist": ("histogram", "hist", True),
+        "filters": ("image", "hist", False),  # saved by the windows with histograms
     }
+
+
+def test_update_ratio_shows_the_notes_band_around_1e3() -> None:
+    spec = PROBES["update_ratio"]
+    assert spec.target == 1e-3 and spec.band == pytest.approx((1e-4, 1e-2)) and spec.log_y
+    assert PROBES["update_ratio_1d"].anchor == "update_ratio"  # one figure with the weights
+
+
+def test_act_stats_declares_the_statistics_the_accumulator_gives() -> None:
+    stats = ActivationStats("relu")
+    stats.add(torch.rand(4, 3))
+    tensors = stats.tensors()
+    summary = stats.summary(dict(zip(tensors, to_python(list(tensors.values())), strict=True)))
+    assert [s.key for s in PROBES["act_stats"].stats] == list(summary)
+
+
+def test_every_kind_of_probe_has_a_report_section() -> None:
+    assert set(PROBE_SECTIONS) == set(get_args(ProbeKind))
+
+
+class _Sections(HTMLParser):
+    """Section ids and titles, and figure ids, of a report page."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.sections: list[str] = []
+        self.figures: list[str] = []
+        self.titles: list[str] = []
+        self._in_h2 = False
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "section":
+            self.sections.append(str(a["id"]))
+        self._in_h2 = tag == "h2"
+        if tag == "figure":
+            self.figures.append(str(a["id"]).removeprefix("fig-"))
+
+    def handle_data(self, data: str) -> None:
+        if self._in_h2:
+            self.titles.append(data)
+            self._in_h2 = False
+
+
+@pytest.fixture
+def rows_probe() -> Iterator[str]:
+    """A throwaway scalar probe (samples per capture window), unregistered after the test."""
+
+    @probe("test_rows", "per_layer_scalar", "Samples per window", label="samples")
+    def rows(capture: Capture, bins: int) -> dict[str, Any]:
+        return {"model": float(capture.rows)}
+
+    yield "test_rows"
+    PROBES.remove("test_rows")
+
+
+def test_a_new_scalar_probe_reaches_the_log_the_report_and_tensorboard(
+    tmp_path: Path, rows_probe: str
+) -> None:
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(4, 6), torch.randint(0, 3, (4,))
+    with watch(model, opt, log_dir=tmp_path, tensorboard=True, every=2, window=8) as mon:
+        for _ in range(6):
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            mon.step(loss)
+        mon.log_epoch(val_acc=0.5)
+    records = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r.get("name") == rows_probe]
+    rows = [r["values"]["model"] for r in records]
+    assert rows[0] == 4.0 and all(n % 4 == 0 for n in rows)  # whole minibatches of 4 rows
+
+    acc = accumulator.EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    logged = [(e.step, e.value) for e in acc.Scalars(f"{rows_probe}/model")]
+    assert logged == [(r["step"], n) for r, n in zip(records, rows, strict=True)]
+
+    page = _Sections(write_report(tmp_path).read_text(encoding="utf-8"))
+    at = page.sections.index(rows_probe)
+    assert page.titles[at] == "Samples per window"
+    assert page.sections[at - 1] == "filters" and page.sections[at + 1] == "gradcheck"
+    assert rows_probe in page.figures and (tmp_path / "plots" / f"{rows_probe}.png").is_file()

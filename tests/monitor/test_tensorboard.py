@@ -58,5 +58,9 @@ def test_scalars_histograms_and_filters_read_back(tmp_path: Path) -> None:
             record["values"]["2"]["edges"][1:]
         )
         assert event.histogram_value.num == sum(record["values"]["2"]["counts"])
+    stats = [r for r in records if r.get("name") == "act_stats"]
+    assert [e.value for e in acc.Scalars("act_stats/2/dead")] == pytest.approx(
+        [r["values"]["2"]["dead"] for r in stats]
+    )
     images = acc.Images("filters")  # dense first layer on (1, 4, 4) inputs: 6 filters
     assert images and images[0].width >= 256

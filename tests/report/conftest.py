@@ -23,6 +23,8 @@ from torch import nn
 
 from babysit.monitor.log import MetricsWriter
 
+from .study_dirs import make_searched_study, make_study_dir
+
 FINDINGS = [
     {
         "code": "loss_noisy",
@@ -306,3 +308,15 @@ def run_copy(full_run: Path, tmp_path: Path) -> Callable[[], Path]:
         return Path(shutil.copytree(full_run, tmp_path / "run"))
 
     return copy
+
+
+@pytest.fixture
+def synthetic_study(tmp_path: Path) -> Path:
+    """The hand-written study dir (every trial state, a border warning): see study_dirs.py."""
+    return make_study_dir(tmp_path / "study")
+
+
+@pytest.fixture(scope="session")
+def searched_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A study dir from a real two-stage search on digits (shared: tests only add reports)."""
+    return make_searched_study(tmp_path_factory.mktemp("search") / "study")

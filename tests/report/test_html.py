@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import shutil
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -15,8 +18,9 @@ import numpy as np
 import pytest
 
 from babysit.errors import BabysitError
+from babysit.report._page import PAGES, Html, Image, ReportError, render_page, section
 from babysit.report._run_data import load_run
-from babysit.report.html import PAGES, Html, Image, ReportError, render_page, section, write_report
+from babysit.report.html import write_report
 from babysit.report.plots import to_png
 
 RUN_FIGURES = {
@@ -267,18 +271,21 @@ def test_long_stream_is_downsampled_and_keeps_its_extremes(tmp_path: Path) -> No
     assert np.nanmax(loss.hi) == 50.0 and np.nanmin(loss.lo) == pytest.approx(0.0, abs=1e-4)
 
 
-def test_a_new_page_is_new_sections_on_the_same_machinery(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(PAGES, "test-study", [])
+@pytest.fixture
+def study_page() -> Iterator[str]:
+    """A throwaway page name, taken out of PAGES again after the test."""
+    yield "test-study"
+    PAGES.remove("test-study")
 
-    @section("test-study", "best", title="Best trial")
+
+def test_a_new_page_is_new_sections_on_the_same_machinery(tmp_path: Path, study_page: str) -> None:
+    @section(study_page, "best", title="Best trial")
     def best(study: dict[str, float]) -> list[Html | Image]:
         return [Html(f"<p>best lr {study['lr']}</p>"), Image("trials", to_png(_tiny_figure()), "x")]
 
-    with pytest.raises(ValueError, match="already has a section"):
-        section("test-study", "best", title="again")(best)
-    out = render_page("test-study", {"lr": 3e-4}, tmp_path, title="study <1>")
+    with pytest.raises(ValueError, match="'best' is registered twice"):
+        section(study_page, "best", title="again")(best)
+    out = render_page(study_page, {"lr": 3e-4}, tmp_path, title="study <1>")
     page = _Page(out.read_text(encoding="utf-8"))
     assert page.sections == ["best"] and set(page.images) == {"trials"}
     assert "study &lt;1&gt;" in out.read_text() and (tmp_path / "plots" / "trials.png").is_file()
@@ -320,3 +327,17 @@ def test_report_of_a_loop_watched_by_the_real_monitor(tmp_path: Path) -> None:
     assert {"update_ratio", "act_stats", "grad_norm", "act_hist", "grad_hist", "filters"} <= set(
         page.images
     )
+
+
+def test_the_report_reads_the_probe_registry_without_loading_torch() -> None:
+    """babysit report answers a bad run dir before torch loads (as the CLI does for configs)."""
+    code = (
+        "import sys; import babysit.report.html; from babysit.monitor.probes import PROBES;"
+        " assert PROBES and 'torch' not in sys.modules, sorted(sys.modules)"
+    )
+    src = Path(__file__).resolve().parents[2] / "src"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]),
+    }
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -12,6 +12,7 @@ from matplotlib.image import imread
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle, StepPatch
 
+from babysit.monitor.probes import PROBES
 from babysit.report import plots
 from babysit.report._series import Downsampler, Hist, Series
 
@@ -49,19 +50,47 @@ def test_loss_figure_has_linear_and_log_panels_over_epochs() -> None:
     epochs = np.linspace(0, 5, 500)
     loss = 2.3 * np.exp(-epochs) + 0.05 * np.random.default_rng(1).random(500) + 0.1
     s = _series(loss, epochs)
-    fig = plots.loss_figure(s, events={"diverged": [4.0]})
+    fig = plots.loss_figure({"loss": s}, events={"diverged": [4.0]})
     lin, log = fig.axes
     assert (lin.get_yscale(), log.get_yscale()) == ("linear", "log")
     assert lin.get_xlabel() == log.get_xlabel() == "epoch"
-    np.testing.assert_array_equal(_line(lin, "minibatch loss").get_ydata(), loss)
+    np.testing.assert_array_equal(_line(lin, "minibatch loss (data + reg)").get_ydata(), loss)
     np.testing.assert_allclose(_line(lin, "smoothed").get_ydata(), plots.smooth(s))
     assert _line(lin, "diverged").get_xdata()[0] == 4.0
+
+
+def test_loss_figure_compares_like_with_like_and_says_what_each_loss_holds() -> None:
+    """The epoch losses hold no regularisation: the smoothed line is the minibatch data loss."""
+    epochs = np.arange(1, 201) / 40  # 40 steps per epoch, 5 epochs
+    data = 2.3 * np.exp(-epochs) + 0.1
+    reg = np.full(200, 0.4)  # reg * sum(w**2): a visible offset
+    train = np.array([data[i * 40 : (i + 1) * 40].mean() for i in range(5)])  # epoch means
+    val = train + 0.05
+    ends = np.arange(1.0, 6.0)
+    minibatch = {"data_loss": _series(data, epochs), "loss": _series(data + reg, epochs)}
+    epoch_losses = {"train_loss": _series(train, ends), "val_loss": _series(val, ends)}
+    lin, log = plots.loss_figure(minibatch, epoch_losses=epoch_losses).axes
+    legend = [t.get_text() for t in lin.get_legend().get_texts()]
+    assert legend == [
+        "minibatch data loss",
+        "smoothed",
+        "minibatch loss (data + reg)",
+        "epoch train loss (data only)",
+        "epoch val loss (data only)",
+    ]
+    for ax in (lin, log):
+        np.testing.assert_allclose(_line(ax, "minibatch data loss").get_ydata(), data)
+        np.testing.assert_allclose(_line(ax, "minibatch loss (data + reg)").get_ydata(), data + reg)
+        np.testing.assert_allclose(_line(ax, "epoch train loss (data only)").get_ydata(), train)
+        np.testing.assert_allclose(_line(ax, "epoch val loss (data only)").get_ydata(), val)
+    smoothed = _line(lin, "smoothed").get_ydata()
+    np.testing.assert_allclose(smoothed, plots.smooth(minibatch["data_loss"]))
 
 
 def test_loss_figure_shades_the_min_max_band_when_buckets_hold_many_steps() -> None:
     y = np.random.default_rng(2).random(10_000)
     s = _series(y, buckets=64)
-    lin = plots.loss_figure(s).axes[0]
+    lin = plots.loss_figure({"loss": s}).axes[0]
     bands = [c for c in lin.collections if isinstance(c, FillBetweenPolyCollection)]
     assert bands, "a downsampled loss shows its min-max band"
     verts = np.concatenate([p.vertices for p in bands[0].get_paths()])
@@ -71,14 +100,17 @@ def test_loss_figure_shades_the_min_max_band_when_buckets_hold_many_steps() -> N
 
 
 def test_loss_figure_without_positive_losses_keeps_a_linear_log_panel() -> None:
-    fig = plots.loss_figure(_series(-np.linspace(1, 2, 50)))  # e.g. a negative log-likelihood
+    # e.g. a negative log-likelihood
+    fig = plots.loss_figure({"loss": _series(-np.linspace(1, 2, 50))})
     assert fig.axes[1].get_yscale() == "linear"
     assert "no positive" in fig.axes[1].get_title()
 
 
-def test_update_ratio_figure_shades_the_band_around_1e3_on_a_log_axis() -> None:
+def test_per_layer_figure_shades_the_update_ratio_band_around_1e3_on_a_log_axis() -> None:
+    spec = PROBES["update_ratio"]
     ratios = {"fc1.weight": _series(np.full(30, 2e-3)), "fc1.bias": _series(np.full(30, 5e-5))}
-    ax = plots.update_ratio_figure(ratios).axes[0]
+    shown = {"log_y": spec.log_y, "band": spec.band, "target": spec.target}
+    ax = plots.per_layer_figure(ratios, title=spec.title, ylabel=spec.label, **shown).axes[0]
     assert ax.get_yscale() == "log"
     spans = [p for p in ax.patches if isinstance(p, Rectangle | PolyCollection)]
     assert len(spans) == 1
@@ -107,9 +139,10 @@ def test_schedule_figure_draws_lr_on_log_axis_and_momentum() -> None:
     assert len(plots.schedule_figure(lr, None).axes) == 1
 
 
-def test_act_stats_figure_has_a_panel_per_present_statistic() -> None:
+def test_stats_figure_has_a_panel_per_present_statistic() -> None:
     dead = {"fc1": _series(np.linspace(0, 0.6, 20))}
-    fig = plots.act_stats_figure({"std": {"fc1": _series(np.ones(20))}, "dead": dead})
+    panels = [(s.key, s.title, s.fraction) for s in PROBES["act_stats"].stats]
+    fig = plots.stats_figure({"std": {"fc1": _series(np.ones(20))}, "dead": dead}, panels)
     titles = [ax.get_title() for ax in fig.axes if ax.axison]
     assert titles == ["activation std", "dead fraction (ReLU: never active)"]
     assert fig.axes[1].get_ylim() == pytest.approx((-0.02, 1.02))
@@ -131,9 +164,9 @@ def test_histogram_figure_draws_normalised_snapshots_per_layer() -> None:
     assert len([p for p in fc2.patches if isinstance(p, StepPatch)]) == 1
 
 
-def test_filters_figure_shows_each_image() -> None:
+def test_images_figure_shows_each_image() -> None:
     grid = np.random.default_rng(3).random((40, 80, 3))
-    fig = plots.filters_figure([("epoch 1", grid), ("epoch 9", grid[::-1])])
+    fig = plots.images_figure([("epoch 1", grid), ("epoch 9", grid[::-1])])
     shown = [ax.get_images()[0].get_array() for ax in fig.axes]
     np.testing.assert_array_equal(shown[0], grid)
     assert [ax.get_title() for ax in fig.axes] == ["epoch 1", "epoch 9"]

@@ -39,9 +39,8 @@ BROWSER_INTERNAL = ("data:", "chrome://", "chrome-untrusted://", "about:")
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """A fresh headless Chromium with browser and performance logs, given back after the test."""
+def _chromium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, javascript: bool) -> Any:
+    """A fresh headless Chromium with browser and performance logs."""
     if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
         pytest.skip(
             f"{CHROMIUM} or {CHROMEDRIVER} not found: install the Debian packages "
@@ -57,7 +56,26 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    if not javascript:  # the page's own scripts are off (the driver still inspects it)
+        setting = {"profile.managed_default_content_settings.javascript": 2}
+        options.add_experimental_option("prefs", setting)
+    return webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+
+
+@pytest.fixture
+def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Headless Chromium, given back after the test."""
+    driver = _chromium(tmp_path, monkeypatch, javascript=True)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def browser_without_js(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Headless Chromium with JavaScript disabled for pages."""
+    driver = _chromium(tmp_path, monkeypatch, javascript=False)
     try:
         yield driver
     finally:
@@ -76,14 +94,17 @@ def _requests(driver: Any, page_url: str) -> list[str]:
     return urls
 
 
-def _check_report_in_browser(driver: Any, report: Path, artifact: str) -> dict[str, Any]:
+def _check_report_in_browser(
+    driver: Any, report: Path, artifact: str, *, first: str = "findings"
+) -> dict[str, Any]:
+    """Load the page; check errors, requests, images, that ``first`` leads; screenshot it."""
     url = report.as_uri()
     driver.get_log("performance")  # drop the browser's own start-up traffic (its new-tab page)
     driver.get(url)
     state = driver.execute_script(
         """
         const imgs = Array.from(document.images);
-        const findings = document.getElementById('findings');
+        const findings = document.getElementById(arguments[0]);
         const firstImg = imgs.length ? imgs[0] : null;
         return {
           ready: document.readyState,
@@ -98,7 +119,8 @@ def _check_report_in_browser(driver: Any, report: Path, artifact: str) -> dict[s
           findingsTop: findings.getBoundingClientRect().top + window.scrollY,
           firstImgTop: firstImg ? firstImg.getBoundingClientRect().top + window.scrollY : null,
         };
-        """
+        """,
+        first,
     )
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert state["ready"] == "complete"
@@ -107,7 +129,7 @@ def _check_report_in_browser(driver: Any, report: Path, artifact: str) -> dict[s
     assert _requests(driver, url) == []
     broken = [i for i in state["images"] if not (i["complete"] and i["w"] > 0 and i["h"] > 0)]
     assert state["images"] and broken == [], f"images that did not decode: {broken}"
-    assert state["sections"][0] == "findings" and state["findingsBeforeImages"]
+    assert state["sections"][0] == first and state["findingsBeforeImages"]
     assert state["firstImgTop"] is None or state["findingsTop"] < state["firstImgTop"]
 
     metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
@@ -160,3 +182,60 @@ def test_report_of_a_babysit_train_run_in_chromium(browser: Any, tmp_path: Path)
     for name in ("gradcheck", "sanity"):  # the trainer saved both reports; the page shows them
         assert (run.dir / f"{name}.json").is_file(), name
         assert browser.find_elements("css selector", f"#{name} table"), name
+
+
+STUDY_SECTIONS = ["best", "trials", "scores", "stages", "curves", "ensemble"]
+ENSEMBLE = {
+    "members": [
+        {"path": "trials/s1-9", "val_acc": 0.93, "test_acc": 0.92},
+        {"path": "trials/s1-8", "val_acc": 0.91, "test_acc": 0.90},
+        {"path": "trials/s1-11", "val_acc": 0.88, "test_acc": 0.89},
+    ],
+    "ensemble": {"val_acc": 0.95, "test_acc": 0.94, "val_loss": 0.2, "test_loss": 0.22},
+    "by_size": [
+        {"size": 1, "val_acc": 0.93, "test_acc": 0.92},
+        {"size": 2, "val_acc": 0.94, "test_acc": 0.93},
+        {"size": 3, "val_acc": 0.95, "test_acc": 0.94},
+    ],
+}
+
+
+def test_study_report_of_a_real_search_in_chromium(
+    browser: Any, searched_study: Path, tmp_path: Path
+) -> None:
+    study = Path(shutil.copytree(searched_study, tmp_path / "study"))
+    state = _check_report_in_browser(browser, write_report(study), "report-study.png", first="best")
+    assert state["sections"] == STUDY_SECTIONS
+    assert len(state["images"]) == len(list((study / "plots").glob("*.png"))) == 2
+    rows = browser.find_elements("css selector", "#trials tbody tr")
+    assert len(rows) == len(json.loads((study / "summary.json").read_text())["trials"])
+
+
+def test_study_report_with_every_trial_state_in_chromium(
+    browser: Any, synthetic_study: Path
+) -> None:
+    (synthetic_study / "ensemble.json").write_text(json.dumps(ENSEMBLE), encoding="utf-8")
+    report = write_report(synthetic_study)
+    state = _check_report_in_browser(browser, report, "report-study-states.png", first="best")
+    assert state["sections"] == STUDY_SECTIONS and len(state["images"]) == 3
+    assert browser.find_elements("css selector", "#best .finding.sev-warning")
+    for cls in ("diverged", "pruned", "failed", "best"):
+        assert browser.find_elements("css selector", f"#trials tr.{cls}"), cls
+
+
+def test_study_report_works_with_javascript_disabled(
+    browser_without_js: Any, synthetic_study: Path, tmp_path: Path
+) -> None:
+    driver = browser_without_js
+    probe = tmp_path / "probe.html"
+    probe.write_text('<p>x</p><noscript><p id="off">scripts are off</p></noscript>')
+    driver.get(probe.as_uri())
+    assert driver.find_element("css selector", "#off").is_displayed()  # the setting took
+    driver.get(write_report(synthetic_study).as_uri())
+    sections = [s.get_attribute("id") for s in driver.find_elements("css selector", "section")]
+    assert sections == STUDY_SECTIONS
+    images = driver.find_elements("css selector", "img")
+    assert len(images) == 2
+    assert all(i.get_property("complete") and i.get_property("naturalWidth") > 0 for i in images)
+    assert len(driver.find_elements("css selector", "#trials tbody tr")) == 12
+    assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []

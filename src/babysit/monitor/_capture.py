@@ -23,9 +23,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from babysit.monitor.probes import ACTIVATION_KINDS, ActivationStats
+from babysit.monitor._stats import ACTIVATION_KINDS, ActivationStats, GradStats
 
-__all__ = ["PASS_THROUGH", "WEIGHT_LAYERS", "Capture", "GradStats"]
+__all__ = ["PASS_THROUGH", "WEIGHT_LAYERS", "Capture", "activation_kind"]
 
 WEIGHT_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.modules.conv._ConvNd)
 # Modules whose output is still "the activation" of their input (no new statistics).
@@ -47,24 +47,6 @@ def activation_kind(module: nn.Module) -> str | None:
     if kind is None:
         kind = next((k for t, k in ACTIVATION_KINDS.items() if isinstance(module, t)), None)
     return kind
-
-
-class GradStats:
-    """Sum of ``||dL/dy||^2`` over the backward passes of a window, on the device."""
-
-    def __init__(self) -> None:
-        self.sumsq: Tensor | None = None
-        self.count = 0
-        self.first: Tensor | None = None
-
-    def add(self, grad: Tensor, *, keep: bool) -> None:
-        g = grad.detach()
-        if keep and self.first is None:
-            self.first = g
-        flat = g.float().reshape(-1)
-        sq = torch.dot(flat, flat)  # ||g||^2 in one pass
-        self.sumsq = sq if self.sumsq is None else self.sumsq + sq
-        self.count += 1
 
 
 class Capture:

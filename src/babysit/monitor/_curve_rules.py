@@ -14,7 +14,7 @@ import statistics
 from collections.abc import Sequence
 
 from babysit.monitor._findings import Finding, diagnosis
-from babysit.monitor._metrics import Metrics
+from babysit.monitor._history import RunHistory
 
 __all__ = ["chunk_medians", "noise_level"]
 
@@ -35,7 +35,7 @@ def noise_level(values: Sequence[float]) -> float:
 
 
 @diagnosis("diverged")
-def diverged(m: Metrics) -> list[Finding]:
+def diverged(m: RunHistory) -> list[Finding]:
     """A NaN / inf loss (or a "diverged" event): the run is lost from that step on."""
     if m.nonfinite is None:
         return []
@@ -55,7 +55,7 @@ def diverged(m: Metrics) -> list[Finding]:
 
 @diagnosis("not_learning")
 def not_learning(
-    m: Metrics, *, at_chance: float = 0.9, min_epochs: float = 1.0, grown: float = 1.1
+    m: RunHistory, *, at_chance: float = 0.9, min_epochs: float = 1.0, grown: float = 1.1
 ) -> list[Finding]:
     """After ``min_epochs`` the loss of the last epoch is still >= ``at_chance`` x chance.
 
@@ -87,7 +87,7 @@ def not_learning(
 
 @diagnosis("lr_too_high")
 def lr_too_high(
-    m: Metrics, *, explode: float = 1.5, rebound: float = 0.05, rebound_rel: float = 0.25
+    m: RunHistory, *, explode: float = 1.5, rebound: float = 0.05, rebound_rel: float = 0.25
 ) -> list[Finding]:
     """The loss explodes, or falls and then bounces back up (stuck at a worse value).
 
@@ -120,7 +120,7 @@ def lr_too_high(
 
 @diagnosis("lr_too_low")
 def lr_too_low(
-    m: Metrics, *, min_drop: float = 0.01, max_drop: float = 0.3, linear: float = 1.5
+    m: RunHistory, *, min_drop: float = 0.01, max_drop: float = 0.3, linear: float = 1.5
 ) -> list[Finding]:
     """The loss falls slowly and nearly linearly (the notes: "low learning rates ... linear").
 
@@ -153,7 +153,7 @@ def lr_too_low(
 
 
 @diagnosis("loss_noisy")
-def loss_noisy(m: Metrics, *, noisy: float = 0.08, min_steps: int = 50) -> list[Finding]:
+def loss_noisy(m: RunHistory, *, noisy: float = 0.08, min_steps: int = 50) -> list[Finding]:
     """Batch-to-batch wiggle of the loss above ``noisy`` x chance over the latest steps.
 
     The wiggle is :func:`noise_level` of the second half of the last raw losses (up to 1000).
@@ -178,14 +178,19 @@ def loss_noisy(m: Metrics, *, noisy: float = 0.08, min_steps: int = 50) -> list[
     ]
 
 
-def _series(m: Metrics, key: str) -> list[float]:
+def _series(m: RunHistory, key: str) -> list[float]:
     values = [e.get(key) for e in m.epochs]
     return [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
 
 
 @diagnosis("overfitting")
 def overfitting(
-    m: Metrics, *, rise: float = 0.25, gap: float = 0.15, growth: float = 0.1, min_epochs: int = 5
+    m: RunHistory,
+    *,
+    rise: float = 0.25,
+    gap: float = 0.15,
+    growth: float = 0.1,
+    min_epochs: int = 5,
 ) -> list[Finding]:
     """A growing train/val gap: val loss up by ``rise`` from its best while train loss falls,
     or train - val accuracy >= ``gap`` and grown by ``growth`` since the best val accuracy.
@@ -223,7 +228,12 @@ def overfitting(
 
 @diagnosis("underfitting")
 def underfitting(
-    m: Metrics, *, low: float = 0.8, gap: float = 0.05, plateau: float = 0.02, min_epochs: int = 3
+    m: RunHistory,
+    *,
+    low: float = 0.8,
+    gap: float = 0.05,
+    plateau: float = 0.02,
+    min_epochs: int = 3,
 ) -> list[Finding]:
     """Train accuracy below ``low`` that val accuracy tracks (gap < ``gap``), no longer rising.
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from babysit.monitor._metrics import Metrics
+from babysit._registry import Registry, unknown_name
+from babysit.monitor._history import RunHistory
 
 __all__ = ["CODES", "DIAGNOSES", "SEVERITIES", "Diagnosis", "Finding", "diagnosis"]
 
@@ -43,9 +43,11 @@ class Finding:
 
     def __post_init__(self) -> None:
         if self.code not in CODES:
-            raise ValueError(f"Finding.code {self.code!r} is not one of {', '.join(CODES)}")
+            raise ValueError(unknown_name("finding code", self.code, list(CODES), where="Finding"))
         if self.severity not in SEVERITIES:
-            raise ValueError(f"Finding.severity {self.severity!r} is not one of {SEVERITIES}")
+            raise ValueError(
+                unknown_name("severity", self.severity, list(SEVERITIES), where="Finding")
+            )
 
     @property
     def rank(self) -> int:
@@ -60,17 +62,13 @@ class Finding:
         return f"[{self.severity}] {self.code}{at}: {self.message} -> {self.advice}"
 
 
-Diagnosis = Callable[["Metrics"], list[Finding]]
-DIAGNOSES: dict[str, Diagnosis] = {}
+Diagnosis = Callable[[RunHistory], list[Finding]]
+# rules by findings.json code, in registration order (the order they run)
+DIAGNOSES: Registry[Diagnosis] = Registry("diagnosis", error=ValueError)
 
 
 def diagnosis(code: str) -> Callable[[Diagnosis], Diagnosis]:
-    """Register a rule ``(metrics) -> findings`` under its findings.json ``code``."""
+    """Register a rule ``(history) -> findings`` under its findings.json ``code`` (one of CODES)."""
     if code not in CODES:
-        raise ValueError(f"diagnosis code {code!r} is not one of {', '.join(CODES)}")
-
-    def register(fn: Diagnosis) -> Diagnosis:
-        DIAGNOSES[code] = fn
-        return fn
-
-    return register
+        raise ValueError(unknown_name("diagnosis code", code, list(CODES)))
+    return DIAGNOSES.register(code)

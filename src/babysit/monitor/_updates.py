@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from babysit.monitor.probes import to_python, update_ratios
+from babysit.monitor._stats import to_python, update_ratios
 
 __all__ = ["UpdateProbe", "named_parameters"]
 

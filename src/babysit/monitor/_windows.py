@@ -19,9 +19,9 @@ from torch import nn
 from babysit.monitor._capture import Capture
 from babysit.monitor._filters import save_filters
 from babysit.monitor._updates import UpdateProbe, named_parameters
-from babysit.monitor.probes import PROBES
+from babysit.monitor.probes import FILTERS, PROBES, UPDATE_RATIO, UPDATE_RATIO_1D
 
-__all__ = ["SLOW_FACTOR", "Emit", "ProbeSchedule"]
+__all__ = ["SLOW_FACTOR", "Emit", "ProbeWindows"]
 
 SLOW_FACTOR = 10  # histograms and filters in every 10th window
 
@@ -29,7 +29,7 @@ SLOW_FACTOR = 10  # histograms and filters in every 10th window
 Emit = Callable[[str, dict[str, Any], int], None]
 
 
-class ProbeSchedule:
+class ProbeWindows:
     """Opens and closes the capture windows of one model as the steps go by."""
 
     def __init__(
@@ -95,7 +95,7 @@ class ProbeSchedule:
             self._data_layer, self._input_shape = capture.data_layer, capture.input_shape
         slow = self._slow_due()
         for spec in PROBES.values():
-            if spec.cadence == "every" or slow:
+            if spec.fn is not None and (spec.cadence == "every" or slow):
                 values = spec.fn(capture, self.bins)
                 if values:
                     self.emit(spec.name, values, self.step)
@@ -106,9 +106,9 @@ class ProbeSchedule:
         # step hooks run inside optimizer.step(), before the monitor counts that step
         step = self.step + 1 if self._updates.hooked else self.step
         if weights:
-            self.emit("update_ratio", weights, step)
+            self.emit(UPDATE_RATIO, weights, step)
         if one_dim:
-            self.emit("update_ratio_1d", one_dim, step)
+            self.emit(UPDATE_RATIO_1D, one_dim, step)
 
     def _save_filters(self) -> None:
         if self.out_dir is None or self._data_layer is None:
@@ -117,4 +117,4 @@ class ProbeSchedule:
         shape = self.image_shape or self._input_shape
         if save_filters(self._data_layer, shape, self.out_dir / relative):
             self._filters_step = self.step
-            self.emit("filters", {"path": relative}, self.step)
+            self.emit(FILTERS, {"path": relative}, self.step)

@@ -1,11 +1,10 @@
 """Diagnoses: rules that turn a run's metrics into findings with the notes' advice.
 
 Each rule is a small function registered under its findings.json code (``DIAGNOSES``), with
-its thresholds as named, documented keyword defaults; it reads a :class:`Metrics` summary and
-never touches hooks or files. The same rules run live (``Monitor.findings()``) and post hoc
-on a metrics.jsonl stream (:func:`diagnose`). Codes (fixed): lr_too_high, lr_too_low,
-loss_noisy, overfitting, underfitting, update_ratio_high, update_ratio_low, dead_relu,
-saturation, vanishing_gradients, exploding_gradients, diverged, not_learning.
+its thresholds as named, documented keyword defaults; it reads a :class:`RunHistory` (the
+run's records in bounded memory) and never touches hooks or files. The same rules run live
+(``Monitor.findings()``) and post hoc on a metrics.jsonl stream (:func:`diagnose`). The
+codes are :data:`CODES` (fixed by DESIGN.md); a rule for a new code adds the code there.
 """
 
 from __future__ import annotations
@@ -18,14 +17,14 @@ from typing import Any
 from babysit._io import json_safe, write_json_atomic
 from babysit.monitor import _curve_rules, _layer_rules  # noqa: F401  (they register the rules)
 from babysit.monitor._findings import CODES, DIAGNOSES, SEVERITIES, Finding, diagnosis
-from babysit.monitor._metrics import Metrics
+from babysit.monitor._history import RunHistory
 
 __all__ = [
     "CODES",
     "DIAGNOSES",
     "SEVERITIES",
     "Finding",
-    "Metrics",
+    "RunHistory",
     "diagnose",
     "diagnosis",
     "run_diagnoses",
@@ -39,14 +38,14 @@ def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: (-f.rank, f.step if f.step is not None else -1, f.code))
 
 
-def run_diagnoses(metrics: Metrics) -> list[Finding]:
-    """Every registered rule over ``metrics``, most severe first."""
-    return sort_findings(f for rule in DIAGNOSES.values() for f in rule(metrics))
+def run_diagnoses(history: RunHistory) -> list[Finding]:
+    """Every registered rule over ``history``, most severe first."""
+    return sort_findings(f for rule in DIAGNOSES.values() for f in rule(history))
 
 
 def diagnose(records: Iterable[dict[str, Any]]) -> list[Finding]:
     """The diagnoses of a metrics.jsonl stream (e.g. ``read_metrics(path)``), post hoc."""
-    return run_diagnoses(Metrics.from_records(records))
+    return run_diagnoses(RunHistory.from_records(records))
 
 
 def write_findings(path: str | os.PathLike[str], findings: Iterable[Finding]) -> Path:

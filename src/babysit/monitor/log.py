@@ -1,12 +1,17 @@
-"""metrics.jsonl: a buffered writer and a streaming reader; optional TensorBoard sink.
+"""metrics.jsonl: its record schema (defined once, here), a buffered writer, a streaming reader.
 
-The file holds one JSON object per line, each with a ``kind``:
-``"batch"`` (step, epoch as a fraction, loss, data_loss, reg_loss, lr, mu),
-``"epoch"`` (epoch, train_loss, train_acc, val_loss, val_<metric>),
-``"probe"`` (step, name, values) and ``"event"`` (step, what, ...).
-Writes are buffered and flushed at least every ``flush_every`` seconds and on
-``flush()`` (the trainer calls it at every epoch end), so a live run can be read
-while writing costs no step any time.
+The file holds one JSON object per line, each with a ``kind`` (DESIGN.md, "Files a user or
+a script reads"): :class:`BatchRecord`, :class:`EpochRecord`, :class:`ProbeRecord` and
+:class:`EventRecord` say which fields each kind has and what they mean. The monitor writes
+records with the constructors :func:`batch_record`, :func:`epoch_record`,
+:func:`probe_record` and :func:`event_record`; readers (the diagnoses' history, the report,
+the TensorBoard sink) dispatch on :data:`BATCH`, :data:`EPOCH`, :data:`PROBE`, :data:`EVENT`
+and read the fields these TypedDicts name (mypy checks the keys). NaN / inf are stored as
+the strings "nan", "inf", "-inf" (:mod:`babysit._io`) and read back as floats.
+
+Writes are buffered and flushed at least every ``flush_every`` seconds and on ``flush()``
+(the trainer calls it at every epoch end), so a live run can be read while writing costs no
+step any time.
 """
 
 from __future__ import annotations
@@ -14,19 +19,132 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Literal, Protocol, Required, TextIO, TypedDict, cast
 
 from babysit._io import atomic_open, json_restore, json_safe
 
-__all__ = ["MetricsWriter", "Sink", "read_metrics", "rewrite_metrics"]
+__all__ = [
+    "BATCH",
+    "BATCH_VALUES",
+    "EPOCH",
+    "EVENT",
+    "PROBE",
+    "BatchRecord",
+    "EpochRecord",
+    "EventRecord",
+    "MetricsWriter",
+    "ProbeRecord",
+    "Record",
+    "Sink",
+    "batch_record",
+    "epoch_record",
+    "event_record",
+    "measurements",
+    "probe_record",
+    "read_metrics",
+    "rewrite_metrics",
+]
+
+BATCH, EPOCH, PROBE, EVENT = "batch", "epoch", "probe", "event"  # the record kinds
+
+
+# Values are typed as they are on disk. The monitor hands 0-d tensors to the constructors
+# and copies them all to the host at its next sync, before any record is written.
+class BatchRecord(TypedDict, total=False):
+    """One optimizer step (``Monitor.step``); any further keyword given to step() follows."""
+
+    kind: Required[Literal["batch"]]
+    step: Required[int]  # optimizer steps so far, from 1 (a resumed run continues the count)
+    epoch: float  # step / steps_per_epoch: fractional (absent until steps_per_epoch is known)
+    loss: Required[float]  # the minimised minibatch loss: data_loss + reg_loss
+    data_loss: float  # the task's loss alone
+    reg_loss: float  # the regularisation term (reg * sum(w**2) over weights by default)
+    lr: float
+    mu: float | None  # momentum, or Adam's beta1; None for rules without one
+
+
+class EpochRecord(TypedDict, total=False):
+    """One epoch end (``Monitor.log_epoch``); scores use the task's metric name (val_<metric>)."""
+
+    kind: Required[Literal["epoch"]]
+    epoch: Required[int]  # epochs done, from 1
+    step: Required[int]  # the last step of the epoch
+    train_loss: float  # the minibatch data losses of the epoch, averaged (no regularisation)
+    train_acc: float  # a fraction in [0, 1], measured on the epoch's minibatches
+    val_loss: float  # data loss on the validation split after the epoch
+    val_acc: float
+
+
+class ProbeRecord(TypedDict, total=False):
+    """One probe reading; ``values`` has the shape its probe declares (see ``probes.ProbeSpec``)."""
+
+    kind: Required[Literal["probe"]]
+    step: Required[int]
+    epoch: float
+    name: Required[str]  # a registered probe: probes.PROBES
+    values: Required[dict[str, Any]]
+
+
+class EventRecord(TypedDict, total=False):
+    """Something that happened (diverged, resumed, checkpoint, ...); its own fields follow."""
+
+    kind: Required[Literal["event"]]
+    step: Required[int]
+    what: Required[str]
+
+
+Record = BatchRecord | EpochRecord | ProbeRecord | EventRecord
+
+# where a record sits in the run: every other key of a record is a measurement
+_PLACE = ("kind", "step", "epoch")
+# the per-step quantities of a batch record, in file order
+BATCH_VALUES: tuple[str, ...] = tuple(k for k in BatchRecord.__annotations__ if k not in _PLACE)
+
+
+def _placed(kind: str, step: int, epoch: float | None) -> dict[str, Any]:
+    """The head every step-placed record starts with: kind, step and, when known, epoch."""
+    return (
+        {"kind": kind, "step": step}
+        if epoch is None
+        else {"kind": kind, "step": step, "epoch": epoch}
+    )
+
+
+def batch_record(
+    step: int, loss: float, *, epoch: float | None = None, **values: Any
+) -> BatchRecord:
+    """``{"kind": "batch", "step", ["epoch",] "loss", **values}`` (values: data_loss, ..., mu)."""
+    return cast(BatchRecord, {**_placed(BATCH, step, epoch), "loss": loss, **values})
+
+
+def epoch_record(epoch: int, step: int, **scores: Any) -> EpochRecord:
+    """``{"kind": "epoch", "epoch", "step", **scores}`` (train_loss, val_acc, ...)."""
+    return cast(EpochRecord, {"kind": EPOCH, "epoch": epoch, "step": step, **scores})
+
+
+def probe_record(
+    step: int, name: str, values: dict[str, Any], *, epoch: float | None = None
+) -> ProbeRecord:
+    """``{"kind": "probe", "step", ["epoch",] "name", "values"}``."""
+    return cast(ProbeRecord, {**_placed(PROBE, step, epoch), "name": name, "values": values})
+
+
+def event_record(step: int, what: str, **fields: Any) -> EventRecord:
+    """``{"kind": "event", "step", "what", **fields}`` (a ``step`` in fields is not allowed)."""
+    return cast(EventRecord, {**_placed(EVENT, step, None), "what": what, **fields})
+
+
+def measurements(record: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """The (key, value) pairs of a record that are measurements: all but kind, step, epoch."""
+    return ((k, v) for k, v in record.items() if k not in _PLACE)
 
 
 class Sink(Protocol):
     """Where the monitor's records go: :class:`MetricsWriter` (canonical) or TensorBoard."""
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: Mapping[str, Any]) -> None:
         """Take one record (``kind`` plus its fields); may buffer."""
 
     def flush(self) -> None:
@@ -51,7 +169,7 @@ class MetricsWriter:
         self._file: TextIO | None = None  # opened at the first flush: nothing logged, no file
         self._closed = False
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: Mapping[str, Any]) -> None:
         try:  # the common case: no NaN/inf, no need to walk the record
             line = _STRICT.encode(record)
         except ValueError:
@@ -83,7 +201,7 @@ class MetricsWriter:
         self.close()
 
 
-def rewrite_metrics(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> None:
+def rewrite_metrics(path: str | os.PathLike[str], records: Iterable[Mapping[str, Any]]) -> None:
     """Replace ``path`` atomically with ``records`` (a resume cuts the log back this way)."""
     with atomic_open(path, "w") as f:
         for record in records:

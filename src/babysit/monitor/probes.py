@@ -1,270 +1,163 @@
-"""Probes: cheap statistics of the training step, computed on the device with few host syncs.
+"""Probes: the registry of what the monitor records about a training step, and how it is shown.
 
-The notes' "babysitting" quantities, each the ``values`` of a ``{"kind": "probe"}`` record:
+Each probe writes ``{"kind": "probe", "name", "values"}`` records (see ``log.ProbeRecord``)
+and declares, in its :class:`ProbeSpec`, the shape of ``values`` (its ``kind``) and what the
+report and the TensorBoard sink need to show it (title, axis, the notes' healthy band). Both
+iterate :data:`PROBES`, so a new probe reaches metrics.jsonl, the report and TensorBoard by
+one registration here:
 
 - ``update_ratio``: ``||dw|| / ||w||`` per weight tensor for one optimizer step (want ~1e-3);
   1-D tensors (biases, norms) go to ``update_ratio_1d``, with ``None`` where ``||w|| = 0``.
 - ``act_stats``: per activation, mean, std, ``dead`` (fraction of ReLU units never active over
   the capture window) and ``saturated`` (fraction of tanh / sigmoid outputs beyond
-  :data:`SATURATION` of their range); ``None`` where the kind of activation makes it moot.
+  ``_stats.SATURATION`` of their range); ``None`` where the kind of activation makes it moot.
 - ``grad_norm``: ``||dL/dy||`` of each Linear / Conv layer's output (RMS over the window).
 - ``act_hist`` / ``grad_hist``: ``{"edges": n+1 floats, "counts": n ints}`` per layer.
+- ``filters``: ``{"path": "filters/step=000050.png"}``, the first layer's filters as an image.
 
-Probes that read one capture window are registered with :func:`probe`; the monitor runs every
-registered probe whose cadence is due, so adding a probe is adding one decorated function.
+A window probe is a function ``(capture, bins) -> values`` registered with :func:`probe`; the
+monitor runs every one whose cadence is due when a capture window closes. Probes the monitor
+records by other means (update ratios from the optimizer's step hooks, the filter images) are
+registered with :func:`declare`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-from torch import Tensor, nn
+from babysit._registry import Registry
 
+# Not a cycle (_capture never imports this module): torch stays unloaded until a probe runs,
+# so the report, which reads PROBES to draw them, starts (and rejects a bad run dir) fast.
 if TYPE_CHECKING:
     from babysit.monitor._capture import Capture
 
 __all__ = [
-    "ACTIVATION_KINDS",
+    "ACT_HIST",
+    "ACT_STATS",
+    "FILTERS",
+    "GRAD_HIST",
+    "GRAD_NORM",
     "PROBES",
-    "SATURATION",
-    "ActivationStats",
+    "UPDATE_RATIO",
+    "UPDATE_RATIO_1D",
+    "UPDATE_RATIO_TARGET",
+    "Cadence",
+    "ProbeFn",
+    "ProbeKind",
     "ProbeSpec",
-    "histogram",
-    "histogram_range",
+    "Stat",
+    "declare",
     "probe",
-    "smooth",
-    "to_python",
-    "update_ratios",
 ]
 
-SATURATION = 0.95  # |y| > 0.95 of the range: tanh |y| > 0.95, sigmoid |2y - 1| > 0.95
+# The shape of a probe's ``values``:
+#   per_layer_scalar  {layer or parameter: number | None}
+#   per_layer_stats   {layer: {stat: number | None}}          (the stats its spec lists)
+#   histogram         {layer: {"edges": [n + 1 floats], "counts": [n ints]}}
+#   image             {"path": a PNG path relative to the run dir}
+ProbeKind = Literal["per_layer_scalar", "per_layer_stats", "histogram", "image"]
+# "every": every capture window; "hist": the windows that take histograms (every 10th)
+Cadence = Literal["every", "hist"]
+ProbeFn = Callable[["Capture", int], dict[str, Any]]  # (capture, bins) -> values
 
-# Activation modules by kind. "relu": dead units are counted; "tanh" / "sigmoid": saturation;
-# "other": mean and std only (leaky units never stop passing gradient, so none are dead).
-ACTIVATION_KINDS: dict[type[nn.Module], str] = {
-    nn.ReLU: "relu",
-    nn.ReLU6: "relu",
-    nn.Tanh: "tanh",
-    nn.Hardtanh: "tanh",
-    nn.Sigmoid: "sigmoid",
-    nn.Hardsigmoid: "sigmoid",
-    nn.LeakyReLU: "other",
-    nn.PReLU: "other",
-    nn.ELU: "other",
-    nn.GELU: "other",
-    nn.SiLU: "other",
-    nn.Softplus: "other",
-}
+UPDATE_RATIO_TARGET = 1e-3  # the notes: updates ~1e-3 of the weights
 
 
-def to_python(tensors: Sequence[Tensor]) -> list[Any]:
-    """Copy many small device tensors to Python with one host sync per device.
+@dataclass(frozen=True)
+class Stat:
+    """One statistic of a per_layer_stats probe: its key in each layer's values, its panel."""
 
-    0-d / one-element tensors become floats, others flat lists of floats.
-    """
-    first = tensors[0] if tensors else None
-    if first is not None and all(
-        t.ndim == 0 and t.dtype == first.dtype and t.device == first.device for t in tensors
-    ):  # the common case (buffered losses): one stack, one copy
-        return torch.stack([t.detach() for t in tensors]).tolist()
-    out: list[Any] = [0.0] * len(tensors)
-    by_device: dict[torch.device, list[int]] = {}
-    for i, t in enumerate(tensors):
-        by_device.setdefault(t.device, []).append(i)
-    for device, idx in by_device.items():
-        dtype = torch.float32 if device.type == "mps" else torch.float64  # mps has no float64
-        flat = torch.cat([tensors[i].detach().reshape(-1).to(dtype) for i in idx]).tolist()
-        pos = 0
-        for i in idx:
-            n = tensors[i].numel()
-            out[i] = flat[pos] if tensors[i].ndim == 0 else flat[pos : pos + n]
-            pos += n
-    return out
-
-
-def _wide(x: Tensor) -> Tensor:
-    """float16 / bfloat16 widened to float32 (norms and differences lose too much otherwise)."""
-    return x.detach().float() if x.dtype in (torch.float16, torch.bfloat16) else x.detach()
-
-
-def update_ratios(before: Sequence[Tensor], after: Sequence[Tensor]) -> Tensor:
-    """``||after - before|| / ||before||`` per tensor pair, as one float32 vector (no sync).
-
-    The notes: "the ratio of the update magnitudes to the value magnitudes ... want ~1e-3".
-    Where ``||before|| = 0`` the ratio is inf (or nan when nothing moved either).
-    """
-    if not before:
-        return torch.zeros(0)
-    device = before[0].device
-    ratios = [
-        (torch.linalg.vector_norm(_wide(a) - _wide(b)) / torch.linalg.vector_norm(_wide(b)))
-        .float()
-        .to(device)
-        for b, a in zip(before, after, strict=True)
-    ]
-    return torch.stack(ratios)  # (P,)
-
-
-def histogram_range(x: Tensor) -> Tensor:
-    """``[min, max]`` of ``x`` as a (2,) float32 tensor on its device (no sync; nan if any nan)."""
-    v = x.detach().flatten().float()
-    if v.numel() == 0:
-        return torch.full((2,), math.nan, device=v.device)
-    return torch.stack(torch.aminmax(v))
-
-
-def histogram(x: Tensor, bins: int, lo: float, hi: float) -> dict[str, Any] | None:
-    """Counts of ``x`` in ``bins`` equal bins from ``lo`` to ``hi`` (its range), on the device.
-
-    Bin i holds ``edges[i] <= v < edges[i+1]`` and the last bin also ``hi`` (numpy's rule), with
-    ``edges = linspace(lo, hi, bins + 1)``; constant data gets ``lo - 0.5 .. hi + 0.5``.
-    Non-finite values are left out. Returns ``{"edges": list (bins+1), "counts": (bins,)}``.
-    """
-    v = x.detach().flatten().float()
-    if not (math.isfinite(lo) and math.isfinite(hi)):  # rare: a diverging run
-        v = v[torch.isfinite(v)]
-        if v.numel() == 0:
-            return None
-        lo, hi = torch.stack(torch.aminmax(v)).tolist()
-    if hi <= lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float64).tolist()
-    return {"edges": edges, "counts": torch.histc(v, bins, min=lo, max=hi)}
-
-
-def smooth(values: Iterable[float], *, beta: float = 0.9) -> list[float]:
-    """Debiased exponential moving average of a loss curve (the plot's "smoothed" line).
-
-    ``m_t = beta m_{t-1} + (1 - beta) x_t``, reported as ``m_t / (1 - beta^t)``.
-    """
-    out: list[float] = []
-    m = 0.0
-    for t, x in enumerate(values, start=1):
-        m = beta * m + (1 - beta) * x
-        out.append(m / (1 - beta**t))
-    return out
-
-
-class ActivationStats:
-    """Running sums over a capture window for one stream of activations, kept on the device.
-
-    ``kind`` is "relu", "tanh", "sigmoid", "other", or None to infer it from the values seen
-    (for activations written as ``F.relu`` inside ``forward``, read at the next layer's input):
-    minimum exactly 0 -> relu; within (0, 1] -> sigmoid; within [-1, 1] -> tanh. A unit is the
-    channel (dim 1) of each sample; a ReLU unit is dead when it was never > 0 in the window.
-    Only the sums the kind needs are taken (one pass each over the activations).
-    """
-
-    def __init__(self, kind: str | None) -> None:
-        self.kind = kind
-        self.count = 0  # elements seen (Python int: known from shapes, no sync)
-        self._totals: dict[str, Tensor] = {}  # "sum", "sumsq", "sat_tanh", "sat_sigmoid"
-        self._lo: Tensor | None = None  # min and max: to infer the kind
-        self._hi: Tensor | None = None
-        self._active: Tensor | None = None  # (units,) bool: ever > 0 in the window
-        self.first: Tensor | None = None  # the first tensor seen (for histograms)
-
-    def add(self, y: Tensor, *, keep: bool = False) -> None:
-        y = y.detach()
-        if keep and self.first is None:
-            self.first = y
-        v = y.float()  # no copy for float32
-        n = v.numel()
-        flat = v.reshape(-1)  # a view when contiguous
-        # sum and dot: one pass each (torch.var_mean is ~8x slower on CPUs)
-        totals = {"sum": flat.sum(), "sumsq": torch.dot(flat, flat)}
-        if self.kind in (None, "tanh"):
-            totals["sat_tanh"] = torch.count_nonzero(v.abs() > SATURATION)
-        if self.kind in (None, "sigmoid"):
-            totals["sat_sigmoid"] = torch.count_nonzero((v - 0.5).abs() > SATURATION / 2)
-        for key, t in totals.items():
-            old = self._totals.get(key)
-            self._totals[key] = t.double() if old is None else old + t.double()
-        if self.kind is None:
-            lo, hi = torch.aminmax(v)
-            self._lo = lo if self._lo is None else torch.minimum(self._lo, lo)
-            self._hi = hi if self._hi is None else torch.maximum(self._hi, hi)
-        if self.kind in (None, "relu"):
-            dims = [d for d in range(v.ndim) if d != 1] if v.ndim > 1 else [0]
-            active = torch.amax(v, dim=dims) > 0  # (units,)
-            if self._active is None or self._active.shape != active.shape:
-                self._active = active
-            else:
-                self._active |= active
-        self.count += n
-
-    def tensors(self) -> dict[str, Tensor]:
-        """What :meth:`summary` needs from the device (0-d tensors)."""
-        out = dict(self._totals)
-        if self._lo is not None and self._hi is not None:
-            out.update(lo=self._lo, hi=self._hi)
-        if self._active is not None:
-            out["active"] = self._active.double().mean()
-        return out
-
-    def summary(self, got: dict[str, float]) -> dict[str, float | None]:
-        """``{"mean", "std", "dead", "saturated"}`` from :meth:`tensors` copied to the host."""
-        if not got:
-            return {"mean": None, "std": None, "dead": None, "saturated": None}
-        n = max(self.count, 1)
-        mean = got["sum"] / n
-        kind = self.kind or _infer_kind(got["lo"], got["hi"])
-        saturated = {"tanh": "sat_tanh", "sigmoid": "sat_sigmoid"}.get(kind)
-        return {
-            "mean": mean,
-            "std": math.sqrt(max(got["sumsq"] / n - mean * mean, 0.0)),
-            "dead": 1.0 - got["active"] if kind == "relu" else None,
-            "saturated": got[saturated] / n if saturated else None,
-        }
-
-
-def _infer_kind(lo: float, hi: float) -> str:
-    if lo == 0:  # a ReLU output with any unit off has minimum exactly 0
-        return "relu"
-    if lo > 0 and hi <= 1:
-        return "sigmoid"
-    if lo >= -1 and hi <= 1:
-        return "tanh"
-    return "other"
-
-
-# --- the registry of window probes -------------------------------------------------------
-
-ProbeFn = Callable[["Capture", int], dict[str, Any]]
+    key: str
+    title: str
+    fraction: bool = False  # a fraction of units: drawn on a [0, 1] axis
 
 
 @dataclass(frozen=True)
 class ProbeSpec:
-    """A registered probe: its record name, what it computes, and its cadence.
+    """A registered probe: its record name, the shape of its values, and how it is shown.
 
-    cadence "every": every capture window; "hist": only windows where histograms are due.
+    The report gives each probe a section (probes naming the same ``section`` share one
+    figure, the first one's title and axis); TensorBoard logs it by ``kind``.
     """
 
     name: str
-    fn: ProbeFn
-    cadence: str
+    kind: ProbeKind
+    title: str  # the report section's heading
+    fn: ProbeFn | None = None  # None: the monitor records it by other means
+    cadence: Cadence = "every"
+    section: str = ""  # the report section's anchor; "" = the probe's name
+    label: str = ""  # per_layer_scalar: the y axis; histogram: what is counted
+    log_y: bool = False
+    band: tuple[float, float] | None = None  # the notes' healthy range, shaded
+    target: float | None = None  # the notes' value to aim at, a dashed line
+    stats: tuple[Stat, ...] = ()  # per_layer_stats: the statistics, one panel each
+    caption: str = ""
+    needs: str = ""  # what else recording it takes (said when a run has none)
+
+    @property
+    def anchor(self) -> str:
+        return self.section or self.name
 
 
-PROBES: dict[str, ProbeSpec] = {}
+PROBES: Registry[ProbeSpec] = Registry("probe")
 
 
-def probe(name: str, *, cadence: str = "every") -> Callable[[ProbeFn], ProbeFn]:
-    """Register ``fn(capture, bins) -> values`` as the probe ``name`` (empty values: no record)."""
+def declare(name: str, kind: ProbeKind, title: str, **shown: Any) -> str:
+    """Register a probe the monitor records by other means; ``shown``: more ProbeSpec fields.
 
-    def register(fn: ProbeFn) -> ProbeFn:
-        PROBES[name] = ProbeSpec(name, fn, cadence)
-        return fn
+    Returns ``name`` (for the module constant that the recording code emits under).
+    """
+    PROBES.add(name, ProbeSpec(name, kind, title, **shown))
+    return name
 
-    return register
+
+def probe(name: str, kind: ProbeKind, title: str, **shown: Any) -> Callable[[ProbeFn], ProbeFn]:
+    """Register ``fn(capture, bins) -> values`` as the window probe ``name`` (empty: no record).
+
+    ``shown``: the other :class:`ProbeSpec` fields (cadence, label, band, ...).
+    """
+    return PROBES.register(name, lambda fn: ProbeSpec(name, kind, title, fn=fn, **shown))
 
 
-@probe("act_stats")
+# --- the probes, in the order the report shows them ---------------------------------------
+
+UPDATE_RATIO = declare(
+    "update_ratio",
+    "per_layer_scalar",
+    "Update : weight ratio",
+    label="update : weight ratio",
+    log_y=True,
+    band=(UPDATE_RATIO_TARGET / 10, UPDATE_RATIO_TARGET * 10),
+    target=UPDATE_RATIO_TARGET,
+    caption="||update|| / ||w|| per parameter; the notes: want ~1e-3 (band: one decade around).",
+)
+UPDATE_RATIO_1D = declare(
+    "update_ratio_1d", "per_layer_scalar", "Update : weight ratio", section=UPDATE_RATIO
+)
+
+ACT_STATS, GRAD_NORM, ACT_HIST, GRAD_HIST = "act_stats", "grad_norm", "act_hist", "grad_hist"
+
+
+@probe(
+    ACT_STATS,
+    "per_layer_stats",
+    "Activations: dead and saturated units",
+    section="activations",
+    stats=(
+        Stat("mean", "activation mean"),
+        Stat("std", "activation std"),
+        Stat("dead", "dead fraction (ReLU: never active)", fraction=True),
+        Stat("saturated", "saturated fraction (tanh / sigmoid)", fraction=True),
+    ),
+)
 def act_stats(capture: Capture, bins: int) -> dict[str, Any]:
     """Per activation (forward order): mean, std, dead fraction, saturated fraction."""
+    from babysit.monitor._stats import to_python  # torch (see the imports above)
+
     parts = {name: acc.tensors() for name, acc in capture.acts.items()}
     flat = [(name, key, t) for name, part in parts.items() for key, t in part.items()]
     got: dict[str, dict[str, float]] = {name: {} for name in parts}
@@ -273,9 +166,11 @@ def act_stats(capture: Capture, bins: int) -> dict[str, Any]:
     return {name: acc.summary(got[name]) for name, acc in capture.acts.items()}
 
 
-@probe("grad_norm")
+@probe(GRAD_NORM, "per_layer_scalar", "Gradient norms", label="gradient norm", log_y=True)
 def grad_norm(capture: Capture, bins: int) -> dict[str, Any]:
     """Per Linear / Conv layer (forward order): RMS over the window of ``||dL/d output||``."""
+    from babysit.monitor._stats import to_python
+
     seen = [(name, g.sumsq / g.count) for name, g in capture.grads.items() if g.sumsq is not None]
     if not seen:
         return {}
@@ -283,26 +178,27 @@ def grad_norm(capture: Capture, bins: int) -> dict[str, Any]:
     return {name: math.sqrt(v) for (name, _), v in zip(seen, means, strict=True)}
 
 
-def _hists(tensors: dict[str, Tensor | None], bins: int) -> dict[str, Any]:
-    """Histograms of many tensors with two host syncs: the ranges, then the counts."""
-    kept = {name: t for name, t in tensors.items() if t is not None}
-    ranges = to_python([histogram_range(t) for t in kept.values()])
-    hists = {n: histogram(t, bins, *r) for (n, t), r in zip(kept.items(), ranges, strict=True)}
-    done = {name: h for name, h in hists.items() if h is not None}
-    counts = to_python([h["counts"] for h in done.values()])
-    return {
-        name: {"edges": h["edges"], "counts": [int(c) for c in cs]}
-        for (name, h), cs in zip(done.items(), counts, strict=True)
-    }
-
-
-@probe("act_hist", cadence="hist")
+@probe(ACT_HIST, "histogram", "Activation histograms", cadence="hist", label="activation")
 def act_hist(capture: Capture, bins: int) -> dict[str, Any]:
     """Histogram of each activation in the window's first captured forward pass."""
-    return _hists({name: acc.first for name, acc in capture.acts.items()}, bins)
+    from babysit.monitor._stats import histograms
+
+    return histograms({name: acc.first for name, acc in capture.acts.items()}, bins)
 
 
-@probe("grad_hist", cadence="hist")
+@probe(GRAD_HIST, "histogram", "Gradient histograms", cadence="hist", label="gradient")
 def grad_hist(capture: Capture, bins: int) -> dict[str, Any]:
     """Histogram of each layer's output gradient in the window's first backward pass."""
-    return _hists({name: g.first for name, g in capture.grads.items()}, bins)
+    from babysit.monitor._stats import histograms
+
+    return histograms({name: g.first for name, g in capture.grads.items()}, bins)
+
+
+FILTERS = declare(
+    "filters",
+    "image",
+    "First-layer filters",
+    cadence="hist",
+    caption="Smooth, clean, diverse filters are a good sign; noisy ones suggest trouble.",
+    needs="and a first layer with image-shaped weights",
+)

@@ -3,10 +3,12 @@
 Needs the ``tensorboard`` extra (``pip install 'babysit[tensorboard]'``); metrics.jsonl stays
 the canonical record. Every value is logged at the record's training step:
 
-- batch: ``batch/loss``, ``batch/data_loss``, ``batch/reg_loss``, ``batch/lr``, ``batch/mu``
+- batch: ``batch/<field>`` for each of ``log.BATCH_VALUES`` (loss, data_loss, ..., mu)
 - epoch: ``epoch/<key>`` (train_loss, val_acc, ...)
-- probe: ``update_ratio/<param>``, ``grad_norm/<layer>``, ``act_stats/<layer>/<stat>``;
-  ``act_hist/<layer>`` and ``grad_hist/<layer>`` as histograms; ``filters`` as an image
+- probe: by the kind its ``probes.ProbeSpec`` declares: per_layer_scalar as
+  ``<probe>/<layer>`` scalars (``update_ratio/fc1.weight``), per_layer_stats as
+  ``<probe>/<layer>/<stat>`` scalars, histogram as ``<probe>/<layer>`` histograms, image as
+  the image ``<probe>`` (``filters``); records of probes not registered are left out
 - event: text under ``events``
 """
 
@@ -14,13 +16,18 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from babysit.errors import ConfigError
+from babysit.monitor import log
+from babysit.monitor.probes import PROBES, ProbeKind
 
 __all__ = ["TensorBoardSink"]
+
+
+_EVENT_HEAD = ("kind", "step", "what")  # an event's text: the fields after these
 
 
 def _number(value: Any) -> bool:
@@ -42,14 +49,20 @@ class TensorBoardSink:
         self.run_dir = Path(run_dir) if run_dir is not None else self.log_dir.parent
         self._writer = SummaryWriter(log_dir=str(self.log_dir))
         self._closed = False
-        self._kinds: dict[str, Callable[[dict[str, Any], int], None]] = {
-            "batch": self._batch,
-            "epoch": self._epoch,
-            "probe": self._probe,
-            "event": self._event,
+        self._kinds: dict[str, Callable[[Any, int], None]] = {
+            log.BATCH: self._batch,
+            log.EPOCH: self._epoch,
+            log.PROBE: self._probe,
+            log.EVENT: self._event,
+        }
+        self._probe_kinds: dict[ProbeKind, Callable[[str, dict[str, Any], int], None]] = {
+            "per_layer_scalar": self._per_layer,
+            "per_layer_stats": self._per_layer_stats,
+            "histogram": self._histograms,
+            "image": self._image,
         }
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: Mapping[str, Any]) -> None:
         handler = self._kinds.get(record.get("kind", ""))
         if handler is not None and not self._closed:
             handler(record, int(record.get("step", 0)))
@@ -67,29 +80,31 @@ class TensorBoardSink:
         if _number(value):
             self._writer.add_scalar(tag, float(value), step)
 
-    def _batch(self, record: dict[str, Any], step: int) -> None:
-        for key in ("loss", "data_loss", "reg_loss", "lr", "mu"):
+    def _batch(self, record: log.BatchRecord, step: int) -> None:
+        for key in log.BATCH_VALUES:
             self._scalar(f"batch/{key}", record.get(key), step)
 
-    def _epoch(self, record: dict[str, Any], step: int) -> None:
-        for key, value in record.items():
-            if key not in ("kind", "step"):
-                self._scalar(f"epoch/{key}", value, step)
+    def _epoch(self, record: log.EpochRecord, step: int) -> None:
+        for key, value in log.measurements(record):
+            self._scalar(f"epoch/{key}", value, step)
 
-    def _probe(self, record: dict[str, Any], step: int) -> None:
-        name, values = record.get("name", ""), record.get("values", {})
-        if name in ("act_hist", "grad_hist"):
-            for layer, hist in values.items():
-                self._histogram(f"{name}/{layer}", hist, step)
-        elif name == "filters":
-            self._image(values.get("path"), step)
-        else:
-            for key, value in values.items():
-                if isinstance(value, dict):  # act_stats: {layer: {stat: value}}
-                    for stat, v in value.items():
-                        self._scalar(f"{name}/{key}/{stat}", v, step)
-                else:
-                    self._scalar(f"{name}/{key}", value, step)
+    def _probe(self, record: log.ProbeRecord, step: int) -> None:
+        spec, values = PROBES.get(record.get("name", "")), record.get("values")
+        if spec is not None and isinstance(values, dict):
+            self._probe_kinds[spec.kind](spec.name, values, step)
+
+    def _per_layer(self, name: str, values: dict[str, Any], step: int) -> None:
+        for layer, value in values.items():
+            self._scalar(f"{name}/{layer}", value, step)
+
+    def _per_layer_stats(self, name: str, values: dict[str, Any], step: int) -> None:
+        for layer, stats in values.items():
+            for stat, value in stats.items() if isinstance(stats, dict) else ():
+                self._scalar(f"{name}/{layer}/{stat}", value, step)
+
+    def _histograms(self, name: str, values: dict[str, Any], step: int) -> None:
+        for layer, hist in values.items():
+            self._histogram(f"{name}/{layer}", hist, step)
 
     def _histogram(self, tag: str, hist: dict[str, Any], step: int) -> None:
         """A pre-binned histogram; sum and sum of squares are taken at the bin centres."""
@@ -109,19 +124,16 @@ class TensorBoardSink:
             global_step=step,
         )
 
-    def _image(self, relative: Any, step: int) -> None:
+    def _image(self, name: str, values: dict[str, Any], step: int) -> None:
+        relative = values.get("path")
         if not isinstance(relative, str) or not (self.run_dir / relative).is_file():
             return
         import numpy as np
         from PIL import Image
 
         image = np.asarray(Image.open(self.run_dir / relative))
-        self._writer.add_image(
-            "filters", image, step, dataformats="HW" if image.ndim == 2 else "HWC"
-        )
+        self._writer.add_image(name, image, step, dataformats="HW" if image.ndim == 2 else "HWC")
 
-    def _event(self, record: dict[str, Any], step: int) -> None:
-        fields = ", ".join(
-            f"{k}={v}" for k, v in record.items() if k not in ("kind", "step", "what")
-        )
+    def _event(self, record: log.EventRecord, step: int) -> None:
+        fields = ", ".join(f"{k}={v}" for k, v in record.items() if k not in _EVENT_HEAD)
         self._writer.add_text("events", f"{record.get('what')}: {fields}", step)

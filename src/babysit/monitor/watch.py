@@ -32,17 +32,25 @@ import os
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from babysit.errors import ConfigError
 from babysit.monitor._findings import Finding
-from babysit.monitor._metrics import Metrics
-from babysit.monitor._windows import SLOW_FACTOR, ProbeSchedule
-from babysit.monitor.log import MetricsWriter, Sink
-from babysit.monitor.probes import to_python
+from babysit.monitor._history import RunHistory
+from babysit.monitor._stats import to_python
+from babysit.monitor._windows import SLOW_FACTOR, ProbeWindows
+from babysit.monitor.log import (
+    MetricsWriter,
+    Record,
+    Sink,
+    batch_record,
+    epoch_record,
+    event_record,
+    probe_record,
+)
 
 __all__ = ["DEFAULT_EVERY", "DEFAULT_WINDOW", "Monitor", "watch"]
 
@@ -74,24 +82,27 @@ def _detached(value: Any) -> Any:
 
 
 class Monitor:
-    """Probes, records and diagnoses one training run; made by :func:`watch` (see there)."""
+    """Probes, records and diagnoses one training run; made by :func:`watch` (see there).
+
+    The options have no defaults here: :func:`watch`'s signature is their one home.
+    """
 
     def __init__(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer | None = None,
+        optimizer: torch.optim.Optimizer | None,
         *,
-        log_dir: str | os.PathLike[str] | None = None,
-        every: int = DEFAULT_EVERY,
-        writer: MetricsWriter | None = None,
-        steps_per_epoch: int | None = None,
-        tensorboard: bool = False,
-        window: int = DEFAULT_WINDOW,
-        bins: int = 30,
-        hist_every: int | None = None,
-        chance_loss: float | None = None,
-        image_shape: tuple[int, ...] | None = None,
-        start_step: int = 0,
+        log_dir: str | os.PathLike[str] | None,
+        every: int,
+        writer: MetricsWriter | None,
+        steps_per_epoch: int | None,
+        tensorboard: bool,
+        window: int,
+        bins: int,
+        hist_every: int | None,
+        chance_loss: float | None,
+        image_shape: tuple[int, ...] | None,
+        start_step: int,
     ) -> None:
         # every option is checked before anything is written (and on every rank)
         self.optimizer = optimizer
@@ -109,12 +120,12 @@ class Monitor:
         self._active = _is_logging_rank()  # False on DDP ranks other than 0, and once closed
         self._start = self._step = start_step
         self._epoch = 0
-        self._metrics = Metrics()
-        self._pending: list[dict[str, Any]] = []
+        self._history = RunHistory()
+        self._pending: list[Record] = []  # values may be 0-d tensors until the next sync
         self._last_sync = time.monotonic()
         self._sinks: list[Sink] = []
         self._owned: list[Sink] = []
-        self._schedule: ProbeSchedule | None = None
+        self._windows: ProbeWindows | None = None
         if not self._active:
             return
         if writer is not None:
@@ -128,7 +139,7 @@ class Monitor:
             self._own(TensorBoardSink(self.dir / "tensorboard", run_dir=self.dir))
         settings = {"every": self.every, "window": window, "steps_per_epoch": self.steps_per_epoch}
         self.event("watch", **settings, chance_loss=chance_loss)
-        self._schedule = ProbeSchedule(
+        self._windows = ProbeWindows(
             model,
             optimizer,
             every=self.every,
@@ -156,20 +167,17 @@ class Monitor:
         if not self._active:
             return
         self._step += 1
-        record: dict[str, Any] = {"kind": "batch", "step": self._step}
-        if self.steps_per_epoch:
-            record["epoch"] = self._step / self.steps_per_epoch
-        record["loss"] = _detached(loss)
-        record.update((key, _detached(value)) for key, value in extra.items())
+        values = {key: _detached(value) for key, value in extra.items()}
         if self.optimizer is not None:
             group = self.optimizer.param_groups[0]
-            if "lr" not in record:
-                record["lr"] = group["lr"]
-            if "mu" not in record:
-                record["mu"] = _momentum(group)
-        self._pending.append(record)
-        if self._schedule is not None:
-            self._schedule.after_step(self._step)
+            values.setdefault("lr", group["lr"])
+            values.setdefault("mu", _momentum(group))
+        # a "step" or "epoch" given by the caller wins (as for epoch and event records)
+        epoch = values.pop("epoch", self._epoch_at(self._step))
+        step = values.pop("step", self._step)
+        self._pending.append(batch_record(step, _detached(loss), epoch=epoch, **values))
+        if self._windows is not None:
+            self._windows.after_step(self._step)
         if len(self._pending) >= SYNC_EVERY or time.monotonic() - self._last_sync >= 1.0:
             self._sync()
 
@@ -185,15 +193,16 @@ class Monitor:
         self._epoch = int(given) if given is not None else self._epoch + 1
         if self.steps_per_epoch is None and self._epoch == 1 and self._step > self._start:
             self.steps_per_epoch = self._step - self._start
-        record = {"kind": "epoch", "epoch": self._epoch, "step": self._step}
-        record.update((key, _detached(value)) for key, value in metrics.items())
-        self._pending.append(record)
+        scores = {key: _detached(value) for key, value in metrics.items()}
+        step = scores.pop("step", self._step)
+        self._pending.append(epoch_record(self._epoch, step, **scores))
         self.flush()
 
     def event(self, what: str, **fields: Any) -> None:
         """Write an ``{"kind": "event", "step", "what", **fields}`` record (diverged, ...)."""
         if self._active:
-            self._pending.append({"kind": "event", "step": self._step, "what": what, **fields})
+            step = fields.pop("step", self._step)  # the trainer dates a diverged step itself
+            self._pending.append(event_record(step, what, **fields))
 
     def findings(self) -> list[Finding]:
         """The diagnoses over everything recorded so far, most severe first."""
@@ -212,8 +221,8 @@ class Monitor:
         """Remove every hook, write what is buffered, close the sinks it opened; idempotent."""
         if not self._active:
             return
-        if self._schedule is not None:
-            self._schedule.close()
+        if self._windows is not None:
+            self._windows.close()
         self.flush()
         self._active = False
         for sink in self._owned:
@@ -228,31 +237,31 @@ class Monitor:
         self.close()
 
     @property
-    def metrics(self) -> Metrics:
+    def metrics(self) -> RunHistory:
         """The bounded in-memory summary that :meth:`findings` diagnoses."""
         self._sync()
-        return self._metrics
+        return self._history
 
     # --- records ---------------------------------------------------------------------
+    def _epoch_at(self, step: int) -> float | None:
+        return step / self.steps_per_epoch if self.steps_per_epoch else None
+
     def _probe(self, name: str, values: dict[str, Any], step: int) -> None:
-        record: dict[str, Any] = {"kind": "probe", "step": step}
-        if self.steps_per_epoch:
-            record["epoch"] = step / self.steps_per_epoch
-        record.update(name=name, values=values)
-        self._pending.append(record)
+        self._pending.append(probe_record(step, name, values, epoch=self._epoch_at(step)))
 
     def _sync(self) -> None:
         """Copy the buffered tensors to the host (one sync) and write the records."""
         pending, self._pending = self._pending, []
         self._last_sync = time.monotonic()
-        slots = [(r, k) for r in pending for k, v in r.items() if isinstance(v, Tensor)]
+        held = cast(list[dict[str, Any]], pending)  # the records' tensors become floats here
+        slots = [(r, k) for r in held for k, v in r.items() if isinstance(v, Tensor)]
         values = to_python([r[k] for r, k in slots]) if slots else []
-        for (record, key), value in zip(slots, values, strict=True):
-            record[key] = value
+        for (held_record, key), value in zip(slots, values, strict=True):
+            held_record[key] = value
         for record in pending:
             for sink in self._sinks:
                 sink.write(record)
-            self._metrics.add(record)
+            self._history.add(record)
 
 
 def watch(

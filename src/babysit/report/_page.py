@@ -1,10 +1,21 @@
 """The page machinery: sections registered by name on a page, rendered into one HTML file.
 
-A page (``"run"``, later ``"study"``, ``"ensemble"``, ``"demo"``) is an ordered list of
-sections; a section is a function ``data -> list[Html | Image]`` registered with
-:func:`section`. :func:`render_page` calls each section of a page in registration order,
-saves every image as ``plots/<name>.png`` and embeds it as a data URI, so the page is one
-self-contained file: inline CSS, no scripts, no fonts, nothing fetched (the CSP says so).
+:data:`PAGES` is a :class:`~babysit._registry.Registry` of :class:`Page` (``"run"``, later
+``"study"``, ``"ensemble"``, ``"demo"``); a page is a thin structure on a Registry of its
+sections, in registration order. A section is a function ``data -> list[Html | Image]``
+registered with :func:`section`; a page may also hold a source of sections known only when
+it is drawn (the run page's probes: one section per registered probe), registered with
+:meth:`Page.sections_from`. A new page is new sections on a new page name::
+
+    @section("study", "best", title="Best trial")
+    def best_trial(study: StudyData) -> list[Part]:
+        return [table(["param", "value"], study.best.items())]
+
+    render_page("study", study_data, study_dir, title="babysit study")
+
+:func:`render_page` calls each section in order, saves every image as ``plots/<name>.png``
+and embeds it as a data URI, so the page is one self-contained file: inline CSS, no
+scripts, no fonts, nothing fetched (the CSP says so).
 """
 
 from __future__ import annotations
@@ -17,16 +28,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+
 from babysit._io import write_bytes_atomic
+from babysit._registry import Registry
 from babysit.errors import ReportError
+from babysit.report.plots import to_png
 
 __all__ = [
     "PAGES",
     "Html",
     "Image",
+    "Page",
     "Part",
     "ReportError",
+    "SectionSource",
     "SectionSpec",
+    "figure",
+    "fmt",
+    "get_page",
     "note",
     "paragraph",
     "render_page",
@@ -50,6 +70,13 @@ class Image:
 
 
 Part = Html | Image
+
+
+def figure(name: str, fig: Figure, alt: str, caption: str = "") -> Image:
+    """A matplotlib figure as the page image ``name`` (``plots/<name>.png``)."""
+    return Image(name=name, png=to_png(fig), alt=alt, caption=caption)
+
+
 SectionFn = Callable[[Any], list[Part]]
 
 
@@ -60,20 +87,70 @@ class SectionSpec:
     render: SectionFn
 
 
-PAGES: dict[str, list[SectionSpec]] = {}
+SectionSource = Callable[[], Iterable[SectionSpec]]  # sections known only at render time
+
+
+class Page:
+    """A page's sections in order: a Registry whose entries are sections or section sources."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.entries: Registry[SectionSpec | SectionSource] = Registry(
+            f"section of report page {name!r}", error=ValueError
+        )
+
+    def section(self, name: str, *, title: str) -> Callable[[SectionFn], SectionFn]:
+        """Register ``fn(data) -> parts`` as the next section, anchored at ``#name``."""
+        return self.entries.register(name, lambda fn: SectionSpec(name, title, fn))
+
+    def sections_from(self, name: str) -> Callable[[SectionSource], SectionSource]:
+        """Register ``fn() -> sections``: the sections it gives when drawn come next."""
+
+        def register(fn: SectionSource) -> SectionSource:
+            self.entries.add(name, fn)
+            return fn
+
+        return register
+
+    def sections(self) -> list[SectionSpec]:
+        """Every section, sources expanded now; anchors must be unique on the page."""
+        out: list[SectionSpec] = []
+        for entry in self.entries.values():
+            out += [entry] if isinstance(entry, SectionSpec) else list(entry())
+        names = [s.name for s in out]
+        if len(set(names)) != len(names):
+            raise ValueError(f"report page {self.name!r}: two sections share an anchor in {names}")
+        return out
+
+
+PAGES: Registry[Page] = Registry("report page", error=ValueError)
+
+
+def get_page(name: str) -> Page:
+    """The page ``name``, created empty on first use."""
+    return PAGES[name] if name in PAGES else PAGES.add(name, Page(name))
 
 
 def section(page: str, name: str, *, title: str) -> Callable[[SectionFn], SectionFn]:
     """Register ``fn(data) -> parts`` as the next section of ``page`` (a new page on first use)."""
+    return get_page(page).section(name, title=title)
 
-    def register(fn: SectionFn) -> SectionFn:
-        specs = PAGES.setdefault(page, [])
-        if any(s.name == name for s in specs):
-            raise ValueError(f"report page {page!r} already has a section named {name!r}")
-        specs.append(SectionSpec(name, title, fn))
-        return fn
 
-    return register
+def fmt(value: Any, *, limit: int = 400) -> str:
+    """A cell: floats to 4 significant digits, dicts as ``k=v, ...``, lists in brackets."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        text = ", ".join(f"{k}={fmt(v, limit=limit)}" for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        text = "[" + ", ".join(fmt(v, limit=limit) for v in value) + "]"
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def paragraph(text: str) -> Html:
@@ -145,6 +222,9 @@ padding:.05em .5em;border-radius:3px;color:#fff;background:#8a94a0}
 .sev-error .badge{background:#c62828}.sev-warning .badge{background:#b87700}
 .sev-info .badge{background:#2457a6}
 tr.fail td{background:#fdecea}tr.warn td{background:#fff6e0}tr.inconclusive td{background:#eef1f5}
+tr.diverged td{background:#fdecea}tr.pruned td{background:#eef1f5;color:#4b5560}
+tr.failed td{background:#f3f4f6;color:#6b7580}tr.best td{font-weight:600;background:#fff8d6}
+.wide{overflow-x:auto}
 pre{font-size:.8em;background:#f3f4f6;padding:.5em;overflow:auto}
 """
 
@@ -154,9 +234,9 @@ def render_page(page: str, data: object, out_dir: Path, *, title: str, subtitle:
 
     Each image is also saved as ``out_dir/plots/<name>.png``. Both writes are atomic.
     """
-    specs = PAGES.get(page)
+    specs = PAGES.get_or_raise(page, where="render_page").sections()
     if not specs:
-        raise ValueError(f"report page {page!r} has no sections; known pages: {sorted(PAGES)}")
+        raise ValueError(f"report page {page!r} has no sections")
     bodies = []
     images: list[Image] = []
     for spec in specs:

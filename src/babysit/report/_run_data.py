@@ -1,9 +1,12 @@
 """Read a run dir into bounded summaries: one streamed pass over metrics.jsonl, then the JSONs.
 
-Every per-step quantity becomes a :class:`~babysit.report._series.Series` of at most a few
-hundred buckets, histograms and filter images are thinned snapshots, so memory does not grow
-with the length of the run. Steps are mapped to epochs with the (step, epoch) pairs the batch
-and probe records carry; a loop that logs no epochs is plotted against the iteration.
+Records are read as :mod:`babysit.monitor.log` defines them, probes by the kind their
+:class:`~babysit.monitor.probes.ProbeSpec` declares (every registered probe is read; records
+of other names are left out). Every per-step quantity becomes a
+:class:`~babysit.report._series.Series` of at most a few hundred buckets, histograms and
+images are thinned snapshots, so memory does not grow with the length of the run. Steps are
+mapped to epochs with the (step, epoch) pairs the batch and probe records carry; a loop that
+logs no epochs is plotted against the iteration.
 """
 
 from __future__ import annotations
@@ -20,18 +23,17 @@ from typing import Any
 import numpy as np
 
 from babysit._io import json_restore
-from babysit.monitor.log import read_metrics
+from babysit.monitor import log
+from babysit.monitor.probes import PROBES, ProbeKind, ProbeSpec
 from babysit.report._page import ReportError
 from babysit.report._series import Downsampler, Hist, Keyed, Series, Thinned
 
-__all__ = ["RunData", "load_run"]
+__all__ = ["RunData", "json_number", "load_run"]
 
-BATCH_FIELDS = ("loss", "data_loss", "reg_loss", "lr", "mu")
-ACT_STATS = ("mean", "std", "dead", "saturated")
-# update_ratio_1d: the monitor's ratios of 1-D parameters (biases, norms), apart from weights
-SCALAR_PROBES = ("update_ratio", "update_ratio_1d", "grad_norm")
-HIST_PROBES = ("act_hist", "grad_hist")
 MAX_EVENTS_PER_KIND = 50
+MAX_LAYERS = 64  # per probe: histograms of more layers are counted in ``dropped``
+
+Layers = dict[str, Series]  # layer (or parameter) name -> its series
 
 
 @dataclass
@@ -44,12 +46,13 @@ class RunData:
     gradcheck: dict[str, Any] | None = None
     sanity: dict[str, Any] | None = None
     records: Counter[str] = field(default_factory=Counter)  # records per kind
-    batch: dict[str, Series] = field(default_factory=dict)  # BATCH_FIELDS present
+    batch: dict[str, Series] = field(default_factory=dict)  # log.BATCH_VALUES present
     epochs: dict[str, Series] = field(default_factory=dict)  # epoch-record keys
-    scalars: dict[str, dict[str, Series]] = field(default_factory=dict)  # probe -> name -> s
-    act_stats: dict[str, dict[str, Series]] = field(default_factory=dict)  # stat -> layer -> s
-    hists: dict[str, dict[str, list[Hist]]] = field(default_factory=dict)  # probe -> layer
-    filters: list[tuple[float, str]] = field(default_factory=list)  # (x, relative path)
+    # by probe name, as their ProbeSpec.kind says; only probes with readings appear
+    scalars: dict[str, Layers] = field(default_factory=dict)  # per_layer_scalar
+    stats: dict[str, dict[str, Layers]] = field(default_factory=dict)  # per_layer_stats: stat ->
+    hists: dict[str, dict[str, list[Hist]]] = field(default_factory=dict)  # histogram: layer ->
+    images: dict[str, list[tuple[float, str]]] = field(default_factory=dict)  # image: (x, path)
     events: dict[str, list[float]] = field(default_factory=dict)  # what -> x of first 50
     event_counts: Counter[str] = field(default_factory=Counter)
     dropped: int = 0  # probe records of names past the per-probe cap
@@ -57,97 +60,119 @@ class RunData:
     unit: str = "iteration"  # x unit of per-step series: "epoch" when epochs were logged
 
 
-def _num(value: Any) -> float | None:
+ProbeHandler = Callable[[float, dict[str, Any]], None]  # (step, values)
+
+
+def json_number(value: Any) -> float | None:
     """A JSON number as a float (bool and anything else: None)."""
     return float(value) if type(value) in (float, int) else None  # type(): bool is no number
 
 
 class _Reader:
-    """The single streamed pass: one handler per record kind, one per probe name."""
+    """The single streamed pass: one handler per record kind, one per registered probe."""
 
     def __init__(self) -> None:
         self.kinds: Counter[str] = Counter()
-        self.batch = {f: Downsampler(1024) for f in BATCH_FIELDS}
+        self.batch = {f: Downsampler(1024) for f in log.BATCH_VALUES}
         self.clock = Downsampler(1024)  # (step, epoch) pairs: maps steps to epochs
         self.epochs_by_step = Keyed(max_keys=32, buckets=512)
         self.epochs_by_epoch = Keyed(max_keys=32, buckets=512)
-        self.scalars = {name: Keyed() for name in SCALAR_PROBES}
-        self.act = {stat: Keyed() for stat in ACT_STATS}
-        self.hists: dict[str, dict[str, Thinned[Hist]]] = {name: {} for name in HIST_PROBES}
-        self.filters: Thinned[tuple[float, str]] = Thinned(2)
+        self.scalars: dict[str, Keyed] = {}
+        self.stats: dict[str, dict[str, Keyed]] = {}
+        self.hists: dict[str, dict[str, Thinned[Hist]]] = {}
+        self.images: dict[str, Thinned[tuple[float, str]]] = {}
         self.events: dict[str, list[float]] = {}
         self.event_counts: Counter[str] = Counter()
         self.dropped = 0
         self.last_step = -math.inf
-        self.handlers: dict[str, Callable[[dict[str, Any]], None]] = {
-            "batch": self.on_batch,
-            "epoch": self.on_epoch,
-            "probe": self.on_probe,
-            "event": self.on_event,
+        self.handlers: dict[str, Callable[[Any], None]] = {
+            log.BATCH: self.on_batch,
+            log.EPOCH: self.on_epoch,
+            log.PROBE: self.on_probe,
+            log.EVENT: self.on_event,
         }
-        self.probes: dict[str, Callable[[float, Any], None]] = {
-            **{name: self._scalar_probe(name) for name in SCALAR_PROBES},
-            **{name: self._hist_probe(name) for name in HIST_PROBES},
-            "act_stats": self.on_act_stats,
-            "filters": self.on_filters,
+        readers: dict[ProbeKind, Callable[[ProbeSpec], ProbeHandler]] = {
+            "per_layer_scalar": self._scalar_probe,
+            "per_layer_stats": self._stats_probe,
+            "histogram": self._hist_probe,
+            "image": self._image_probe,
         }
+        self.probes = {name: readers[spec.kind](spec) for name, spec in PROBES.items()}
 
     def read(self, path: Path) -> None:
-        for record in read_metrics(path):
+        for record in log.read_metrics(path):
             kind = record.get("kind")
             handler = self.handlers.get(kind) if isinstance(kind, str) else None
             if handler is not None:
                 self.kinds[str(kind)] += 1
                 handler(record)
 
-    def _step(self, record: dict[str, Any]) -> float | None:
-        step = _num(record.get("step"))
+    def _step(self, record: log.Record, *, clock: bool = True) -> float | None:
+        """The record's step (None if it has none); its (step, epoch) pair sets the clock."""
+        step = json_number(record.get("step"))
         if step is not None:
             self.last_step = max(self.last_step, step)
-            epoch = _num(record.get("epoch"))
-            if epoch is not None and record.get("kind") != "epoch":
+            epoch = json_number(record.get("epoch"))
+            if epoch is not None and clock:
                 self.clock.add(step, epoch)
         return step
 
-    def on_batch(self, record: dict[str, Any]) -> None:
+    def on_batch(self, record: log.BatchRecord) -> None:
         step = self._step(record)
         if step is None:
             return
         for name, stream in self.batch.items():
-            value = record.get(name)
-            if isinstance(value, float | int) and value is not True and value is not False:
+            value = json_number(record.get(name))
+            if value is not None:
                 stream.add(step, value)  # a number, not a bool or a null
 
-    def on_epoch(self, record: dict[str, Any]) -> None:
-        step, epoch = self._step(record), _num(record.get("epoch"))
+    def on_epoch(self, record: log.EpochRecord) -> None:
+        # the clock is set by the fractional epochs of batch and probe records only
+        step, epoch = self._step(record, clock=False), json_number(record.get("epoch"))
         target, x = (
             (self.epochs_by_step, step) if step is not None else (self.epochs_by_epoch, epoch)
         )
         if x is None:
             return
-        for key, value in record.items():
-            y = _num(value)
-            if key not in ("kind", "epoch", "step") and y is not None:
+        for key, value in log.measurements(record):
+            y = json_number(value)
+            if y is not None:
                 target.add(key, x, y)
 
-    def on_probe(self, record: dict[str, Any]) -> None:
+    def on_probe(self, record: log.ProbeRecord) -> None:
         step, handler = self._step(record), self.probes.get(str(record.get("name")))
         values = record.get("values")
         if step is not None and handler is not None and isinstance(values, dict):
             handler(step, values)
 
-    def _scalar_probe(self, name: str) -> Callable[[float, Any], None]:
+    def _scalar_probe(self, spec: ProbeSpec) -> ProbeHandler:
+        layers = self.scalars[spec.name] = Keyed()
+
         def handle(step: float, values: dict[str, Any]) -> None:
             for key, value in values.items():
-                y = _num(value)
+                y = json_number(value)
                 if y is not None:
-                    self.scalars[name].add(key, step, y)
+                    layers.add(key, step, y)
 
         return handle
 
-    def _hist_probe(self, name: str) -> Callable[[float, Any], None]:
+    def _stats_probe(self, spec: ProbeSpec) -> ProbeHandler:
+        stats = self.stats[spec.name] = {stat.key: Keyed() for stat in spec.stats}
+
         def handle(step: float, values: dict[str, Any]) -> None:
-            layers = self.hists[name]
+            for layer, got in values.items():
+                if isinstance(got, dict):
+                    for stat, stream in stats.items():
+                        y = json_number(got.get(stat))
+                        if y is not None:
+                            stream.add(layer, step, y)
+
+        return handle
+
+    def _hist_probe(self, spec: ProbeSpec) -> ProbeHandler:
+        layers = self.hists[spec.name] = {}
+
+        def handle(step: float, values: dict[str, Any]) -> None:
             for layer, hist in values.items():
                 if not isinstance(hist, dict):
                     continue
@@ -156,7 +181,7 @@ class _Reader:
                 if counts.size == 0 or edges.size != counts.size + 1:
                     continue  # malformed snapshot: nothing to draw
                 if layer not in layers:
-                    if len(layers) >= 64:
+                    if len(layers) >= MAX_LAYERS:
                         self.dropped += 1
                         continue
                     layers[layer] = Thinned(24)
@@ -164,20 +189,17 @@ class _Reader:
 
         return handle
 
-    def on_act_stats(self, step: float, values: dict[str, Any]) -> None:
-        for layer, stats in values.items():
-            if isinstance(stats, dict):
-                for stat, stream in self.act.items():
-                    y = _num(stats.get(stat))
-                    if y is not None:
-                        stream.add(layer, step, y)
+    def _image_probe(self, spec: ProbeSpec) -> ProbeHandler:
+        kept = self.images[spec.name] = Thinned(2)  # first, middle and last
 
-    def on_filters(self, step: float, values: dict[str, Any]) -> None:
-        path = values.get("path")
-        if isinstance(path, str):
-            self.filters.add((step, path))
+        def handle(step: float, values: dict[str, Any]) -> None:
+            path = values.get("path")
+            if isinstance(path, str):
+                kept.add((step, path))
 
-    def on_event(self, record: dict[str, Any]) -> None:
+        return handle
+
+    def on_event(self, record: log.EventRecord) -> None:
         step, what = self._step(record), str(record.get("what", "event"))
         if what not in self.event_counts and len(self.event_counts) >= 32:
             return
@@ -243,33 +265,39 @@ def _finish(data: RunData, reader: _Reader) -> None:
     def mapped(series: Series) -> Series:
         return series.with_x(to_x, unit)
 
+    def layers(keyed: Keyed) -> Layers:
+        return {k: mapped(s) for k, s in keyed.series().items()}
+
+    def at(x: float) -> float:
+        return float(to_x(np.array([x]))[0])
+
     data.unit = unit
     data.records = reader.kinds
     data.last_step = reader.last_step if math.isfinite(reader.last_step) else math.nan
     data.batch = {k: mapped(s.series()) for k, s in reader.batch.items() if s.total}
-    data.epochs = {k: mapped(s) for k, s in reader.epochs_by_step.series().items()}
+    data.epochs = layers(reader.epochs_by_step)
     for key, s in reader.epochs_by_epoch.series("epoch").items():
         data.epochs.setdefault(key, s)
-    data.scalars = {
-        name: {k: mapped(s) for k, s in keyed.series().items()}
-        for name, keyed in reader.scalars.items()
-        if keyed.streams
-    }
-    data.act_stats = {
-        stat: {k: mapped(s) for k, s in keyed.series().items()}
-        for stat, keyed in reader.act.items()
-        if keyed.streams
+    data.scalars = {name: layers(k) for name, k in reader.scalars.items() if k.streams}
+    data.stats = {
+        name: {stat: layers(k) for stat, k in stats.items() if k.streams}
+        for name, stats in reader.stats.items()
+        if any(k.streams for k in stats.values())
     }
     data.hists = {
         name: {
-            layer: [Hist(float(to_x(np.array([h.x]))[0]), h.edges, h.counts) for h in th.items()]
-            for layer, th in layers.items()
+            layer: [Hist(at(h.x), h.edges, h.counts) for h in th.items()]
+            for layer, th in by_layer.items()
         }
-        for name, layers in reader.hists.items()
-        if layers
+        for name, by_layer in reader.hists.items()
+        if by_layer
     }
-    data.filters = [(float(to_x(np.array([s]))[0]), p) for s, p in reader.filters.items()]
+    data.images = {
+        name: [(at(x), path) for x, path in kept.items()]
+        for name, kept in reader.images.items()
+        if kept.items()
+    }
     data.events = {w: list(to_x(np.asarray(xs, dtype=float))) for w, xs in reader.events.items()}
     data.event_counts = reader.event_counts
-    data.dropped = reader.dropped + sum(k.dropped for k in reader.scalars.values())
-    data.dropped += sum(k.dropped for k in reader.act.values())
+    keyed = [*reader.scalars.values(), *(k for s in reader.stats.values() for k in s.values())]
+    data.dropped = reader.dropped + sum(k.dropped for k in keyed)

@@ -1,15 +1,10 @@
-"""The self-contained HTML report: ``write_report(run_dir)`` and the section machinery.
+"""The self-contained HTML report of a run or a study: ``write_report(dir)``.
 
-One file per run (or, later, per study, ensemble, demo): inline CSS, every figure a PNG data
-URI, no scripts, fonts or network requests, so it opens from disk with no server. A page is
-a list of sections registered by name; a new kind of page is new sections on the same
-machinery::
-
-    @section("study", "best", title="Best trial")
-    def best_trial(study: StudyData) -> list[Part]:
-        return [table(["param", "value"], study.best.items())]
-
-    render_page("study", study_data, study_dir, title="babysit study")
+One file per run or study (later also per ensemble and demo): inline CSS, every figure a
+PNG data URI, no scripts, fonts or network requests, so it opens from disk with no server.
+The page machinery (pages, sections, :func:`~babysit.report._page.render_page`) is in
+:mod:`babysit.report._page`; the run page's sections are in :mod:`babysit.report._run_page`,
+the study page's in :mod:`babysit.report._study_page`.
 """
 
 from __future__ import annotations
@@ -17,38 +12,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from babysit.report import _run_page
-from babysit.report._page import (
-    PAGES,
-    Html,
-    Image,
-    Part,
-    ReportError,
-    SectionSpec,
-    note,
-    paragraph,
-    render_page,
-    section,
-    table,
-)
-from babysit.report._run_data import RunData, load_run
+from babysit.report._page import render_page
+from babysit.report._run_data import load_run
+from babysit.report._run_page import run_title
+from babysit.report._study_data import is_study_dir, load_study
+from babysit.report._study_page import study_subtitle, study_title
 
-__all__ = [
-    "PAGES",
-    "Html",
-    "Image",
-    "Part",
-    "ReportError",
-    "RunData",
-    "SectionSpec",
-    "load_run",
-    "note",
-    "paragraph",
-    "render_page",
-    "section",
-    "table",
-    "write_report",
-]
+__all__ = ["write_report", "write_study_report"]
 
 
 def write_report(run_dir: str | os.PathLike[str]) -> Path:
@@ -57,10 +27,24 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
     Reads metrics.jsonl in one streamed pass (bounded memory for any length) plus the optional
     config.toml, findings.json, gradcheck.json and sanity.json. Raises :class:`ReportError`
     (a :class:`~babysit.errors.BabysitError`) before writing anything when ``run_dir`` is not
-    a directory, has no metrics.jsonl, or one of its files is malformed.
+    a directory, has no metrics.jsonl, or one of its files is malformed. A study dir (one
+    that holds summary.json) gets the study page: see :func:`write_study_report`.
     """
+    if is_study_dir(Path(run_dir)):
+        return write_study_report(run_dir)
     run = load_run(Path(run_dir))
     subtitle = f"{run.run_dir.resolve()} - open this file from disk; nothing is fetched."
+    return render_page("run", run, run.run_dir, title=run_title(run.run_dir), subtitle=subtitle)
+
+
+def write_study_report(study_dir: str | os.PathLike[str]) -> Path:
+    """Write ``study_dir/report.html`` (and ``plots/*.png``) for a search's study dir.
+
+    Reads summary.json (required; malformed: :class:`ReportError` before anything is
+    written), the top trials' metrics.jsonl (streamed, at most a few) and the optional
+    ensemble.json; returns the page's path.
+    """
+    data = load_study(Path(study_dir))
     return render_page(
-        "run", run, run.run_dir, title=_run_page.run_title(run.run_dir), subtitle=subtitle
+        "study", data, data.dir, title=study_title(data), subtitle=study_subtitle(data)
     )

@@ -22,23 +22,32 @@ from matplotlib.figure import Figure
 from babysit.report._series import Hist, Series
 
 __all__ = [
+    "LOSS_LABELS",
     "accuracy_figure",
-    "act_stats_figure",
-    "filters_figure",
-    "grad_norm_figure",
     "histogram_figure",
+    "images_figure",
     "loss_figure",
+    "new_figure",
+    "per_layer_figure",
     "schedule_figure",
     "smooth",
+    "stats_figure",
     "to_png",
-    "update_ratio_figure",
 ]
 
 WIDTH = 10.0  # inches; at 100 dpi a figure is 1000 px wide, the page's content width
 EVENT_COLORS = {"diverged": "#c62828", "resumed": "#2e7d32", "early_stop": "#6a1b9a"}
+# what each loss is (metrics.jsonl, see monitor.log): only losses of one kind compare
+LOSS_LABELS = {
+    "loss": "minibatch loss (data + reg)",
+    "data_loss": "minibatch data loss",
+    "train_loss": "epoch train loss (data only)",
+    "val_loss": "epoch val loss (data only)",
+}
 
 
-def _figure(nrows: int = 1, ncols: int = 1, height: float = 3.6) -> tuple[Figure, list[Axes]]:
+def new_figure(nrows: int = 1, ncols: int = 1, height: float = 3.6) -> tuple[Figure, list[Axes]]:
+    """A page-wide figure of ``nrows`` x ``ncols`` panels, ``height`` inches per row."""
     fig = Figure(figsize=(WIDTH, height * nrows), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)
@@ -94,30 +103,36 @@ def _events(ax: Axes, events: Mapping[str, Sequence[float]]) -> None:
 
 
 def loss_figure(
-    loss: Series,
+    minibatch: Mapping[str, Series],
     *,
     epoch_losses: Mapping[str, Series] | None = None,
     events: Mapping[str, Sequence[float]] | None = None,
 ) -> Figure:
-    """Minibatch loss on linear (left) and log (right) axes, raw and smoothed.
+    """Minibatch losses on linear (left) and log (right) axes, the first one also smoothed.
 
-    epoch_losses: per-epoch losses (``train_loss``, ``val_loss``) drawn as markers;
-    events: x positions of run events (diverged, resumed, ...) as dotted vertical lines.
+    minibatch: batch-record losses by field (``data_loss``, ``loss``), the first drawn with
+    its smoothed line, the others thin and grey; epoch_losses: per-epoch losses by field
+    (``train_loss``, ``val_loss``) drawn as markers; events: x positions of run events
+    (diverged, resumed, ...) as dotted vertical lines. Lines are labelled by
+    :data:`LOSS_LABELS`, which say what each loss holds.
     """
-    fig, (lin, log) = _figure(1, 2)
-    smoothed = smooth(loss)
+    fig, (lin, log) = new_figure(1, 2)
+    (first, main), *others = minibatch.items()
+    smoothed = smooth(main)
     for ax, positive in ((lin, False), (log, True)):
-        _draw_stream(ax, loss, label="minibatch loss", color="#1f77b4", positive=positive)
+        _draw_stream(ax, main, label=_loss_label(first), color="#1f77b4", positive=positive)
         ys = np.where(smoothed > 0, smoothed, np.nan) if positive else smoothed
-        ax.plot(loss.x, ys, color="#0b3d91", lw=2.0, label="smoothed")
+        ax.plot(main.x, ys, color="#0b3d91", lw=2.0, label="smoothed")
+        for name, s in others:
+            _draw_stream(ax, s, label=_loss_label(name), color="#7f7f7f", positive=positive)
         for (name, s), c in zip((epoch_losses or {}).items(), ("#ff7f0e", "#2ca02c"), strict=False):
-            ax.plot(s.x, s.mean, _style(s), ms=3.5, lw=1, color=c, label=name)
+            ax.plot(s.x, s.mean, _style(s), ms=3.5, lw=1, color=c, label=_loss_label(name))
         _events(ax, events or {})
-        ax.set_xlabel(loss.unit)
+        ax.set_xlabel(main.unit)
         ax.grid(alpha=0.3)
     lin.set_ylabel("loss")
     lin.set_title("loss (linear)")
-    if np.any(loss.lo[loss.count > 0] > 0):
+    if np.any(main.lo[main.count > 0] > 0):
         log.set_yscale("log")
         log.set_title("loss (log scale)")
     else:
@@ -126,9 +141,13 @@ def loss_figure(
     return fig
 
 
+def _loss_label(name: str) -> str:
+    return LOSS_LABELS.get(name, name)
+
+
 def accuracy_figure(metrics: Mapping[str, Series]) -> Figure:
     """Per-epoch train/val metrics; the gap between train and val accuracy is overfitting."""
-    fig, (ax,) = _figure(height=3.4)
+    fig, (ax,) = new_figure(height=3.4)
     for name, s in metrics.items():
         ax.plot(s.x, s.mean, _style(s), ms=3.5, lw=1.4, label=name)
     unit = next(iter(metrics.values())).unit if metrics else "epoch"
@@ -150,7 +169,7 @@ def accuracy_figure(metrics: Mapping[str, Series]) -> Figure:
 def schedule_figure(lr: Series | None, mu: Series | None) -> Figure:
     """Learning rate (log axis when positive) and momentum over time."""
     present = [(name, s) for name, s in (("learning rate", lr), ("momentum", mu)) if s is not None]
-    fig, axes = _figure(1, len(present), height=3.0)
+    fig, axes = new_figure(1, len(present), height=3.0)
     for ax, (name, s) in zip(axes, present, strict=True):
         ax.plot(s.x, s.mean, color="#6a1b9a", lw=1.5)
         if name == "learning rate" and np.all(s.lo[s.count > 0] > 0):
@@ -173,55 +192,48 @@ def _named_lines(ax: Axes, streams: Mapping[str, Series], *, positive: bool) -> 
     ax.legend(fontsize=7, ncol=max(1, math.ceil(len(streams) / 8)), loc="best")
 
 
-def update_ratio_figure(
-    ratios: Mapping[str, Series],
+def per_layer_figure(
+    streams: Mapping[str, Series],
     *,
-    target: float = 1e-3,
-    band: tuple[float, float] = (1e-4, 1e-2),
+    title: str,
+    ylabel: str,
+    log_y: bool = False,
+    band: tuple[float, float] | None = None,
+    target: float | None = None,
 ) -> Figure:
-    """||update|| / ||w|| per parameter on a log axis, ``band`` around ``target`` shaded.
+    """A line per layer (or parameter); ``band`` shaded and ``target`` dashed when given.
 
-    The notes: the ratio "should be somewhere around 1e-3"; lower suggests the learning rate
-    is too low, higher that it is too high.
+    The notes' update : weight ratio, for one: "somewhere around 1e-3" (the target), lower
+    suggests the learning rate is too low, higher that it is too high.
     """
-    fig, (ax,) = _figure(height=3.8)
-    ax.axhspan(*band, color="#2e7d32", alpha=0.12, label=f"{band[0]:.0e} to {band[1]:.0e}")
-    ax.axhline(target, color="#2e7d32", ls="--", lw=1.2, label=f"target ~{target:.0e}")
-    _named_lines(ax, ratios, positive=True)
-    ax.set_yscale("log")
-    ax.set_ylabel("update : weight ratio")
-    ax.set_title("update : weight ratio per parameter")
+    fig, (ax,) = new_figure(height=3.8)
+    if band is not None:
+        ax.axhspan(*band, color="#2e7d32", alpha=0.12, label=f"{band[0]:.0e} to {band[1]:.0e}")
+    if target is not None:
+        ax.axhline(target, color="#2e7d32", ls="--", lw=1.2, label=f"target ~{target:.0e}")
+    _named_lines(ax, streams, positive=log_y)
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     return fig
 
 
-def grad_norm_figure(norms: Mapping[str, Series]) -> Figure:
-    """Gradient norm per layer on a log axis (vanishing: falls away; exploding: blows up)."""
-    fig, (ax,) = _figure(height=3.6)
-    _named_lines(ax, norms, positive=True)
-    ax.set_yscale("log")
-    ax.set_ylabel("gradient norm")
-    ax.set_title("gradient norm per layer")
-    return fig
+def stats_figure(
+    stats: Mapping[str, Mapping[str, Series]], panels: Sequence[tuple[str, str, bool]]
+) -> Figure:
+    """A panel per statistic present, a line per layer; panels: (stat, title, is a fraction).
 
-
-STAT_TITLES = {
-    "mean": "activation mean",
-    "std": "activation std",
-    "dead": "dead fraction (ReLU: never active)",
-    "saturated": "saturated fraction (tanh / sigmoid)",
-}
-
-
-def act_stats_figure(stats: Mapping[str, Mapping[str, Series]]) -> Figure:
-    """One panel per activation statistic (mean, std, dead, saturated), a line per layer."""
-    present = [stat for stat in STAT_TITLES if stats.get(stat)]
+    Fractions (of dead or saturated units) get a [0, 1] axis.
+    """
+    present = [(stat, title, frac) for stat, title, frac in panels if stats.get(stat)]
     ncols = len(present) if len(present) <= 3 else 2
-    fig, axes = _figure(math.ceil(len(present) / ncols), ncols, height=3.2)
-    for ax, stat in zip(axes, present, strict=False):
+    fig, axes = new_figure(math.ceil(len(present) / ncols), ncols, height=3.2)
+    for ax, (stat, title, fraction) in zip(axes, present, strict=False):
         _named_lines(ax, stats[stat], positive=False)
-        ax.set_title(STAT_TITLES[stat])
-        if stat in ("dead", "saturated"):
-            ax.set_ylim(-0.02, 1.02)  # fractions of units
+        ax.set_title(title)
+        if fraction:
+            ax.set_ylim(-0.02, 1.02)
     for ax in axes[len(present) :]:
         ax.set_axis_off()
     return fig
@@ -232,7 +244,7 @@ def histogram_figure(layers: Mapping[str, Sequence[Hist]], *, what: str, unit: s
     names = list(layers)
     ncols = min(4, max(2, len(names)))  # one layer: half width, not a stretched panel
     nrows = math.ceil(len(names) / ncols)
-    fig, axes = _figure(nrows, ncols, height=2.4)
+    fig, axes = new_figure(nrows, ncols, height=2.4)
     xs = [h.x for hs in layers.values() for h in hs]
     lo, hi = min(xs), max(xs)
     cmap = colormaps["viridis"]
@@ -254,13 +266,13 @@ def histogram_figure(layers: Mapping[str, Sequence[Hist]], *, what: str, unit: s
     return fig
 
 
-def filters_figure(images: Sequence[tuple[str, np.ndarray]]) -> Figure:
-    """First-layer filter grids (images the monitor saved), side by side with their times."""
+def images_figure(images: Sequence[tuple[str, np.ndarray]]) -> Figure:
+    """Images the monitor saved (first-layer filter grids), side by side with their times."""
     rows, cols = images[0][1].shape[:2]  # (H, W[, C]): size the figure to the grid's aspect
     height = min(6.0, max(1.5, WIDTH / len(images) * rows / cols + 0.4))
-    fig, axes = _figure(1, len(images), height=height)
+    fig, axes = new_figure(1, len(images), height=height)
     for ax, (label, image) in zip(axes, images, strict=True):
-        # a 2-D grid is grey levels (the monitor's single-channel filters), not a heat map
+        # a 2-D image is grey levels (the monitor's single-channel filters), not a heat map
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None, interpolation="nearest")
         ax.set_title(label, fontsize=10)
         ax.set_axis_off()

@@ -13,7 +13,7 @@ from babysit._io import write_json_atomic
 from babysit.checks.gates import GATES
 from babysit.errors import CheckpointError
 from babysit.monitor.diagnose import diagnose, write_findings
-from babysit.monitor.log import MetricsWriter, read_metrics, rewrite_metrics
+from babysit.monitor.log import EPOCH, MetricsWriter, read_metrics, rewrite_metrics
 from babysit.training.checkpoint import list_checkpoints, load_checkpoint
 from babysit.training.trainer import Trainer
 
@@ -65,7 +65,7 @@ def resume(trainer: Trainer) -> None:
 
 def _before(record: Mapping[str, Any], trainer: Trainer) -> bool:
     """Keep records up to the checkpoint being resumed from (drop the epoch in flight)."""
-    if record.get("kind") == "epoch":
+    if record.get("kind") == EPOCH:
         return int(record["epoch"]) <= trainer.epoch
     return int(record.get("step", 0)) <= trainer.step
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from babysit.checks.sanity.chance import chance_loss
 from babysit.config import Config
-from babysit.monitor.log import MetricsWriter
+from babysit.monitor.log import MetricsWriter, event_record
 from babysit.monitor.watch import Monitor, watch
 from babysit.optim.build import OPTIMIZERS, LRController, create_optimizer
 from babysit.optim.hparams import momentum_of
@@ -120,7 +120,7 @@ class Trainer:
         if self.monitor is not None:  # one path for every record keeps the file in order
             self.monitor.event(what, **fields)
         else:
-            self.writer.write({"kind": "event", "step": self.step, "what": what} | fields)
+            self.writer.write(event_record(self.step, what, **fields))
 
     def _start_monitor(self) -> Monitor:
         """The same Monitor as ``babysit.watch()``: probes, batch and epoch records."""

@@ -38,17 +38,7 @@ from babysit.errors import ConfigError, DataError
 from babysit.splits import first, seeded, train_view
 from babysit.tasks import RegFn, Task, l2_weights
 
-__all__ = [
-    "DATAPOINTS",
-    "FLOOR",
-    "GradcheckReport",
-    "ParamCheck",
-    "gradcheck",
-    "gradcheck_fn",
-    "gradcheck_task",
-    "numerical_gradient",
-    "rel_error",
-]
+# public names: re-exported by this package's __init__.py (its __all__)
 
 DATAPOINTS = 4  # the notes: "use only few datapoints" (fewer kinks, faster)
 FLOOR = 1e-3  # relative-error floor, as a fraction of the tensor's largest |gradient|

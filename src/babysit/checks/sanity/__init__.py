@@ -7,9 +7,10 @@ every check reads and the two checks at init), ``overfit`` (overfit a tiny subse
 functions).
 """
 
+from babysit.checks.sanity.chance import CHANCE_REFERENCES
 from babysit.checks.sanity.check import (
-    CHANCE_REFERENCES,
     CHECKS,
+    ORDER,
     Check,
     SanityInputError,
     SanityOptions,
@@ -22,6 +23,7 @@ from babysit.checks.sanity.check import (
 __all__ = [
     "CHANCE_REFERENCES",
     "CHECKS",
+    "ORDER",
     "Check",
     "SanityInputError",
     "SanityOptions",

@@ -28,24 +28,12 @@ from torch import nn
 from babysit._registry import Registry
 from babysit.checks.sanity import at_init, overfit
 from babysit.checks.sanity.at_init import CheckFn, SanityContext
-from babysit.checks.sanity.chance import CHANCE_REFERENCES
 from babysit.checks.sanity.inputs import check_labels, examples, probe
 from babysit.checks.sanity.report import Check, SanityInputError, SanityOptions, SanityReport
 from babysit.splits import Split, seeded, train_view
 from babysit.tasks import LossFn, RegFn, Task, l2_weights
 
-__all__ = [
-    "CHANCE_REFERENCES",
-    "CHECKS",
-    "ORDER",
-    "Check",
-    "SanityInputError",
-    "SanityOptions",
-    "SanityReport",
-    "register_check",
-    "sanity_check",
-    "sanity_task",
-]
+# public names: re-exported by this package's __init__.py (its __all__)
 
 # The notes' order: the loss at init, then regularisation, then overfitting a tiny subset.
 ORDER: tuple[tuple[str, CheckFn], ...] = (

@@ -1,5 +1,7 @@
-"""What the diagnoses read: a bounded summary of a run's records, fed live or from a file.
+"""What the diagnoses read: :class:`RunHistory`, a bounded summary of a run's records.
 
+Fed live by the monitor or from a metrics.jsonl (records as :mod:`~babysit.monitor.log`
+defines them).
 Memory stays bounded however long the run: the whole loss curve is kept as at most
 :data:`CAPACITY` means of ``stride`` consecutive steps (the stride doubles when full), plus
 the first :data:`HEAD` raw losses (the initial level) and the last :data:`RECENT` raw losses
@@ -11,11 +13,21 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-__all__ = ["CAPACITY", "HEAD", "PROBE_KEEP", "RECENT", "Curve", "Metrics", "ProbeHistory"]
+from babysit.monitor import log
+
+__all__ = [
+    "CAPACITY",
+    "HEAD",
+    "PROBE_KEEP",
+    "RECENT",
+    "Curve",
+    "ProbeHistory",
+    "RunHistory",
+]
 
 HEAD = 5
 RECENT = 1000
@@ -71,8 +83,13 @@ class ProbeHistory:
 
 
 @dataclass
-class Metrics:
-    """A run's records, summarised for the diagnoses (feed with :meth:`add`)."""
+class RunHistory:
+    """A run's records, summarised for the diagnoses (feed with :meth:`add`).
+
+    Not ``Metrics``: that word already names metrics.jsonl, the epoch scores given to
+    ``Monitor.log_epoch(**metrics)`` and the training's metric functions; this is the
+    run's history, kept in bounded memory.
+    """
 
     chance_loss: float | None = None
     steps_per_epoch: float | None = None
@@ -82,39 +99,28 @@ class Metrics:
     nonfinite: dict[str, Any] | None = None  # the first NaN/inf loss: {"step", "loss"}
     last_step: int = 0
     last_epoch: float | None = None
-    epochs: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EPOCH_KEEP))
+    epochs: deque[log.EpochRecord] = field(default_factory=lambda: deque(maxlen=EPOCH_KEEP))
     probes: dict[str, ProbeHistory] = field(default_factory=dict)
-    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EVENT_KEEP))
+    events: deque[log.EventRecord] = field(default_factory=lambda: deque(maxlen=EVENT_KEEP))
 
     @classmethod
-    def from_records(cls, records: Iterable[dict[str, Any]]) -> Metrics:
-        metrics = cls()
+    def from_records(cls, records: Iterable[Mapping[str, Any]]) -> RunHistory:
+        history = cls()
         for record in records:
-            metrics.add(record)
-        return metrics
+            history.add(record)
+        return history
 
-    def add(self, record: dict[str, Any]) -> None:
-        kind = record.get("kind")
-        if kind == "batch":
-            self._batch(record)
-        elif kind == "epoch":
-            self.epochs.append(dict(record))
-            if self.steps_per_epoch is None and record.get("epoch") == 1 and record.get("step"):
-                self.steps_per_epoch = float(record["step"])  # as the monitor infers it
-        elif kind == "probe" and isinstance(record.get("values"), dict):
-            step = int(record.get("step", self.last_step))
-            history = self.probes.get(record["name"])
-            if history is None:
-                self.probes[record["name"]] = ProbeHistory((step, record["values"]))
-            else:
-                history.latest.append((step, record["values"]))
-        elif kind == "event":
-            self._event(record)
+    def add(self, record: Mapping[str, Any]) -> None:
+        """Take one record of any kind (a record of another kind is ignored)."""
+        handler = self._handlers.get(record.get("kind"))  # type: ignore[arg-type]
+        if handler is not None:
+            handler(self, record)
 
-    def _batch(self, record: dict[str, Any]) -> None:
-        if not isinstance(record.get("loss"), int | float):
+    def _batch(self, record: log.BatchRecord) -> None:
+        loss = record.get("loss")
+        if not isinstance(loss, int | float):
             return
-        loss = float(record["loss"])
+        loss = float(loss)
         step = int(record.get("step", self.last_step + 1))
         epoch = record.get("epoch")
         if epoch is None and self.steps_per_epoch:
@@ -130,15 +136,39 @@ class Metrics:
         self.recent.append(loss)
         self.curve.add(step, math.nan if epoch is None else float(epoch), loss)
 
-    def _event(self, record: dict[str, Any]) -> None:
-        self.events.append(dict(record))
+    def _epoch(self, record: log.EpochRecord) -> None:
+        self.epochs.append(record)
+        if self.steps_per_epoch is None and record.get("epoch") == 1 and record.get("step"):
+            self.steps_per_epoch = float(record["step"])  # as the monitor infers it
+
+    def _probe(self, record: log.ProbeRecord) -> None:
+        values = record.get("values")
+        if not isinstance(values, dict):
+            return
+        step = int(record.get("step", self.last_step))
+        history = self.probes.get(record["name"])
+        if history is None:
+            self.probes[record["name"]] = ProbeHistory((step, values))
+        else:
+            history.latest.append((step, values))
+
+    def _event(self, record: log.EventRecord) -> None:
+        self.events.append(record)
         what = record.get("what")
-        if what == "watch":
+        if what == "watch":  # the monitor's settings, written first
             for key in ("chance_loss", "steps_per_epoch"):
-                if isinstance(record.get(key), int | float):
-                    setattr(self, key, float(record[key]))
+                value = record.get(key)
+                if isinstance(value, int | float):
+                    setattr(self, key, float(value))
         elif what == "diverged" and self.nonfinite is None:
             self.nonfinite = {"step": record.get("step"), "loss": record.get("loss")}
+
+    _handlers: ClassVar[dict[str, Callable[[RunHistory, Any], None]]] = {
+        log.BATCH: _batch,
+        log.EPOCH: _epoch,
+        log.PROBE: _probe,
+        log.EVENT: _event,
+    }
 
     @property
     def initial_loss(self) -> float | None:
