@@ -250,6 +250,8 @@ def search(
                            for k, v in best["params"].items())  # fmt: skip
         typer.echo(f"best: trial {best['trial']}  {metric} {best['value']:.4f}  {params}")
     typer.echo(f"study dir: {study.dir}")
+    if study.report is not None:
+        typer.echo(f"report: {study.report}")
 
 
 @app.command()

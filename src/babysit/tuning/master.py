@@ -60,7 +60,8 @@ def search(
     ``babysit.train`` and scores its best validation epoch. ``workers`` > 1 runs trials in
     that many processes of ``backend`` (a callable objective must then be importable: a
     module-level function). ``storage`` overrides ``search.storage``. ``resume=True``
-    continues the study in ``out``. ``progress`` gets the search's events.
+    continues the study in ``out``. ``progress`` gets the search's events. At the end
+    ``summary.json`` is written, and the study's ``report.html`` when ``train.report``.
     """
     start = BACKENDS.get_or_raise(backend, where="--backend").starter(backend)
     setup, opened = prepare(
@@ -77,6 +78,10 @@ def search(
         finally:
             progress.on_search_end()
     result.write()
+    if setup.config.train.report:  # the study's page, as train() writes a run's
+        from babysit.report.html import write_report  # matplotlib: only when asked for
+
+        result.report = write_report(setup.dir)
     return result
 
 

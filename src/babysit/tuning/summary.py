@@ -50,6 +50,7 @@ class Study:
     border_warnings: list[dict[str, Any]] = field(default_factory=list)
     stages: list[dict[str, Any]] = field(default_factory=list)  # {epochs, trials, ranges, ...}
     study: dict[str, Any] = field(default_factory=dict)  # {name, storage, metric, direction}
+    report: Path | None = field(default=None, compare=False)  # report.html, when written
 
     def to_dict(self) -> dict[str, Any]:
         return {
