@@ -49,13 +49,17 @@ def test_each_trial_is_a_run_dir_scored_by_its_best_validation_epoch(tmp_path: P
     assert study.best["trial"] == 2 and study.study["metric"] == "acc"
 
 
-def test_a_diverging_trial_is_recorded_and_the_search_succeeds(tmp_path: Path) -> None:
+def test_a_diverging_trial_is_recorded_and_the_search_succeeds(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     config = _digits({"optim.lr": "choice(0.1, 1e4)"}, [{"epochs": 1, "trials": 4}])
     config["optim"] = {"rule": "sgd"}
     study = babysit.search(config, out=tmp_path / "s")
     states = {t["params"]["optim.lr"]: t["state"] for t in study.trials}
     assert states == {1e4: "diverged", 0.1: "complete"}
     assert study.best["params"] == {"optim.lr": 0.1}
+    assert study.report == tmp_path / "s" / "report.html" and study.report.is_file()
+    assert capfd.readouterr() == ("", "")  # the library prints nothing, Optuna included
 
 
 @pytest.mark.slow

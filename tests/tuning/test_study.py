@@ -11,7 +11,14 @@ import pytest
 from babysit.config import load_config
 from babysit.errors import ConfigError
 from babysit.tuning.master import search
-from babysit.tuning.study import PRUNERS, SAMPLERS, open_storage, open_study, storage_url
+from babysit.tuning.study import (
+    HEARTBEAT,
+    PRUNERS,
+    SAMPLERS,
+    open_storage,
+    open_study,
+    storage_url,
+)
 
 from .conftest import load_journal, quadratic_in_log_lr
 
@@ -97,3 +104,17 @@ def test_adaptive_samplers_are_seeded(
     ]
     a, b = ([t["params"]["optim.lr"] for t in r.trials] for r in runs)
     assert a == b and len(set(a)) == 12
+
+
+def test_a_database_storage_fails_silent_trials_and_requeues_them_once(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    assert isinstance(storage, optuna.storages.RDBStorage)
+    assert storage.get_heartbeat_interval() == HEARTBEAT
+    retry = storage.get_heartbeat_stale_trial_callback()
+    assert retry is not None
+    study = optuna.create_study(storage=storage)
+    study.add_trial(optuna.create_trial(state=optuna.trial.TrialState.FAIL))
+    retry(study, study.trials[0])  # re-queued once ...
+    assert [t.state.name for t in study.trials] == ["FAIL", "WAITING"]
+    retry(study, study.trials[1])  # ... and its retry not again
+    assert len(study.trials) == 2

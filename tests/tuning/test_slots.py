@@ -1,0 +1,104 @@
+"""Slots: a stage's trials counted once each; lost trials re-queued once; orphans found."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState, create_trial
+
+from babysit.config import load_config
+from babysit.tuning.slots import (
+    HOST,
+    OWNER,
+    TrialQueue,
+    count_slots,
+    is_lost,
+    is_orphan,
+    slot_values,
+)
+from babysit.tuning.space import parse_space
+
+
+def _trial(
+    number: int, state: TrialState, slot: int, *, retry_of: int | None = None, **attrs: Any
+) -> FrozenTrial:
+    system = {} if retry_of is None else {"failed_trial": retry_of, "retry_history": [retry_of]}
+    value = 1.0 if state == TrialState.COMPLETE else None
+    trial = create_trial(
+        state=state,
+        value=value,
+        user_attrs={"stage": 0, "slot": slot, **attrs},
+        system_attrs=system,
+    )
+    trial.number = number
+    return trial
+
+
+def test_each_outcome_of_a_slot_is_counted_as_the_docstring_says() -> None:
+    trials = [
+        _trial(0, TrialState.COMPLETE, 0),
+        _trial(1, TrialState.FAIL, 1, diverged=True),  # a result
+        _trial(2, TrialState.FAIL, 2, error="boom"),  # a result
+        _trial(3, TrialState.FAIL, 3),  # lost, re-queued as 6
+        _trial(4, TrialState.FAIL, 4),  # lost, never re-queued
+        _trial(5, TrialState.RUNNING, 5),
+        _trial(6, TrialState.WAITING, 3, retry_of=3),
+        _trial(7, TrialState.FAIL, 7),  # lost first try ...
+        _trial(8, TrialState.FAIL, 7, retry_of=7),  # ... and its lost retry: done
+    ]
+    count = count_slots(trials, 0, 9)
+    assert count.done == {0, 1, 2, 7}
+    assert (count.running, count.waiting) == (1, 1)
+    assert count.missing == [6, 8] and [t.number for t in count.to_retry] == [4]
+    assert not count.finished
+    assert [is_lost(t) for t in trials[:5]] == [False, False, False, True, True]
+
+
+def test_random_slot_values_depend_on_seed_and_stage_only() -> None:
+    config = load_config({"search": {"seed": 3, "stage": [{"trials": 5}, {"trials": 5}]}})
+    space = parse_space(config)
+    assert slot_values(config, 0, space) == slot_values(config, 0, space)
+    assert slot_values(config, 0, space) != slot_values(config, 1, space)
+    tpe = load_config({"search": {"sampler": "tpe", "stage": [{"trials": 5}]}})
+    assert slot_values(tpe, 0, parse_space(tpe)) == [{}] * 5  # the sampler draws them
+
+
+def test_a_trial_whose_process_is_gone_is_an_orphan() -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    now = datetime.now()
+
+    def running(owner: dict[str, Any]) -> FrozenTrial:
+        trial = _trial(0, TrialState.RUNNING, 0, **{OWNER: owner})
+        trial.datetime_start = now
+        return trial
+
+    assert is_orphan(running({"host": HOST, "pid": int(gone.stdout)}))
+    assert is_orphan(running({"host": HOST, "pid": os.getpid()}))  # this process runs none
+    assert not is_orphan(running({"host": HOST, "pid": os.getppid()}))  # alive
+    assert not is_orphan(running({"host": "another-machine", "pid": int(gone.stdout)}))
+
+
+def test_requeue_fails_an_orphan_and_queues_its_values_once() -> None:
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, study_name="s")
+    queue = TrialQueue(study, storage)
+    study.enqueue_trial({"x": 0.5}, user_attrs={"stage": 0, "epochs": 1, "slot": 0})
+    trial = queue.take()
+    assert trial is not None and trial.suggest_float("x", 0, 1) == 0.5
+    assert queue.take() is None
+    assert queue.requeue_orphans(study.get_trials()) == [trial.number]  # owner: this process
+    lost, retry = study.get_trials()
+    assert lost.state == TrialState.FAIL and is_lost(lost)
+    assert retry.state == TrialState.WAITING and retry.params == {"x": 0.5}
+    assert retry.user_attrs["slot"] == 0 and retry.system_attrs["failed_trial"] == lost.number
+    again = queue.take()
+    assert again is not None
+    assert queue.requeue_orphans(study.get_trials()) == [again.number]  # failed, not re-queued
+    assert len(study.get_trials()) == 2
+    assert count_slots(study.get_trials(), 0, 1).finished  # a lost retry is final
