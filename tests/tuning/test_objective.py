@@ -13,6 +13,8 @@ import babysit
 from babysit.training.checkpoint import list_checkpoints
 from babysit.tuning.objective import trained_epochs
 
+from .conftest import load_journal
+
 
 def _digits(space: dict[str, str], stages: list[dict[str, Any]], **train: Any) -> dict[str, Any]:
     return {
@@ -71,3 +73,26 @@ def test_digits_with_lr_around_its_optimum_does_not_warn(tmp_path: Path) -> None
     study = babysit.search(config, out=tmp_path / "s")
     assert study.border_warnings == []
     assert 1e-3 < study.best["params"]["optim.lr"] < 1.0
+
+
+def test_every_epochs_validation_score_reaches_the_study(tmp_path: Path) -> None:
+    """The pruners' input: one intermediate value per epoch, the epoch records' val_acc."""
+    config = _digits({"optim.lr": "loguniform(1e-3, 1e-1)"}, [{"epochs": 3, "trials": 2}])
+    study = babysit.search(config, out=tmp_path / "s")
+    for t, frozen in zip(study.trials, load_journal(study).trials, strict=True):
+        run_dir = study.dir / t["dir"]
+        records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        val = {r["epoch"]: r["val_acc"] for r in records if r["kind"] == "epoch"}
+        assert frozen.intermediate_values == val and sorted(val) == [1, 2, 3]
+
+
+def test_a_pruned_trial_stops_training_after_that_epoch(tmp_path: Path) -> None:
+    config = _digits({"optim.lr": "choice(0.01, 1e-6)"}, [{"epochs": 3, "trials": 12}])
+    config["search"]["pruner"] = "median"
+    study = babysit.search(config, out=tmp_path / "s")
+    pruned = [t for t in study.trials if t["state"] == "pruned"]
+    assert pruned and all(t["params"]["optim.lr"] == 1e-6 for t in pruned)
+    for t in pruned:
+        records = (study.dir / t["dir"] / "metrics.jsonl").read_text().splitlines()
+        epochs = [json.loads(x) for x in records if json.loads(x)["kind"] == "epoch"]
+        assert len(epochs) < 3 and t["value"] == epochs[-1]["val_acc"]

@@ -4,7 +4,9 @@ Each trial is a run dir ``trials/s<stage>-<number>/`` (config.toml, metrics.json
 checkpoints named with the validation score, ...), scored by the best validation score
 of its run (``Run.best``; the test split is never looked at). Its config is the search's
 config with the trial's values set, ``train.epochs`` set by the stage and no per-trial
-report.html (the study's report covers the trials).
+report.html (the study's report covers the trials). Every epoch's validation score goes to
+``report(epoch, value)`` (a trainer callback), so the pruners see it; a pruned trial stops
+training after that epoch.
 
 Fractional stage epochs: the trainer runs whole epochs, so a stage of ``e`` epochs trains
 ``max(1, ceil(e))`` (:func:`trained_epochs`).
@@ -16,13 +18,16 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import optuna
+
 from babysit.config import Config
 from babysit.tasks import task_for
+from babysit.training.callbacks import Callback, TrainerView
 from babysit.training.run import train
 from babysit.tuning.dimensions import Choice, Dimension
-from babysit.tuning.trial import Diverged, Reporter, TrialFailed, TrialSpec
+from babysit.tuning.trial import Diverged, Reporter, StageDone, TrialFailed, TrialSpec
 
-__all__ = ["TrainObjective", "config_for", "trained_epochs"]
+__all__ = ["ReportEpochs", "TrainObjective", "config_for", "trained_epochs"]
 
 
 def trained_epochs(epochs: float) -> int:
@@ -46,6 +51,26 @@ def _extremes(dim: Dimension) -> tuple[Any, ...]:
     return dim.choices if isinstance(dim, Choice) else (dim.low, dim.high)
 
 
+class ReportEpochs(Callback):
+    """Each epoch's validation score to ``report``; training stops when the trial is over.
+
+    ``report`` raises to end a trial (pruned, diverged, the stage's epochs reached) and
+    remembers why (``Reporter.ended``, which ``run_trial`` reads); here the raise becomes
+    ``trainer.stop``, so the run ends after this epoch with its files closed.
+    """
+
+    def __init__(self, report: Reporter) -> None:
+        self.report = report
+
+    def on_epoch_end(self, trainer: TrainerView, epoch: int, metrics: dict[str, Any]) -> None:
+        try:
+            self.report(epoch, metrics[trainer.metric_key])
+        except (Diverged, optuna.TrialPruned):
+            trainer.stop = self.report.ended
+        except StageDone:
+            pass  # the stage's last epoch: the run ends here anyway (trained_epochs)
+
+
 class TrainObjective:
     """Trains a trial with ``babysit.train`` on the task the config names (built once)."""
 
@@ -61,7 +86,7 @@ class TrainObjective:
 
     def __call__(self, spec: TrialSpec, report: Reporter) -> float:
         cfg = config_for(self.config, spec.params, epochs=trained_epochs(spec.epochs))
-        run = train(cfg, task=self.task, out=spec.dir, quiet=True)
+        run = train(cfg, task=self.task, out=spec.dir, quiet=True, callbacks=[ReportEpochs(report)])
         if run.diverged:
             raise Diverged(f"trial {spec.number}: the loss became NaN/inf")
         value = run.best.get(f"val_{self.metric}")
