@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import TrialState, create_trial
 
 from babysit._io import json_safe
 from babysit.config import Config, load_config
@@ -119,8 +119,14 @@ def _ask(
     drawn = [key for key, dim in ranges.items() if presampled or dim.narrowed]
 
     def enqueue() -> None:
+        # a waiting trial with its params set (Optuna's enqueue_trial would keep them aside
+        # and write each again when asked): one journal write fewer per trial
         params = {key: ranges[key].sample(rng) for key in drawn}
-        study.enqueue_trial(params, user_attrs=attrs)
+        used = {key: distributions[key] for key in drawn}
+        waiting = create_trial(
+            state=TrialState.WAITING, params=params, distributions=used, user_attrs=attrs
+        )
+        study.add_trial(waiting)
 
     for _ in range(stage.trials if presampled else 0):
         enqueue()
