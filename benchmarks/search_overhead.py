@@ -9,9 +9,9 @@ The objective does nothing: it reports one score for epoch 1 (the stage's 1 epoc
 trial is complete) and returns, so a search's wall time is all bookkeeping. The figure is
 wall time / N in ms per trial, the median over rounds, for:
 
-- babysit.search with its default storage (Optuna's journal file in the study dir), in
-  this process, and with K = 1 and 2 worker processes when this build's ``babysit.search``
-  takes ``workers=`` (it says so when it does not);
+- babysit.search with its default storage (Optuna's journal file in the study dir), with
+  K = 1 and 2 workers when this build's ``babysit.search`` takes ``workers=`` (K = 1 runs
+  the trials in the master's process), else in this process (it says which);
 - Optuna's own ``study.optimize`` of the same objective (one log-uniform parameter, the
   random sampler, one ``trial.report``) on a journal file, on SQLite, and in memory (the
   floor: no storage cost at all).
@@ -72,10 +72,17 @@ def takes_workers() -> bool:
 
 
 def run_babysit(trials: int, root: Path, workers: int | None = None) -> float:
-    """Seconds for ``babysit.search`` of ``trials`` trivial trials (study dir under root)."""
-    kwargs: dict[str, Any] = {} if workers is None else {"workers": workers}
+    """Seconds for ``babysit.search`` of ``trials`` trivial trials (study dir under root).
+
+    With ``workers`` the objective goes as ``"this/file.py:trivial"``: worker processes
+    import it (a script's functions live in ``__main__``, which they cannot import).
+    """
+    objective: Any = trivial
+    kwargs: dict[str, Any] = {}
+    if workers is not None:
+        objective, kwargs = f"{Path(__file__).resolve()}:trivial", {"workers": workers}
     start = time.perf_counter()
-    study = babysit.search(config(trials), objective=trivial, out=root / "study", **kwargs)
+    study = babysit.search(config(trials), objective=objective, out=root / "study", **kwargs)
     seconds = time.perf_counter() - start
     assert len(study.trials) == trials, f"{len(study.trials)} trials, not {trials}"
     return seconds
@@ -95,12 +102,12 @@ def run_optuna(trials: int, storage: Any) -> float:
 
 def modes(workers: bool) -> dict[str, Callable[[int, Path], float]]:
     """Mode name -> (trials, a fresh directory) -> seconds."""
-    table: dict[str, Callable[[int, Path], float]] = {
-        "babysit journal, in-process": lambda n, d: run_babysit(n, d),
-    }
-    if workers:
+    table: dict[str, Callable[[int, Path], float]] = {}
+    if workers:  # workers=1: the trials run in the master's process
         for k in (1, 2):
             table[f"babysit journal, workers={k}"] = lambda n, d, k=k: run_babysit(n, d, k)
+    else:
+        table["babysit journal, in-process"] = lambda n, d: run_babysit(n, d)
     table |= {
         "optuna journal": lambda n, d: run_optuna(
             n, JournalStorage(JournalFileBackend(str(d / "journal.log")))
