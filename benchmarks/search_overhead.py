@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import inspect
 import io
 import logging
@@ -107,7 +108,7 @@ def modes(workers: bool) -> dict[str, Callable[[int, Path], float]]:
     table: dict[str, Callable[[int, Path], float]] = {}
     if workers:  # workers=1: the trials run in the master's process
         for k in (1, 2):
-            table[f"babysit journal, workers={k}"] = lambda n, d, k=k: run_babysit(n, d, k)
+            table[f"babysit journal, workers={k}"] = functools.partial(run_babysit, workers=k)
     else:
         table["babysit journal, in-process"] = lambda n, d: run_babysit(n, d)
     table |= {

@@ -190,14 +190,12 @@ class BudgetSpent(Exception):
     """Raised by the progress callback of an open-ended search once B epochs are spent."""
 
 
-try:  # builds with worker processes take a SearchCallback; earlier ones a plain callable
-    from babysit.tuning.progress import SearchCallback as _Progress
-except ImportError:
-    _Progress = object  # type: ignore[assignment,misc]
+class OnTrialEnd:
+    """``progress=`` for either build: ``fn(record)`` after each finished trial.
 
-
-class OnTrialEnd(_Progress):  # type: ignore[misc,valid-type]
-    """``progress=`` for either build: ``fn(record)`` after each finished trial."""
+    A plain callable (this build) or a ``SearchCallback`` (builds with worker processes
+    call its ``on_trial_end`` and its other ``on_*`` hooks, no-ops here).
+    """
 
     def __init__(self, fn: Callable[[dict[str, Any]], None]) -> None:
         self.fn = fn
@@ -207,6 +205,11 @@ class OnTrialEnd(_Progress):  # type: ignore[misc,valid-type]
 
     def on_trial_end(self, record: dict[str, Any]) -> None:
         self.fn(record)
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
 
 
 def config(task: str, seed: int, method: Method) -> dict[str, Any]:
