@@ -169,16 +169,21 @@ def main(argv: list[str] | None = None) -> int:
     table = modes(workers)
     seconds: dict[str, list[float]] = {name: [] for name in table}
     writes: dict[str, int | None] = {}
+    fsyncs: list[float] = []
     for _ in range(rounds):
         for name, run in table.items():
             with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
                 seconds[name].append(run(trials, Path(tmp)))
                 writes[name] = journal_writes(Path(tmp))
+        with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+            fsyncs.append(fsync_ms(Path(tmp)))
     ms = {name: 1e3 * statistics.median(s) / trials for name, s in seconds.items()}
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        disk = fsync_ms(Path(tmp))
+    disk = statistics.median(fsyncs)
     print(f"{trials} trivial trials, median of {rounds} round(s); ms per trial = wall / trials")
-    print(f"this disk (temp dir): {disk:.2f} ms per fsync of a one-line append")
+    print(
+        f"this disk: {disk:.2f} ms per fsync of a one-line append (median of rounds; "
+        f"{min(fsyncs):.2f} - {max(fsyncs):.2f})"
+    )
     if not workers:
         print("workers: not available in this build (babysit.search takes no workers=)")
     base = seconds["optuna journal"]
