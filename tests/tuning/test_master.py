@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from optuna.storages.journal._storage import JournalOperation
 from scipy import stats
 
 import babysit
@@ -193,3 +195,19 @@ def test_later_stages_draw_only_the_choices_kept_by_the_zoom(tmp_path: Path, sam
     kept = parse_dimension(study.stages[1]["ranges"]["optim.mu"])
     assert isinstance(kept, Choice) and set(kept.choices) == best_mus and len(best_mus) < 4
     assert {t["params"]["optim.mu"] for t in study.trials if t["stage"] == 1} <= best_mus
+
+
+def test_a_presampled_trial_is_written_with_its_params(tmp_path: Path) -> None:
+    """The master's waiting trials carry their values: asking for them writes no param."""
+    config = {
+        "search": {
+            "space": {"optim.lr": "loguniform(1e-6, 1e1)", "train.reg": "default"},
+            "stage": [{"epochs": 1, "trials": 10}],
+        }
+    }
+    study = babysit.search(config, objective=lambda p, r: r(1, 0.5), out=tmp_path / "s")
+    lines = (study.dir / "journal.log").read_text().splitlines()
+    ops = Counter(json.loads(line)["op_code"] for line in lines)
+    assert ops[JournalOperation.SET_TRIAL_PARAM] == 0
+    assert ops[JournalOperation.CREATE_TRIAL] == 10
+    assert all(set(t["params"]) == {"optim.lr", "train.reg"} for t in study.trials)

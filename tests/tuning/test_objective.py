@@ -116,3 +116,15 @@ def test_a_pruned_trial_stops_its_run_cleanly(tmp_path: Path) -> None:
     run = babysit.train(cfg, out=tmp_path / "r", quiet=True, callbacks=[ReportEpochs(report)])
     assert run.stopped == "pruned" and report.ended == "pruned" and not run.diverged
     assert [c.epoch for c in list_checkpoints(run.dir / "checkpoints")] == [1]
+
+
+def test_a_pruned_trial_stops_training_after_that_epoch(tmp_path: Path) -> None:
+    config = _digits({"optim.lr": "choice(0.01, 1e-6)"}, [{"epochs": 3, "trials": 12}])
+    config["search"]["pruner"] = "median"
+    study = babysit.search(config, out=tmp_path / "s")
+    pruned = [t for t in study.trials if t["state"] == "pruned"]
+    assert pruned and all(t["params"]["optim.lr"] == 1e-6 for t in pruned)
+    for t in pruned:
+        records = (study.dir / t["dir"] / "metrics.jsonl").read_text().splitlines()
+        epochs = [json.loads(x) for x in records if json.loads(x)["kind"] == "epoch"]
+        assert len(epochs) < 3 and t["value"] == epochs[-1]["val_acc"]

@@ -123,6 +123,14 @@ class Range:
     def narrowed(self) -> bool:
         return False  # Optuna accepts a float or int range that changes between stages
 
+    def distribution(self) -> Any:
+        """The Optuna distribution that :meth:`suggest` draws from (optuna loads lazily)."""
+        from optuna.distributions import FloatDistribution, IntDistribution
+
+        if self.integer:
+            return IntDistribution(int(self.low), int(self.high))
+        return FloatDistribution(float(self.low), float(self.high), log=self.log)
+
     def suggest(self, trial: Any, key: str) -> Any:
         """``trial.suggest_*`` (an ``optuna.Trial``) over this range; the stored value."""
         if self.integer:
@@ -161,6 +169,12 @@ class Choice:
     def decode(self, value: Any) -> Any:
         """The choice a stored (encoded) value stands for."""
         return next((c for c in self.universe if _encode(c) == value), value)
+
+    def distribution(self) -> Any:
+        """The Optuna distribution that :meth:`suggest` draws from: over the universe."""
+        from optuna.distributions import CategoricalDistribution
+
+        return CategoricalDistribution([_encode(c) for c in self.universe])
 
     def suggest(self, trial: Any, key: str) -> Any:
         """``trial.suggest_categorical`` over the universe (a narrowed stage's values are

@@ -186,7 +186,7 @@ class _Master:
             self.queue.requeue_orphans(trials)
             count = count_slots(trials, s, stage.trials)
             if count.missing or count.to_retry:
-                self.queue.fill(s, stage.epochs, values)
+                self.queue.fill(s, stage.epochs, values, ranges)
             done_before = len(count.done) if done_before is None else done_before
             self._report(trials, s, count, time.monotonic() - started, done_before)
             if count.finished:
@@ -196,12 +196,12 @@ class _Master:
 
     @staticmethod
     def _run_local(local: Worker) -> bool:
-        """Run waiting trials in this process for up to POLL seconds; whether any ran."""
-        deadline = time.monotonic() + POLL
-        ran = False
-        while time.monotonic() < deadline and local.run_one() is not None:
-            ran = True
-        return ran
+        """Run one waiting trial in this process; whether one ran.
+
+        One per poll, so the progress hooks (the live table, a caller's budget) hear of
+        each trial as it ends, not of a batch after the fact.
+        """
+        return local.run_one() is not None
 
     def _report(
         self,

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from babysit.config import Config
 from babysit.tuning.dimensions import Dimension
@@ -140,12 +140,29 @@ class TrialQueue:
         with quiet_optuna():
             self._retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
 
-    def fill(self, stage: int, epochs: float, values: Sequence[Mapping[str, Any]]) -> SlotCount:
-        """Enqueue the slots of ``stage`` no trial holds; re-queue its lost first tries."""
+    def fill(
+        self,
+        stage: int,
+        epochs: float,
+        values: Sequence[Mapping[str, Any]],
+        ranges: Mapping[str, Dimension],
+    ) -> SlotCount:
+        """Enqueue the slots of ``stage`` no trial holds; re-queue its lost first tries.
+
+        A slot is added as a WAITING trial with its params already set (what the worker's
+        ``suggest`` then returns): Optuna's ``enqueue_trial`` would keep them aside and
+        write each one again when the trial is asked, one journal write per value.
+        """
         count = count_slots(self.study.get_trials(deepcopy=False), stage, len(values))
         for slot in count.missing:
             attrs = {"stage": stage, "epochs": epochs, "slot": slot}
-            self.study.enqueue_trial(dict(values[slot]), user_attrs=attrs)
+            params = dict(values[slot])
+            used = {key: ranges[key].distribution() for key in params}
+            self.study.add_trial(
+                create_trial(
+                    state=TrialState.WAITING, params=params, distributions=used, user_attrs=attrs
+                )
+            )
         for trial in count.to_retry:
             self._retry(self.study, trial)
         return count
