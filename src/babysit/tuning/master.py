@@ -191,17 +191,26 @@ class _Master:
             self._report(trials, s, count, time.monotonic() - started, done_before)
             if count.finished:
                 return
-            if local is None or not self._run_local(local):
+            if local is None or not self._run_local(local, s):
                 time.sleep(POLL)
 
-    @staticmethod
-    def _run_local(local: Worker) -> bool:
-        """Run one waiting trial in this process; whether one ran.
+    def _run_local(self, local: Worker, s: int) -> bool:
+        """Run waiting trials in this process for up to POLL seconds; whether any ran.
 
-        One per poll, so the progress hooks (the live table, a caller's budget) hear of
-        each trial as it ends, not of a batch after the fact.
+        Each trial is told to the progress hooks as it ends (the live table, a caller's
+        budget), not as a batch at the next poll.
         """
-        return local.run_one() is not None
+        deadline = time.monotonic() + POLL
+        ran = False
+        while time.monotonic() < deadline:
+            frozen = local.run_one()
+            if frozen is None:
+                break
+            ran = True
+            record = self.records[frozen.number] = trial_record(frozen, self.setup.space)
+            if record["stage"] == s:
+                self.progress.on_trial_end(record)
+        return ran
 
     def _report(
         self,
