@@ -268,7 +268,8 @@ ENGINES.add("sequential", EngineSpec(Sequential, _any_model))
 
 
 def _probe(engine: Engine, stack: Stack, example: tuple[Tensor, Tensor]) -> None:
-    """One backward and one evaluation of two members on two examples (raises if it cannot)."""
+    """A backward and an evaluation of two members on two examples, shared by the members
+    and one copy each (members with their own data order); raises if the engine cannot."""
     rows = min(2, next(iter(stack.params.values())).shape[0])
     params = {k: v[:rows] for k, v in stack.params.items()}
     buffers = {k: v[:rows] for k, v in stack.buffers.items()}
@@ -276,6 +277,8 @@ def _probe(engine: Engine, stack: Stack, example: tuple[Tensor, Tensor]) -> None
     reg = torch.zeros(rows, dtype=next(iter(params.values())).dtype, device=x.device)
     active = torch.ones(rows, dtype=torch.bool, device=x.device)
     engine.grads(params, buffers, (x, y, False), reg, active)
+    own = (x.expand(rows, *x.shape), y.expand(rows, *y.shape), True)
+    engine.grads(params, buffers, own, reg, active)
     engine.evaluate(params, buffers, x, y)
 
 
@@ -306,6 +309,8 @@ def choose_engine(
             return engine, notes
         try:
             _probe(engine, stack, example)
+        except torch.OutOfMemoryError:  # too many members, not a model vmap cannot batch
+            raise
         except Exception as exc:  # vmap's refusals are RuntimeErrors, a model's may be any
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             notes.append(f"population: {key} cannot batch {model} ({first})")

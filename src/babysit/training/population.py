@@ -240,44 +240,65 @@ class _Trainer:
         for start in range(0, len(members), size):
             self._chunk(members[start : start + size], models[start : start + size])
 
+    def _note(self, line: str) -> None:
+        if line not in self.result.notes:
+            self.result.notes.append(line)
+
+    def _reset(self, members: list[Member]) -> None:
+        """Forget what a failed attempt recorded (its run dirs are recreated too)."""
+        for m in members:
+            self.result.members[m.index] = MemberResult(m.index, dict(m.params))
+
     def _chunk(self, members: list[Member], models: list[nn.Module]) -> None:
         """Train one chunk; out of GPU memory: halve it and train the halves."""
         try:
-            stacked = stack(models, self.device)
-            example = tuple(t.to(self.device) for t in self.example)
-            engine, notes = choose_engine(self.engine, stacked, self.task, example)  # type: ignore[arg-type]
-            for note in notes:
-                if note not in self.result.notes:
-                    self.result.notes.append(note)
-            if engine.name == "sequential" and notes:
-                model = type(stacked.template).__name__
-                line = f"population: {model} members run one after another (vmap cannot batch it)"
-                if line not in self.result.notes:
-                    self.result.notes.append(line)
-            results = {m.index: self.result.members[m.index] for m in members}
-            loop = PopulationLoop(
-                self.task,
-                self.group.config,
-                members,
-                stacked,
-                engine,
-                device=self.device,
-                out=self.out,
-                on_epoch=self.on_epoch,
-                results=results,
-            )
-            loop.run()
+            self._train(members, models, self.engine)
         except torch.OutOfMemoryError:
             if len(members) == 1:
                 raise
-            del stacked
             torch.cuda.empty_cache()
             half = len(members) // 2
-            self.result.notes.append(
+            self._note(
                 f"population: out of memory with {len(members)} members at once; "
                 f"retried as {half} + {len(members) - half}"
             )
-            for m in members:
-                self.result.members[m.index] = MemberResult(m.index, dict(m.params))
+            self._reset(members)
             self._chunk(members[:half], models[:half])
             self._chunk(members[half:], models[half:])
+
+    def _train(self, members: list[Member], models: list[nn.Module], name: str) -> None:
+        """Train one chunk with engine ``name``; "auto" falls back to "sequential" if the
+        chosen engine fails later than its probe did (a path the probe did not take)."""
+        stacked = stack(models, self.device)
+        example = (self.example[0].to(self.device), self.example[1].to(self.device))
+        engine, notes = choose_engine(name, stacked, self.task, example)
+        model = type(stacked.template).__name__
+        for note in notes:
+            self._note(note)
+        if engine.name == "sequential" and notes:
+            self._note(f"population: {model} members run one after another (vmap cannot batch it)")
+        loop = PopulationLoop(
+            self.task,
+            self.group.config,
+            members,
+            stacked,
+            engine,
+            device=self.device,
+            out=self.out,
+            on_epoch=self.on_epoch,
+            results={m.index: self.result.members[m.index] for m in members},
+        )
+        try:
+            loop.run()
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:  # e.g. vmap refusing a branch only later steps take
+            if name != "auto" or engine.name == "sequential":
+                raise
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            self._note(
+                f"population: {engine.name} failed on {model} ({first_line}); "
+                "its members run one after another"
+            )
+            self._reset(members)
+            self._train(members, models, "sequential")
