@@ -123,7 +123,11 @@ class Engine:
             k: torch.zeros_like(v) if g is None else g
             for (k, v), g in zip(leaves.items(), found, strict=True)
         }
+        self.add_penalty_grads(grads, params, reg)
         return Losses(losses.out.detach(), losses.data.detach(), losses.reg.detach()), live, grads
+
+    def add_penalty_grads(self, grads: Tensors, params: Tensors, reg: Tensor) -> None:
+        """Add the penalty's gradient where forward() left it out of the graph (no-op here)."""
 
     @torch.no_grad()
     def evaluate(self, params: Tensors, buffers: Tensors, x: Tensor, y: Tensor) -> Losses:
@@ -163,16 +167,22 @@ class Stacked(Engine):
         self.loss = stacked_fn(task.loss_fn)
         self.reg = stacked_fn(task.reg_fn)
 
+    def add_penalty_grads(self, grads: Tensors, params: Tensors, reg: Tensor) -> None:
+        if self.reg is not None and self.reg.grad is not None:
+            self.reg.grad(grads, params, torch.where(reg > 0, reg, torch.zeros_like(reg)))
+
     def forward(
         self, tensors: Tensors, x: Tensor, y: Tensor, reg: Tensor, per_member: bool
     ) -> Losses:
         out = stacked_forward(self.template, tensors, x, per_member=per_member)
         if self.loss is not None and not y.is_floating_point():
-            data = self.loss(out, y)
+            data = self.loss.stacked(out, y)
         else:
             data = vmap(self.task.loss_fn, in_dims=(0, 0 if per_member else None))(out, y)
         if self.reg is not None:
-            pen = self.reg({k: v for k, v in tensors.items() if not k.endswith(".rate")}, reg)
+            params = {k: v for k, v in tensors.items() if not k.endswith(".rate")}
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.reg.grad is None):
+                pen = self.reg.stacked(params, reg)
         else:
             penalty = _Penalty(self.template, self.task)
 

@@ -17,7 +17,7 @@ others train on with fewer rows and none of their results change.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +27,16 @@ from torch.func import vmap
 
 from babysit.checks.sanity.chance import chance_loss
 from babysit.config import Config
-from babysit.monitor.log import Record, batch_record, epoch_record, event_record
 from babysit.optim import rules
 from babysit.splits import Batches
 from babysit.tasks import Task
+from babysit.training._population_data import Batch, DataOrders
 from babysit.training._population_engines import Engine
 from babysit.training._population_hparams import MemberHParams
-from babysit.training._population_log import MemberLog, member_dir
+from babysit.training._population_log import EpochTrace, MemberLog
 from babysit.training._population_members import Member, MemberResult
 from babysit.training._population_model import Stack
+from babysit.training._population_stacked import stacked_fn
 from babysit.training.callbacks import is_better
 from babysit.training.evaluate import SCORES
 
@@ -43,19 +44,13 @@ __all__ = ["OnEpoch", "PopulationLoop"]
 
 # (epoch, {member index: its epoch record}) -> the indices of members to stop ("pruned")
 OnEpoch = Callable[[int, Mapping[int, dict[str, Any]]], Iterable[int]]
-Batch = tuple[Tensor, Tensor, bool]  # x, y, and whether they carry a member dimension
-
-
-def _rows(mask: Tensor, x: Tensor) -> Tensor:
-    """A (P,) mask shaped to broadcast against x (P, ...)."""
-    return mask.view(-1, *([1] * (x.ndim - 1)))
 
 
 def _clip(grads: dict[str, Tensor], max_norm: Tensor) -> dict[str, Tensor]:
     """torch's clip_grad_norm_, per member: g * min(1, max_norm / (||g||_total + 1e-6))."""
     norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads.values()]).norm(dim=0)
     coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    return {k: g * _rows(coef, g) for k, g in grads.items()}
+    return {k: g * coef.view(-1, *([1] * (g.ndim - 1))) for k, g in grads.items()}
 
 
 class PopulationLoop:
@@ -76,65 +71,41 @@ class PopulationLoop:
     ) -> None:
         self.task, self.config, self.device, self.engine = task, config, device, engine
         self.members = list(members)  # row -> member; rows drop out as members stop
-        self.results, self.on_epoch = results, on_epoch
-        self.params, self.buffers, self.state_keys = stack.params, stack.buffers, stack.state_keys
-        self.rule = config.optim.rule
-        self.state = rules.init_state(self.rule, self.params)
-        dtype = next(iter(self.params.values())).dtype
-        seeds = sorted({m.seed for m in members})
-        train = config.train
-        self.train = [  # one data order per seed: the trainer's for that seed
-            Batches(
-                task.train,
-                train.batch_size,
-                shuffle=True,
-                generator=torch.Generator().manual_seed(seed),
-                device=device,
-                name="train",
-            )
-            for seed in seeds
-        ]
-        self.seed_rows = torch.tensor([seeds.index(m.seed) for m in members], device=device)
-        self.val = Batches(
-            task.val, train.eval_batch_size, shuffle=False, device=device, name="val"
+        self.results, self.on_epoch, self.stack = results, on_epoch, stack
+        self.rule, train = config.optim.rule, config.train
+        self.data = DataOrders(
+            task.train, [m.seed for m in members], batch_size=train.batch_size, device=device
         )
-        self.steps_per_epoch = len(self.train[0])
-        kind = config.schedule.kind
+        self.val = Batches(task.val, train.eval_batch_size, shuffle=False, device=device)
+        self.steps_per_epoch = len(self.data)
+        dtype = next(iter(stack.params.values())).dtype
         self.hp = MemberHParams(
             self.rule,
-            kind,
+            config.schedule.kind,
             members,
             steps_per_epoch=self.steps_per_epoch,
             dtype=dtype,
             device=device,
         )
         self.reg = self._column("train.reg", dtype)
-        clips = [m.get("train.clip_grad") for m in members]
-        self.clip = (
-            None if all(c is None for c in clips) else self._column("train.clip_grad", dtype)
-        )
+        no_clip = all(m.get("train.clip_grad") is None for m in members)
+        self.clip = None if no_clip else self._column("train.clip_grad", dtype)
         self.patience: list[int | None] = [m.get("train.early_stop") for m in members]
         self.bad_epochs = [0] * len(members)
         self.score = SCORES.get(task.metric)
-        self.metric_key = f"val_{task.metric}"
+        self.stacked_score = None if self.score is None else stacked_fn(self.score)
+        self.metric_key, self.direction = f"val_{task.metric}", task.direction
         self.step = 0
-        self.logs = {m.index: self._log(m, out) for m in members} if out is not None else {}
+        self.logs: dict[int, MemberLog] = {}
+        for member in members if out is not None else ():
+            assert out is not None
+            log = MemberLog.of(member, out, metric_key=self.metric_key, direction=self.direction)
+            self.logs[member.index], self.results[member.index].dir = log, log.dir
 
     def _column(self, key: str, dtype: torch.dtype) -> Tensor:
+        """Every member's value of ``key`` as a (P,) tensor (None: inf)."""
         values = [math.inf if v is None else float(v) for v in (m.get(key) for m in self.members)]
         return torch.tensor(values, dtype=dtype, device=self.device)
-
-    def _log(self, member: Member, out: Path) -> MemberLog:
-        directory = member_dir(out, member.index)
-        self.results[member.index].dir = directory
-        return MemberLog(
-            directory,
-            config_toml=Config.from_dict(member.config_dict(), source=str(directory)).to_toml(),
-            metric_key=self.metric_key,
-            direction=self.task.direction,
-            keep_best=int(member.get("train.keep_best")),
-            keep_last=int(member.get("train.keep_last")),
-        )
 
     # --- the loop -----------------------------------------------------------------
     def run(self) -> None:
@@ -143,19 +114,11 @@ class PopulationLoop:
         for row, member in enumerate(self.members):
             if member.index in self.logs:
                 self.logs[member.index].start(
-                    [
-                        event_record(
-                            0, "watch", steps_per_epoch=self.steps_per_epoch, chance_loss=chance
-                        ),
-                        event_record(
-                            0,
-                            "population",
-                            member=member.index,
-                            row=row,
-                            size=len(self.members),
-                            engine=self.engine.name,
-                        ),
-                    ]
+                    steps_per_epoch=self.steps_per_epoch,
+                    chance_loss=chance,
+                    row=row,
+                    size=len(self.members),
+                    engine=self.engine.name,
                 )
         for epoch in range(1, self.config.train.epochs + 1):
             if not self.members:
@@ -164,63 +127,40 @@ class PopulationLoop:
         for log in self.logs.values():
             log.finish()
 
-    def _batches(self) -> Iterator[Batch]:
-        """Each step's minibatch: shared (B, ...) with one seed, else (P, B, ...) per member."""
-        if len(self.train) == 1:
-            for x, y in self.train[0]:
-                yield x, y, False
-            return
-        for parts in zip(*self.train, strict=True):
-            x = torch.stack([p[0] for p in parts]).index_select(0, self.seed_rows)
-            y = torch.stack([p[1] for p in parts]).index_select(0, self.seed_rows)
-            yield x, y, True
-
-    def _train_epoch(self) -> dict[str, Any]:
+    def _train_epoch(self) -> EpochTrace:
         """One pass over the training data; the per-step values, on the host."""
         active = torch.ones(len(self.members), dtype=torch.bool, device=self.device)
-        trace, lrs, mus, sizes = [], [], [], []
-        for batch in self._batches():
+        first = self.step
+        values, lrs, mus, sizes = [], [], [], []
+        stack = self.stack
+        for batch in self.data:
             hp, lr, mu = self.hp.at(self.step)
             losses, live, grads = self.engine.grads(
-                self.params, self.buffers, batch, self.reg, active
+                stack.params, stack.buffers, batch, self.reg, active
             )
             if self.clip is not None:
                 grads = _clip(grads, self.clip)
-            params, state = rules.step(self.rule, self.params, grads, self.state, **hp)
+            params, state = rules.step(self.rule, stack.params, grads, stack.state, **hp)
             assert isinstance(params, dict)  # a dict in, a dict out
-            self._keep(params, state, live)
+            stack.update(params, state, live)
             active = live
             correct = self._correct(losses.out, batch)
-            trace.append(torch.stack([losses.data, losses.reg, live, correct]).double())
+            values.append(torch.stack([losses.data, losses.reg, live, correct]).double())
             lrs.append(lr)
             mus.append(mu)
             sizes.append(batch[0].shape[1] if batch[2] else batch[0].shape[0])
             self.step += 1
-        steps = torch.stack(trace).cpu()  # (S, 4, P): one copy to the host per epoch
-        return {"steps": steps, "lr": lrs, "mu": mus, "sizes": sizes}
-
-    def _keep(self, params: dict[str, Tensor], state: dict[str, Any], live: Tensor) -> None:
-        """Take the new weights and state, except in rows that are not live (frozen)."""
-        if self.device.type == "cpu" and bool(live.all()):  # a free check on the CPU
-            self.params, self.state = dict(params), state
-            return
-
-        def keep(new: Tensor, old: Tensor) -> Tensor:
-            return torch.where(_rows(live, new), new, old)
-
-        self.params = {k: keep(v, self.params[k]) for k, v in params.items()}
-        self.state = {
-            slot: {k: keep(v, self.state[slot][k]) for k, v in value.items()}
-            if isinstance(value, dict)
-            else value
-            for slot, value in state.items()
-        }
+        return EpochTrace(  # (S, 4, P): one copy to the host per epoch
+            torch.stack(values).cpu(), lrs, mus, sizes, first, self.steps_per_epoch
+        )
 
     def _correct(self, out: Tensor, batch: Batch) -> Tensor:
         """Each member's score statistic on the batch (e.g. correct predictions), (P,)."""
         if self.score is None:
             return torch.zeros(out.shape[0], dtype=out.dtype, device=out.device)
         _, y, per_member = batch
+        if self.stacked_score is not None:
+            return self.stacked_score.stacked(out, y).to(out.dtype)
         return vmap(self.score, in_dims=(0, 0 if per_member else None))(out, y).to(out.dtype)
 
     @torch.no_grad()
@@ -231,7 +171,7 @@ class PopulationLoop:
         stat_sum = torch.zeros(n_rows, dtype=torch.float64, device=self.device)
         n = 0
         for x, y in self.val:
-            losses = self.engine.evaluate(self.params, self.buffers, x, y)
+            losses = self.engine.evaluate(self.stack.params, self.stack.buffers, x, y)
             loss_sum += losses.data.double() * x.shape[0]
             stat_sum += self._correct(losses.out, (x, y, False)).double()
             n += x.shape[0]
@@ -239,88 +179,37 @@ class PopulationLoop:
         return mean, (stat_sum / max(n, 1)).tolist() if self.score is not None else mean
 
     # --- the epoch's end ------------------------------------------------------------
-    def _end_epoch(self, epoch: int, trace: dict[str, Any]) -> None:
+    def _end_epoch(self, epoch: int, trace: EpochTrace) -> None:
+        """Per member what the trainer does after an epoch; then write and drop the stopped."""
         val_loss, val_value = self._validate()
-        steps = trace["steps"]
-        first = self.step - steps.shape[0]  # steps taken before this epoch
         records: dict[int, dict[str, Any]] = {}
-        lines: dict[int, list[Record]] = {}
         for row, member in enumerate(self.members):
             result = self.results[member.index]
-            column = steps[:, :, row]  # (S, 4): data, reg, live, correct
-            dead = int((column[:, 2] == 0).nonzero()[0]) if not bool(column[:, 2].all()) else None
-            lines[member.index] = self._batch_records(row, first, column, trace, dead)
+            dead = trace.dead(row)
             if dead is not None:
-                self._diverge(result, lines[member.index], row, first, column, trace, dead, epoch)
+                result.stopped, result.diverged_step = "diverged", trace.first + dead + 1
                 continue
-            n = sum(trace["sizes"])
-            sizes = torch.tensor(trace["sizes"], dtype=torch.float64)
-            train_loss = float((column[:, 0] * sizes).sum() / n)
-            train_value = float(column[:, 3].sum() / n) if self.score is not None else train_loss
+            train_loss, train_stat = trace.train_scores(row)
             record = {
                 "epoch": epoch,
                 "train_loss": train_loss,
-                f"train_{self.task.metric}": train_value,
+                f"train_{self.task.metric}": train_stat if self.score is not None else train_loss,
                 "val_loss": val_loss[row],
                 self.metric_key: val_value[row],
             }
             records[member.index] = record
             result.epochs.append(record)
-            value = val_value[row]
-            if math.isfinite(value) and is_better(
-                value, result.best.get(self.metric_key), self.task.direction
-            ):
+            best = result.best.get(self.metric_key)
+            if math.isfinite(val_value[row]) and is_better(val_value[row], best, self.direction):
                 result.best = record
             self._early_stop(row, result, epoch)
-        self.hp.end_epoch(val_value, mode=self.task.direction)
+        self.hp.end_epoch(val_value, mode=self.direction)
         if self.on_epoch is not None and records:
             for index in self.on_epoch(epoch, records):
                 if index in records and self.results[index].stopped is None:
                     self.results[index].stopped = "pruned"
-        self._write(epoch, records, lines)
+        self._write(epoch, trace, records)
         self._drop_stopped()
-
-    def _batch_records(
-        self, row: int, first: int, column: Tensor, trace: dict[str, Any], dead: int | None
-    ) -> list[Record]:
-        """The member's batch records of this epoch (up to the step it diverged at)."""
-        out: list[Record] = []
-        spe = self.steps_per_epoch
-        values = column[:, :2].tolist()
-        for s in range(column.shape[0] if dead is None else dead):
-            data, reg = values[s]
-            mu = trace["mu"][s]
-            step = first + s + 1
-            out.append(
-                batch_record(
-                    step,
-                    data + reg,
-                    epoch=step / spe,
-                    data_loss=data,
-                    reg_loss=reg,
-                    lr=trace["lr"][s][row],
-                    mu=None if mu is None else mu[row],
-                )
-            )
-        return out
-
-    def _diverge(
-        self,
-        result: MemberResult,
-        lines: list[Record],
-        row: int,
-        first: int,
-        column: Tensor,
-        trace: dict[str, Any],
-        dead: int,
-        epoch: int,
-    ) -> None:
-        """The trainer's divergence: the step whose loss is NaN/inf took no update; stop."""
-        loss = float(column[dead, 0] + column[dead, 1])
-        result.stopped, result.diverged_step = "diverged", first + dead + 1
-        lr = trace["lr"][dead][row]
-        epoch_at = epoch - 1 + dead / self.steps_per_epoch
-        lines.append(event_record(first + dead + 1, "diverged", loss=loss, lr=lr, epoch=epoch_at))
 
     def _early_stop(self, row: int, result: MemberResult, epoch: int) -> None:
         """EarlyStopping: stop after ``patience`` epochs in a row without a new best."""
@@ -330,60 +219,44 @@ class PopulationLoop:
         if patience is not None and self.bad_epochs[row] >= patience:
             result.stopped = "early_stop"
 
-    def _write(
-        self, epoch: int, records: dict[int, dict[str, Any]], lines: dict[int, list[Record]]
-    ) -> None:
-        """Each member's records of the epoch, checkpoint and stop event, in the trainer's order."""
+    def _write(self, epoch: int, trace: EpochTrace, records: dict[int, dict[str, Any]]) -> None:
+        """Each member's records of the epoch, checkpoint and stop event (with ``out``)."""
         if not self.logs:
             return
-        host = {k: v.detach().cpu() for k, v in {**self.params, **self.buffers}.items()}
-        slots = {k: v for k, v in self.state.items() if isinstance(v, dict)}
-        host_slots = {s: {k: v.detach().cpu() for k, v in d.items()} for s, d in slots.items()}
+        tensors = {**self.stack.params, **self.stack.buffers}
+        host = {k: tensors[k].detach().cpu() for k in self.stack.state_keys}
         for row, member in enumerate(self.members):
-            log, result = self.logs[member.index], self.results[member.index]
-            out = lines[member.index]
+            result = self.results[member.index]
+            dead = trace.dead(row)
+            lines = trace.batch_records(row, dead)
+            if dead is not None:
+                lines.append(trace.diverged(row, dead, epoch))
             record = records.get(member.index)
-            if record is not None:
-                out.append(
-                    epoch_record(
-                        epoch, self.step, **{k: v for k, v in record.items() if k != "epoch"}
-                    )
-                )
-                state = self._checkpoint(row, member, epoch, host, host_slots)
-                name = log.checkpoint(epoch, float(record[self.metric_key]), state)
-                out.append(event_record(self.step, "checkpoint", path=name))
-                if result.stopped is not None:
-                    out.append(
-                        event_record(
-                            self.step,
-                            result.stopped,
-                            epoch=epoch,
-                            best_epoch=result.best.get("epoch"),
-                        )
-                    )
-            log.write(out)
+            self.logs[member.index].end_epoch(
+                lines,
+                epoch=epoch,
+                step=self.step,
+                scores=None
+                if record is None
+                else {k: v for k, v in record.items() if k != "epoch"},
+                state=None if record is None else self._checkpoint(row, epoch, host),
+                stopped=result.stopped,
+                best_epoch=result.best.get("epoch"),
+            )
 
-    def _checkpoint(
-        self,
-        row: int,
-        member: Member,
-        epoch: int,
-        host: dict[str, Tensor],
-        slots: dict[str, dict[str, Tensor]],
-    ) -> dict[str, Any]:
+    def _checkpoint(self, row: int, epoch: int, host: dict[str, Tensor]) -> dict[str, Any]:
         """A member checkpoint (clones: a view would save every member's storage)."""
-        result = self.results[member.index]
+        member = self.members[row]
         return {
-            "model": {k: host[k][row].clone() for k in self.state_keys},
+            "model": {k: v[row].clone() for k, v in host.items()},
             "epoch": epoch,
             "step": self.step,
-            "best": dict(result.best),
+            "best": dict(self.results[member.index].best),
             "config": self.logs[member.index].config_toml,
             "population": {
                 "member": member.index,
                 "rule": self.rule,
-                "state": {s: {k: v[row].clone() for k, v in d.items()} for s, d in slots.items()},
-                "t": int(self.state.get("t", 0)),
+                **self.stack.member_slots(row),
                 "hparams": self.hp.member(row),
                 "engine": self.engine.name,
             },
@@ -395,18 +268,10 @@ class PopulationLoop:
         if len(keep) == len(self.members):
             return
         rows = torch.tensor(keep, dtype=torch.long, device=self.device)
-
-        def take(x: Tensor) -> Tensor:
-            return x.index_select(0, rows)
-
-        self.params = {k: take(v) for k, v in self.params.items()}
-        self.buffers = {k: take(v) for k, v in self.buffers.items()}
-        self.state = {
-            s: {k: take(v) for k, v in d.items()} if isinstance(d, dict) else d
-            for s, d in self.state.items()
-        }
-        self.reg, self.seed_rows = take(self.reg), take(self.seed_rows)
-        self.clip = None if self.clip is None else take(self.clip)
+        self.stack.select(rows)
+        self.data.select(rows)
+        self.reg = self.reg.index_select(0, rows)
+        self.clip = None if self.clip is None else self.clip.index_select(0, rows)
         self.hp.select(keep)
         self.members = [self.members[r] for r in keep]
         self.patience = [self.patience[r] for r in keep]

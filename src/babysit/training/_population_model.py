@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -103,27 +103,79 @@ def build_models(task: Task, members: Sequence[Member]) -> list[nn.Module]:
 class Stack:
     """P models as stacked tensors (leading dimension P) and a template to call them with.
 
-    params / buffers: name -> (P, ...) tensor; state_keys: the names a member's state_dict
-    holds (its model's: parameters and persistent buffers, no dropout rates).
+    params / buffers: name -> (P, ...) tensor; state: the update rule's state over params
+    (``rules.init_state``); state_keys: the names a member's state_dict holds (its
+    model's: parameters and persistent buffers, no dropout rates).
     """
 
     template: nn.Module  # the first member's model on the meta device (structure only)
     params: dict[str, Tensor]
     buffers: dict[str, Tensor]
     state_keys: list[str]
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def update(self, params: dict[str, Tensor], state: dict[str, Any], live: Tensor) -> None:
+        """Take new weights and state, except in rows that are not live (frozen members).
+
+        On the CPU (where a host sync is free) only the frozen rows are copied back; on a
+        GPU a select over every row avoids the sync."""
+        if live.device.type == "cpu":
+            frozen = (~live).nonzero().flatten()
+            if not len(frozen):
+                self.params, self.state = dict(params), state
+                return
+
+            def keep(new: Tensor, old: Tensor) -> Tensor:
+                return new.index_copy_(0, frozen, old.index_select(0, frozen))
+        else:
+
+            def keep(new: Tensor, old: Tensor) -> Tensor:
+                return torch.where(live.view(-1, *([1] * (new.ndim - 1))), new, old)
+
+        self.params = {k: keep(v, self.params[k]) for k, v in params.items()}
+        self.state = _map_slots(state, keep, self.state)
+
+    def select(self, rows: Tensor) -> None:
+        """Keep the rows ``rows`` (in that order) of every tensor: members that stopped go."""
+
+        def take(x: Tensor, _: Any = None) -> Tensor:
+            return x.index_select(0, rows)
+
+        self.params = {k: take(v) for k, v in self.params.items()}
+        self.buffers = {k: take(v) for k, v in self.buffers.items()}
+        self.state = _map_slots(self.state, take, self.state)
+
+    def member_slots(self, row: int) -> dict[str, Any]:
+        """Row ``row``'s rule state (copies on the CPU) and the step count t."""
+        slots = {
+            s: {k: v[row].detach().cpu().clone() for k, v in d.items()}
+            for s, d in self.state.items()
+            if isinstance(d, dict)
+        }
+        return {"state": slots, "t": int(self.state.get("t", 0))}
 
 
-def stack(models: Sequence[nn.Module], device: torch.device) -> Stack:
-    """Stack same-architecture models' parameters and buffers onto ``device``."""
+def _map_slots(state: dict[str, Any], fn: Any, old: dict[str, Any]) -> dict[str, Any]:
+    """``fn(tensor, old tensor)`` over every slot tensor of a rule state (t is kept)."""
+    return {
+        s: {k: fn(v, old[s][k]) for k, v in d.items()} if isinstance(d, dict) else d
+        for s, d in state.items()
+    }
+
+
+def stack(models: Sequence[nn.Module], device: torch.device, rule: str) -> Stack:
+    """Stack same-architecture models' parameters and buffers onto ``device``; ``rule``'s
+    state starts at zero (``rules.init_state``)."""
     params, buffers = stack_module_state(list(models))
     first = models[0]
-    template = _meta_copy(first)
-    return Stack(
-        template=template,
+    stacked = Stack(
+        template=_meta_copy(first),
         params={k: v.detach().to(device) for k, v in params.items()},
         buffers={k: v.detach().to(device) for k, v in buffers.items()},
         state_keys=list(first.state_dict().keys()),
     )
+    stacked.state = init_state(rule, stacked.params)
+    return stacked
 
 
 def _meta_copy(model: nn.Module) -> nn.Module:

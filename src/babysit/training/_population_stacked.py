@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from babysit._registry import Registry
 from babysit.tasks import l2_weights
 from babysit.training._population_model import RateDropout
+from babysit.training.evaluate import correct
 
 __all__ = [
     "STACKED_FNS",
@@ -110,13 +111,30 @@ def _dropout(module: nn.Module, p: dict[str, Tensor], h: Tensor, layout: Layout)
     return h * keep / (1 - r), layout
 
 
-def _elementwise(module: nn.Module, p: dict[str, Tensor], h: Tensor, layout: Layout) -> tuple:
-    """An activation acts on each element: any layout will do."""
-    return module(h), layout
+def _activation(inplace: Callable[[Tensor], Tensor] | None) -> Run:
+    """An activation acts on each element, in any layout; in place on a layer's own output
+    (feature-major: never the shared input), which saves a (P, F, B) allocation per step,
+    unless that output is a view (autograd would copy the whole base back: CopySlices)."""
+
+    def run(module: nn.Module, p: dict[str, Tensor], h: Tensor, layout: Layout) -> tuple:
+        if inplace is not None and layout is Layout.FEATURES and h._base is None:
+            return inplace(h), layout
+        return module(h), layout
+
+    return run
 
 
-for _cls in (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.Identity, nn.GELU, nn.ELU, nn.SiLU):
-    STACKED_LAYERS.add(_cls.__name__, StackedLayer(_cls, _elementwise))
+for _cls, _inplace in (
+    (nn.ReLU, torch.relu_),
+    (nn.Tanh, torch.tanh_),
+    (nn.Sigmoid, torch.sigmoid_),
+    (nn.LeakyReLU, None),
+    (nn.Identity, None),
+    (nn.GELU, None),
+    (nn.ELU, None),
+    (nn.SiLU, None),
+):
+    STACKED_LAYERS.add(_cls.__name__, StackedLayer(_cls, _activation(_inplace)))
 
 
 def supports(model: nn.Module) -> bool:
@@ -165,25 +183,48 @@ def stacked_l2(params: dict[str, Tensor], strength: Tensor) -> Tensor:
     weights = [w for w in params.values() if w.ndim >= 3]
     if not weights:
         return torch.zeros_like(strength)
-    sums = torch.stack([w.pow(2).sum(dim=tuple(range(1, w.ndim))) for w in weights])
+    sums = torch.stack([torch.linalg.vector_norm(w.flatten(1), dim=1).square() for w in weights])
     return strength * sums.sum(0)
+
+
+def stacked_l2_grad(grads: dict[str, Tensor], params: dict[str, Tensor], strength: Tensor) -> None:
+    """Add the gradient of ``stacked_l2``, 2 * strength * w, to each weight's gradient: one
+    fused addcmul per tensor, where autograd would take three passes over it."""
+    for name, w in params.items():
+        if w.ndim >= 3:
+            coef = strength.view(-1, *([1] * (w.ndim - 1)))
+            grads[name] = torch.addcmul(grads[name], w, coef, value=2.0)
+
+
+def stacked_correct(out: Tensor, y: Tensor) -> Tensor:
+    """``correct`` per member: rows of out (P, B, C) whose argmax is the target, (P,).
+
+    ``max(dim).indices`` is the argmax (the first maximal value, as argmax's), and over the
+    class dimension of the (P, C, B) layout the layers produce it runs about 6x faster on
+    a CPU than ``argmax`` does over either layout."""
+    if out.ndim != 3 or y.ndim not in (1, 2) or y.is_floating_point():
+        return torch.zeros(out.shape[0], dtype=out.dtype, device=out.device)
+    return (out.transpose(1, 2).max(dim=1).indices == y).sum(1)
 
 
 @dataclass(frozen=True)
 class StackedFn:
-    """A task function (``Task.loss_fn`` or ``Task.reg_fn``) and its form on stacked members."""
+    """A task function (loss, penalty or score) and its form on stacked members; ``grad``:
+    adds a penalty's gradient itself (then the penalty stays out of autograd's graph)."""
 
     fn: Callable[..., Tensor]
     stacked: Callable[..., Tensor]
+    grad: Callable[[dict[str, Tensor], dict[str, Tensor], Tensor], None] | None = None
 
 
 # The task functions the fast path computes for all members at once, found by identity;
 # any other loss or penalty is vmapped over the members.
 STACKED_FNS: Registry[StackedFn] = Registry("stacked function")
 STACKED_FNS.add("cross_entropy", StackedFn(F.cross_entropy, stacked_cross_entropy))
-STACKED_FNS.add("l2_weights", StackedFn(l2_weights, stacked_l2))
+STACKED_FNS.add("l2_weights", StackedFn(l2_weights, stacked_l2, stacked_l2_grad))
+STACKED_FNS.add("correct", StackedFn(correct, stacked_correct))
 
 
-def stacked_fn(fn: Callable[..., Tensor]) -> Callable[..., Tensor] | None:
+def stacked_fn(fn: Callable[..., Tensor]) -> StackedFn | None:
     """The stacked form of ``fn`` when one is registered, else None."""
-    return next((e.stacked for e in STACKED_FNS.values() if e.fn is fn), None)
+    return next((e for e in STACKED_FNS.values() if e.fn is fn), None)

@@ -269,7 +269,7 @@ class _Trainer:
     def _train(self, members: list[Member], models: list[nn.Module], name: str) -> None:
         """Train one chunk with engine ``name``; "auto" falls back to "sequential" if the
         chosen engine fails later than its probe did (a path the probe did not take)."""
-        stacked = stack(models, self.device)
+        stacked = stack(models, self.device, self.group.rule)
         example = (self.example[0].to(self.device), self.example[1].to(self.device))
         engine, notes = choose_engine(name, stacked, self.task, example)
         model = type(stacked.template).__name__
