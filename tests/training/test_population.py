@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,16 @@ from babysit.monitor.log import read_metrics
 from babysit.optim import rules
 from babysit.optim.hparams import RULE_HPARAMS, SCHEDULE_KINDS
 from babysit.optim.schedules import SCHEDULES, momentum_at
+from babysit.report.html import write_report
 from babysit.splits import Batches
 from babysit.tasks import Task
+from babysit.training._population_members import plan_groups
+from babysit.training._population_model import (
+    RateDropout,
+    build_models,
+    bytes_per_member,
+    stack,
+)
 from babysit.training.checkpoint import list_checkpoints, load_checkpoint
 from babysit.training.population import train_population
 from babysit.training.run import train
@@ -284,8 +293,6 @@ def test_a_tiny_memory_budget_trains_in_chunks_with_the_same_results(tmp_path: P
 
 
 def test_bytes_per_member_counts_weights_state_and_activations() -> None:
-    from babysit.training._population_model import bytes_per_member
-
     task = _task(torch.float32)
     model = task.model_factory({"hidden": [5]})
     params = sum(p.numel() for p in model.parameters()) * 4
@@ -295,6 +302,31 @@ def test_bytes_per_member_counts_weights_state_and_activations() -> None:
     assert adam - sgd == 4 * params  # two slots, old and new
     big = bytes_per_member(model, task, "sgd", (x, y), batch_size=8, eval_batch_size=800)
     assert big > sgd + 100 * 8 * 5 * 4  # activations grow with the batch
+
+
+@pytest.mark.parametrize("rule", ["sgd", "adam"])
+def test_frozen_rows_keep_their_weights_and_state_either_way(rule: str) -> None:
+    """The CPU's row copy and the GPU's select (no host sync) freeze the same rows."""
+    task = _task()
+    group = plan_groups(Config.from_dict(_base(rule)), [{}, {"train.seed": 1}, {}])[0]
+    results = []
+    for sync in (True, False):
+        st = stack(build_models(task, group.members), torch.device("cpu"), rule)
+        grads = {k: torch.ones_like(v) for k, v in st.params.items()}
+        old = {k: v.clone() for k, v in st.params.items()}
+        new, state = rules.step(rule, st.params, grads, st.state, lr=0.1)
+        assert isinstance(new, dict)
+        st.update(new, state, torch.tensor([True, False, True]), sync=sync)
+        for k, v in st.params.items():
+            assert torch.equal(v[1], old[k][1]) and not torch.equal(v[0], old[k][0])
+        results.append(st)
+    for k in results[0].params:
+        assert torch.equal(results[0].params[k], results[1].params[k])
+    for slot, value in results[0].state.items():
+        if isinstance(value, dict):
+            for k, v in value.items():
+                assert torch.equal(v, results[1].state[slot][k])
+                assert not v[1].any()  # the frozen member's slots stay at their zeros
 
 
 # --- fallback ------------------------------------------------------------------------------
@@ -385,8 +417,6 @@ def test_a_chunk_out_of_memory_is_halved_and_retried(tmp_path: Path) -> None:
 
 # --- run dirs ------------------------------------------------------------------------------
 def test_member_dirs_are_run_dirs_that_reports_and_models_read(tmp_path: Path) -> None:
-    from babysit.report.html import write_report
-
     task = _task(torch.float32)
     result = train_population(_base("adam"), MEMBERS, task=task, out=tmp_path / "pop")
     member = result.members[2]
@@ -409,16 +439,28 @@ def test_member_dirs_are_run_dirs_that_reports_and_models_read(tmp_path: Path) -
 
 
 def _load_toml(directory: Path) -> dict[str, Any]:
-    import tomllib
-
     return tomllib.loads((directory / "config.toml").read_text())
 
 
-def test_an_out_dir_that_is_not_empty_is_refused_before_training(tmp_path: Path) -> None:
-    (tmp_path / "pop").mkdir()
-    (tmp_path / "pop" / "x").write_text("")
+def test_a_member_dir_that_is_not_empty_is_refused_before_training(tmp_path: Path) -> None:
+    (tmp_path / "pop" / "m1").mkdir(parents=True)
+    (tmp_path / "pop" / "m1" / "x").write_text("")
     with pytest.raises(ConfigError, match="not empty"):
-        train_population(_base("sgd"), [{}], task=_task(), out=tmp_path / "pop")
+        train_population(_base("sgd"), [{}, {}], task=_task(), out=tmp_path / "pop")
+    assert not (tmp_path / "pop" / "m0").exists()
+
+
+def test_named_members_go_into_a_shared_dir_without_a_summary(tmp_path: Path) -> None:
+    """A search's trials dir: other runs are there already, each trial names its dir."""
+    trials = tmp_path / "trials"
+    (trials / "s0-0").mkdir(parents=True)
+    (trials / "s0-0" / "metrics.jsonl").write_text("")
+    names = ["s1-0", "s1-1"]
+    result = train_population(_base("sgd"), [{}, {}], task=_task(), out=trials, names=names)
+    assert [m.dir for m in result.members] == [trials / n for n in names]
+    assert sorted(p.name for p in trials.iterdir()) == ["s0-0", "s1-0", "s1-1"]
+    with pytest.raises(ConfigError, match="different names"):
+        train_population(_base("sgd"), [{}, {}], task=_task(), out=trials, names=["a", "a"])
 
 
 # --- dropout -------------------------------------------------------------------------------
@@ -440,8 +482,6 @@ def test_dropout_rates_are_per_member_and_masks_differ(tmp_path: Path) -> None:
 
 
 def test_rate_dropout_keeps_one_minus_rate_and_rescales() -> None:
-    from babysit.training._population_model import RateDropout
-
     drop = RateDropout(0.25)
     x = torch.ones(200_000, dtype=torch.float64)
     y = drop(x)

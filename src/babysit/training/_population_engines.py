@@ -6,8 +6,10 @@
 
 The batched engines compute the per-member losses L (P,) in one forward and take the
 gradient of their sum in one backward: member i's parameters reach only L_i, so
-d(sum_j L_j)/dW_i = dL_i/dW_i. A member whose loss is NaN/inf is masked out of that sum
-(``live`` False): its gradient is zero, never NaN, and it cannot touch the others.
+d(sum_j L_j)/dW_i = dL_i/dW_i (the same gradient as ``vmap(grad(loss))``, without the
+grad transform). A member whose loss is NaN/inf is not ``live``: it is masked out of that
+sum (its gradient may still be NaN, 0 * NaN, but stays in its own rows) and the loop
+discards its update.
 
 Every engine computes loss = task.loss_fn(out, y) + task.reg_fn(model, reg) per member,
 the penalty taken as 0 where reg is 0 (as the trainer, which skips it).
@@ -200,8 +202,8 @@ class Sequential(Engine):
 
     def _one(
         self, tensors: Tensors, i: int, batch: tuple[Tensor, Tensor, bool], reg: Tensor
-    ) -> tuple:
-        """Member i's (out, data loss, penalty) from its slice of ``tensors``."""
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Member i's (out, data loss, penalty) from its own tensors."""
         x, y, per_member = batch
         xi, yi = (x[i], y[i]) if per_member else (x, y)
         out, data, pen = functional_call(self.member, _named(tensors), (xi, yi, reg[i]))
@@ -210,13 +212,11 @@ class Sequential(Engine):
     def forward(
         self, tensors: Tensors, x: Tensor, y: Tensor, reg: Tensor, per_member: bool
     ) -> Losses:
-        n = next(iter(tensors.values())).shape[0]
+        batch = (x, y, per_member)
         parts = [
-            self._one({k: v[i] for k, v in tensors.items()}, i, (x, y, per_member), reg)
-            for i in range(n)
+            self._one({k: v[i] for k, v in tensors.items()}, i, batch, reg) for i in range(len(reg))
         ]
-        out, data, pen = (torch.stack(list(p)) for p in zip(*parts, strict=True))
-        return Losses(out, data, pen)
+        return Losses(*(torch.stack(list(p)) for p in zip(*parts, strict=True)))
 
     def grads(
         self,
@@ -226,36 +226,23 @@ class Sequential(Engine):
         reg: Tensor,
         active: Tensor,
     ) -> tuple[Losses, Tensor, Tensors]:
-        """Each member its own backward (one graph over slices would cost P full gradients)."""
+        """Each member its own backward (one graph over P slices would cost P full-size
+        gradients); a member with a NaN/inf loss gets NaN gradients, discarded as above."""
         self.template.train()
-        parts, grads = [], []
-        for i in range(active.shape[0]):
+        parts: list[tuple[Tensor, Tensor, Tensor]] = []
+        grads: dict[str, list[Tensor]] = {k: [] for k in params}
+        for i in range(len(reg)):
             leaves = {k: v[i].detach().requires_grad_() for k, v in params.items()}
+            own = {**leaves, **{k: b[i] for k, b in buffers.items()}}
             with torch.enable_grad():
-                out, data, pen = self._one(
-                    {**leaves, **{k: b[i] for k, b in buffers.items()}}, i, batch, reg
-                )
-                loss = data + pen
-                live = bool(active[i]) and bool(torch.isfinite(loss))
-                found = (
-                    torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-                    if live
-                    else ()
-                )
-            grads.append(
-                {
-                    k: g if g is not None else torch.zeros_like(v)
-                    for (k, v), g in zip(leaves.items(), found or [None] * len(leaves), strict=True)
-                }
-            )
+                out, data, pen = self._one(own, i, batch, reg)
+                found = torch.autograd.grad(data + pen, list(leaves.values()), allow_unused=True)
+            for (k, v), g in zip(leaves.items(), found, strict=True):
+                grads[k].append(torch.zeros_like(v) if g is None else g)
             parts.append((out.detach(), data.detach(), pen.detach()))
-        out, data, pen = (torch.stack(list(p)) for p in zip(*parts, strict=True))
-        live_all = active & torch.isfinite(data + pen)
-        return (
-            Losses(out, data, pen),
-            live_all,
-            {k: torch.stack([g[k] for g in grads]) for k in params},
-        )
+        losses = Losses(*(torch.stack(list(p)) for p in zip(*parts, strict=True)))
+        live = active & torch.isfinite(losses.data + losses.reg)
+        return losses, live, {k: torch.stack(g) for k, g in grads.items()}
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
 """A member's run dir: what a single run writes, so reports and ensembles read it unchanged.
 
-    <out>/m<i>/config.toml      the member's whole config (the base with its overrides)
-    <out>/m<i>/metrics.jsonl    batch, epoch and event records (monitor/log.py's constructors)
-    <out>/m<i>/checkpoints/     epoch=007-val_acc=0.9412.pt, pruned by keep_best / keep_last
-    <out>/m<i>/findings.json    the diagnoses of its metrics, at the end
+    <dir>/config.toml      the member's whole config (the base with its overrides)
+    <dir>/metrics.jsonl    batch, epoch and event records (monitor/log.py's constructors)
+    <dir>/checkpoints/     epoch=007-val_acc=0.9412.pt, pruned by keep_best / keep_last
+    <dir>/findings.json    the diagnoses of its metrics, at the end
+
+(``<out>/m<i>`` by default, ``<out>/<names[i]>`` when the caller names them.)
 
 A member's metrics start with a ``watch`` event (steps_per_epoch and chance_loss, as the
 monitor writes; no probes run in a population, so no ``every``) and a ``population``
@@ -43,7 +45,7 @@ from babysit.monitor.log import (
 from babysit.training._population_members import Member
 from babysit.training.checkpoint import checkpoint_name, prune_checkpoints, save_checkpoint
 
-__all__ = ["EpochTrace", "MemberLog", "member_dir"]
+__all__ = ["EpochTrace", "MemberLog"]
 
 
 @dataclass(frozen=True)
@@ -107,11 +109,6 @@ class EpochTrace:
         )
 
 
-def member_dir(out: Path, index: int) -> Path:
-    """``<out>/m<index>``: the run dir of member ``index`` (its place in the caller's list)."""
-    return out / f"m{index}"
-
-
 class MemberLog:
     """Writes one member's run dir."""
 
@@ -119,24 +116,25 @@ class MemberLog:
         self,
         directory: Path,
         *,
+        member: int,
         config_toml: str,
         metric_key: str,
         direction: str,
         keep_best: int,
         keep_last: int,
     ) -> None:
-        self.dir = directory
+        self.dir, self.member = directory, member
         self.config_toml = config_toml
         self.metric_key, self.direction = metric_key, direction
         self.keep_best, self.keep_last = keep_best, keep_last
 
     @classmethod
-    def of(cls, member: Member, out: Path, *, metric_key: str, direction: str) -> MemberLog:
-        """The log of ``member`` in ``<out>/m<index>`` (its whole config checked here)."""
-        directory = member_dir(out, member.index)
+    def of(cls, member: Member, directory: Path, *, metric_key: str, direction: str) -> MemberLog:
+        """The log of ``member`` in ``directory`` (its whole config checked here)."""
         config = Config.from_dict(member.config_dict(), source=str(directory))
         return cls(
             directory,
+            member=member.index,
             config_toml=config.to_toml(),
             metric_key=metric_key,
             direction=direction,
@@ -152,11 +150,12 @@ class MemberLog:
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
         write_text_atomic(self.dir / "config.toml", self.config_toml)
-        member = int(self.dir.name[1:])
         self.write(
             [
                 event_record(0, "watch", steps_per_epoch=steps_per_epoch, chance_loss=chance_loss),
-                event_record(0, "population", member=member, row=row, size=size, engine=engine),
+                event_record(
+                    0, "population", member=self.member, row=row, size=size, engine=engine
+                ),
             ]
         )
 

@@ -65,7 +65,7 @@ class PopulationLoop:
         engine: Engine,
         *,
         device: torch.device,
-        out: Path | None,
+        dirs: Mapping[int, Path] | None,
         on_epoch: OnEpoch | None,
         results: Mapping[int, MemberResult],
     ) -> None:
@@ -97,9 +97,11 @@ class PopulationLoop:
         self.metric_key, self.direction = f"val_{task.metric}", task.direction
         self.step = 0
         self.logs: dict[int, MemberLog] = {}
-        for member in members if out is not None else ():
-            assert out is not None
-            log = MemberLog.of(member, out, metric_key=self.metric_key, direction=self.direction)
+        for member in members if dirs is not None else ():
+            assert dirs is not None
+            log = MemberLog.of(
+                member, dirs[member.index], metric_key=self.metric_key, direction=self.direction
+            )
             self.logs[member.index], self.results[member.index].dir = log, log.dir
 
     def _column(self, key: str, dtype: torch.dtype) -> Tensor:

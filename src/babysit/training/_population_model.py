@@ -114,12 +114,19 @@ class Stack:
     state_keys: list[str]
     state: dict[str, Any] = field(default_factory=dict)
 
-    def update(self, params: dict[str, Tensor], state: dict[str, Any], live: Tensor) -> None:
+    def update(
+        self,
+        params: dict[str, Tensor],
+        state: dict[str, Any],
+        live: Tensor,
+        *,
+        sync: bool | None = None,
+    ) -> None:
         """Take new weights and state, except in rows that are not live (frozen members).
 
-        On the CPU (where a host sync is free) only the frozen rows are copied back; on a
-        GPU a select over every row avoids the sync."""
-        if live.device.type == "cpu":
+        ``sync`` (default: on the CPU, where a host sync is free): copy back only the frozen
+        rows; else (a GPU) select over every row, which needs no sync."""
+        if live.device.type == "cpu" if sync is None else sync:
             frozen = (~live).nonzero().flatten()
             if not len(frozen):
                 self.params, self.state = dict(params), state

@@ -35,8 +35,9 @@ gradients, the rule's state, the pure update's copies, activations of a batch), 
 memory, half the available RAM on a CPU) is trained in chunks one after another, with
 the same results; a chunk that still runs out of GPU memory is halved and retried.
 
-Writes, with ``out``: a run dir per member ``<out>/m<i>/`` (``_population_log``) and
-``<out>/population.json`` (each member's params, best record, how it stopped, dir).
+Writes, with ``out``: a run dir per member ``<out>/m<i>/`` (``_population_log``; other
+names with ``names``) and, when ``out`` was new or empty, ``<out>/population.json``
+(each member's params, best record, how it stopped, dir).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from torch import nn
 
 from babysit._io import json_safe, write_json_atomic
 from babysit.config import Config, load_config
-from babysit.errors import TaskError
+from babysit.errors import ConfigError, TaskError
 from babysit.splits import first, seeded, split_size
 from babysit.tasks import Task, task_for
 from babysit.training._population_engines import choose_engine
@@ -138,12 +139,14 @@ def train_population(
     memory_budget: int | None = None,
     engine: str = "auto",
     on_epoch: OnEpoch | None = None,
+    names: Sequence[str] | None = None,
 ) -> PopulationResult:
     """Train the base ``config`` once per member of ``members`` (dotted-key overrides), at once.
 
-    task: as in ``babysit.train`` (default: the config's). out: a new or empty dir for the
-    members' run dirs (None: nothing written). device: "cpu" | "cuda" | "auto" (default:
-    the config's train.device). memory_budget: bytes the population may use at once.
+    task: as in ``babysit.train`` (default: the config's). out: the dir of the members' run
+    dirs (None: nothing written); names: their names in it (default ``m<i>``), each new or
+    empty. device: "cpu" | "cuda" | "auto" (default: the config's train.device).
+    memory_budget: bytes the population may use at once (default: see the module).
     engine: "auto" | "stacked" | "vmap" | "sequential". on_epoch(epoch, {index: epoch
     record}) -> indices of members to stop ("pruned"), after every epoch.
     Bad input raises ConfigError / TaskError / DataError before anything is written.
@@ -158,9 +161,8 @@ def train_population(
         )
     dev = select_device(device or base.train.device)
     run_dir = None if out is None else Path(out)
-    if run_dir is not None:
-        check_new_run_dir(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+    dirs = None if run_dir is None else _member_dirs(run_dir, len(members), names)
+    owned = run_dir is not None and (not run_dir.exists() or not any(run_dir.iterdir()))
     result = PopulationResult(
         [MemberResult(i, dict(params)) for i, params in enumerate(members)],
         metric_key=f"val_{task.metric}",
@@ -171,15 +173,30 @@ def train_population(
     with seeded(base.train.seed, dev):
         for group in groups:
             for sub, models in _by_architecture(task, group):
-                _Trainer(task, sub, models, dev, run_dir, result, engine, on_epoch).run(
-                    memory_budget
-                )
-    if run_dir is not None:
+                _Trainer(task, sub, models, dev, dirs, result, engine, on_epoch).run(memory_budget)
+    if run_dir is not None and owned:  # a dir of its own: the population's summary too
         write_json_atomic(run_dir / "population.json", result.to_dict())
     for note in result.notes:
         if "one after another" in note:
             warnings.warn(note, stacklevel=2)
     return result
+
+
+def _member_dirs(out: Path, count: int, names: Sequence[str] | None) -> dict[int, Path]:
+    """Each member's run dir in ``out``, checked (new or empty, writable) before training."""
+    if names is None:
+        names = [f"m{i}" for i in range(count)]
+    if len(names) != count or len(set(names)) != count:
+        raise ConfigError(f"population: names must be {count} different names, one per member")
+    for name in names:
+        if not name or Path(name).name != name or name in (".", ".."):
+            raise ConfigError(f"population: name {name!r} is not a plain directory name")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, expected a directory for the population")
+    dirs = {i: out / name for i, name in enumerate(names)}
+    for directory in dirs.values():
+        check_new_run_dir(directory)
+    return dirs
 
 
 def _by_architecture(task: Task, group: Group) -> list[tuple[Group, list[nn.Module]]]:
@@ -202,13 +219,13 @@ class _Trainer:
         group: Group,
         models: list[nn.Module],
         device: torch.device,
-        out: Path | None,
+        dirs: Mapping[int, Path] | None,
         result: PopulationResult,
         engine: str,
         on_epoch: OnEpoch | None,
     ) -> None:
         self.task, self.group, self.models, self.device = task, group, models, device
-        self.out, self.result, self.engine, self.on_epoch = out, result, engine, on_epoch
+        self.dirs, self.result, self.engine, self.on_epoch = dirs, result, engine, on_epoch
         train = group.config.train
         n = min(train.batch_size, split_size(task.train, "train"))
         self.example = first(task.train, n, name="train").read()
@@ -293,7 +310,7 @@ class _Trainer:
             stacked,
             engine,
             device=self.device,
-            out=self.out,
+            dirs=self.dirs,
             on_epoch=self.on_epoch,
             results={m.index: self.result.members[m.index] for m in members},
         )
