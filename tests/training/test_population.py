@@ -432,7 +432,7 @@ def test_member_dirs_are_run_dirs_that_reports_and_models_read(tmp_path: Path) -
         member.best["val_acc"], abs=1e-4
     )
     state = torch.load(ckpt.path, weights_only=True)
-    model = task.model_factory(Config.from_dict(state and _load_toml(member.dir)).model_table())
+    model = task.model_factory(Config.from_dict(_load_toml(member.dir)).model_table())
     model.load_state_dict(state["model"])  # strict: the factory's keys exactly
     summary = (tmp_path / "pop" / "population.json").read_text()
     assert '"dir": "m2"' in summary
