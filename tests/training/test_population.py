@@ -133,7 +133,7 @@ def _oracle(task: Task, config: Config) -> tuple[list[float], dict[str, torch.Te
             w, state = rules.step(opt.rule, w, grads, state, **hp)  # type: ignore[assignment]
             losses.append(loss.item())
             step += 1
-    return losses, w
+    return losses, {**w, **{k: b.detach().clone() for k, b in model.named_buffers()}}
 
 
 def _trajectory(member_dir: Path) -> tuple[list[float], dict[str, torch.Tensor]]:
@@ -230,7 +230,6 @@ def _digits(rule: str, lr: float, **train: Any) -> dict[str, Any]:
     }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("rule", rules.RULES)
 def test_member_equals_babysit_train_at_a_constant_lr(tmp_path: Path, rule: str) -> None:
     lr = 3e-3 if rule in ("adam", "rmsprop") else 0.05
@@ -243,7 +242,6 @@ def test_member_equals_babysit_train_at_a_constant_lr(tmp_path: Path, rule: str)
     assert member.best == pytest.approx(single.best, rel=1e-4)
 
 
-@pytest.mark.slow
 def test_adam_with_plateau_clip_and_early_stop_equals_babysit_train(tmp_path: Path) -> None:
     """Adam takes any lr as torch does; the plateau, clipping and early stopping as the trainer."""
     config = _digits("adam", 0.02, epochs=6, clip_grad=0.5, early_stop=1)
@@ -413,6 +411,23 @@ def test_a_chunk_out_of_memory_is_halved_and_retried(tmp_path: Path) -> None:
     for params, member in zip(members, result.members, strict=True):
         assert member.dir is not None
         _assert_same(_trajectory(member.dir), _oracle(task, _member_config(base, params)), 1e-10)
+
+
+def test_batch_norm_members_keep_their_own_running_statistics(tmp_path: Path) -> None:
+    """vmap updates each member's buffers in place; nothing else may touch them."""
+    task = _task()
+    task.model_factory = lambda cfg: nn.Sequential(
+        nn.Linear(6, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3)
+    ).double()
+    base = _base("momentum")
+    result = train_population(base, MEMBERS, task=task, out=tmp_path / "pop")
+    for params, member in zip(MEMBERS, result.members, strict=True):
+        assert member.dir is not None
+        got = _trajectory(member.dir)
+        assert int(got[1]["1.num_batches_tracked"]) == 10  # 2 epochs of 5 steps
+        _assert_same(got, _oracle(task, _member_config(base, params)), 1e-10)
+    events = read_metrics(tmp_path / "pop" / "m0" / "metrics.jsonl", kind="event")
+    assert next(e for e in events if e["what"] == "population")["engine"] == "vmap"
 
 
 # --- run dirs ------------------------------------------------------------------------------

@@ -266,10 +266,11 @@ ENGINES.add("sequential", EngineSpec(Sequential, _any_model))
 
 def _probe(engine: Engine, stack: Stack, example: tuple[Tensor, Tensor]) -> None:
     """A backward and an evaluation of two members on two examples, shared by the members
-    and one copy each (members with their own data order); raises if the engine cannot."""
+    and one copy each (members with their own data order); raises if the engine cannot.
+    On copies: a model may update its buffers in place (batch norm's running statistics)."""
     rows = min(2, next(iter(stack.params.values())).shape[0])
-    params = {k: v[:rows] for k, v in stack.params.items()}
-    buffers = {k: v[:rows] for k, v in stack.buffers.items()}
+    params = {k: v[:rows].clone() for k, v in stack.params.items()}
+    buffers = {k: v[:rows].clone() for k, v in stack.buffers.items()}
     x, y = example
     reg = torch.zeros(rows, dtype=next(iter(params.values())).dtype, device=x.device)
     active = torch.ones(rows, dtype=torch.bool, device=x.device)

@@ -17,6 +17,7 @@ the same parameter and buffer names, shapes and dtypes (:func:`signature`).
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -187,8 +188,6 @@ def stack(models: Sequence[nn.Module], device: torch.device, rule: str) -> Stack
 
 def _meta_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with no storage: functional_call supplies every tensor."""
-    import copy
-
     return copy.deepcopy(model).to("meta")
 
 
@@ -227,11 +226,9 @@ def bytes_per_member(
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     slots = sum(isinstance(v, Tensor) for v in init_state(rule, torch.zeros(1)).values())
     x, y = example
-    was_training = model.training
-    model.train()
+    probe = copy.deepcopy(model).train()  # a copy: its forward may update buffers (batch norm)
     with torch.enable_grad():
-        saved = _saved_bytes(model, task, x, y)
-    model.train(was_training)
+        saved = _saved_bytes(probe, task, x, y)
     per_example = saved / max(len(x), 1)
     return int(param_bytes * (5 + 2 * slots) + per_example * max(batch_size, eval_batch_size))
 
