@@ -169,16 +169,18 @@ def train_population(
         direction=task.direction,
         dir=run_dir,
     )
+    slow: list[str] = []  # a model vmap cannot batch: said in a warning too
     # dropout masks are drawn from torch's global generator: seeded, and the caller's kept
     with seeded(base.train.seed, dev):
         for group in groups:
             for sub, models in _by_architecture(task, group):
-                _Trainer(task, sub, models, dev, dirs, result, engine, on_epoch).run(memory_budget)
+                _Chunked(task, sub, models, dev, dirs, result, engine, on_epoch, slow).run(
+                    memory_budget
+                )
     if run_dir is not None and owned:  # a dir of its own: the population's summary too
         write_json_atomic(run_dir / "population.json", result.to_dict())
-    for note in result.notes:
-        if "one after another" in note:
-            warnings.warn(note, stacklevel=2)
+    for line in slow:
+        warnings.warn(line, stacklevel=2)
     return result
 
 
@@ -210,7 +212,7 @@ def _by_architecture(task: Task, group: Group) -> list[tuple[Group, list[nn.Modu
     return [(Group(group.config, ms), mods) for ms, mods in parts.values()]
 
 
-class _Trainer:
+class _Chunked:
     """Trains one architecture's members: sized into chunks, each chunk one population."""
 
     def __init__(
@@ -223,9 +225,11 @@ class _Trainer:
         result: PopulationResult,
         engine: str,
         on_epoch: OnEpoch | None,
+        slow: list[str],
     ) -> None:
         self.task, self.group, self.models, self.device = task, group, models, device
         self.dirs, self.result, self.engine, self.on_epoch = dirs, result, engine, on_epoch
+        self.slow = slow  # the notes that members run one after another: warned about
         train = group.config.train
         n = min(train.batch_size, split_size(task.train, "train"))
         self.example = first(task.train, n, name="train").read()
@@ -270,6 +274,11 @@ class _Trainer:
         if line not in self.result.notes:
             self.result.notes.append(line)
 
+    def _slow(self, line: str) -> None:
+        if line not in self.result.notes:
+            self.result.notes.append(line)
+            self.slow.append(line)
+
     def _reset(self, members: list[Member]) -> None:
         """Forget what a failed attempt recorded (its run dirs are recreated too)."""
         for m in members:
@@ -302,7 +311,7 @@ class _Trainer:
         for note in notes:
             self._note(note)
         if engine.name == "sequential" and notes:
-            self._note(f"population: {model} members run one after another (vmap cannot batch it)")
+            self._slow(f"population: {model} members run one after another (vmap cannot batch it)")
         loop = PopulationLoop(
             self.task,
             self.group.config,
@@ -322,7 +331,7 @@ class _Trainer:
             if name != "auto" or engine.name == "sequential":
                 raise
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            self._note(
+            self._slow(
                 f"population: {engine.name} failed on {model} ({first_line}); "
                 "its members run one after another"
             )
