@@ -23,7 +23,7 @@ continue it.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from torch import Tensor
 
 from babysit._io import write_text_atomic
 from babysit.config import Config
+from babysit.errors import ConfigError
 from babysit.monitor.diagnose import diagnose, write_findings
 from babysit.monitor.log import (
     MetricsWriter,
@@ -44,8 +45,26 @@ from babysit.monitor.log import (
 )
 from babysit.training._population_members import Member
 from babysit.training.checkpoint import checkpoint_name, prune_checkpoints, save_checkpoint
+from babysit.training.rundir import check_new_run_dir
 
-__all__ = ["EpochTrace", "MemberLog"]
+__all__ = ["EpochTrace", "MemberLog", "member_dirs"]
+
+
+def member_dirs(out: Path, count: int, names: Sequence[str] | None) -> dict[int, Path]:
+    """Each member's run dir in ``out``, checked (new or empty, writable) before training."""
+    if names is None:
+        names = [f"m{i}" for i in range(count)]
+    if len(names) != count or len(set(names)) != count:
+        raise ConfigError(f"population: names must be {count} different names, one per member")
+    for name in names:
+        if not name or Path(name).name != name or name in (".", ".."):
+            raise ConfigError(f"population: name {name!r} is not a plain directory name")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, expected a directory for the population")
+    dirs = {i: out / name for i, name in enumerate(names)}
+    for directory in dirs.values():
+        check_new_run_dir(directory)
+    return dirs
 
 
 @dataclass(frozen=True)

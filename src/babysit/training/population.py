@@ -54,10 +54,11 @@ from torch import nn
 
 from babysit._io import json_safe, write_json_atomic
 from babysit.config import Config, load_config
-from babysit.errors import ConfigError, TaskError
+from babysit.errors import TaskError
 from babysit.splits import first, seeded, split_size
 from babysit.tasks import Task, task_for
 from babysit.training._population_engines import choose_engine
+from babysit.training._population_log import member_dirs
 from babysit.training._population_loop import OnEpoch, PopulationLoop
 from babysit.training._population_members import Group, Member, MemberResult, plan_groups
 from babysit.training._population_model import (
@@ -71,7 +72,6 @@ from babysit.training._population_model import (
 )
 from babysit.training.evaluate import SCORES
 from babysit.training.run import select_device
-from babysit.training.rundir import check_new_run_dir
 
 __all__ = ["MemberResult", "PopulationResult", "train_population"]
 
@@ -161,7 +161,7 @@ def train_population(
         )
     dev = select_device(device or base.train.device)
     run_dir = None if out is None else Path(out)
-    dirs = None if run_dir is None else _member_dirs(run_dir, len(members), names)
+    dirs = None if run_dir is None else member_dirs(run_dir, len(members), names)
     owned = run_dir is not None and (not run_dir.exists() or not any(run_dir.iterdir()))
     result = PopulationResult(
         [MemberResult(i, dict(params)) for i, params in enumerate(members)],
@@ -182,23 +182,6 @@ def train_population(
     for line in slow:
         warnings.warn(line, stacklevel=2)
     return result
-
-
-def _member_dirs(out: Path, count: int, names: Sequence[str] | None) -> dict[int, Path]:
-    """Each member's run dir in ``out``, checked (new or empty, writable) before training."""
-    if names is None:
-        names = [f"m{i}" for i in range(count)]
-    if len(names) != count or len(set(names)) != count:
-        raise ConfigError(f"population: names must be {count} different names, one per member")
-    for name in names:
-        if not name or Path(name).name != name or name in (".", ".."):
-            raise ConfigError(f"population: name {name!r} is not a plain directory name")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: is a file, expected a directory for the population")
-    dirs = {i: out / name for i, name in enumerate(names)}
-    for directory in dirs.values():
-        check_new_run_dir(directory)
-    return dirs
 
 
 def _by_architecture(task: Task, group: Group) -> list[tuple[Group, list[nn.Module]]]:
