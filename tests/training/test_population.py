@@ -557,3 +557,13 @@ def test_on_epoch_can_prune_members(tmp_path: Path) -> None:
     assert pruned[0].dir is not None
     events = [r["what"] for r in read_metrics(pruned[0].dir / "metrics.jsonl", kind="event")]
     assert events[-1] == "pruned"
+
+
+def test_fractional_epochs_are_refused_with_one_line(tmp_path: Path) -> None:
+    from babysit.errors import ConfigError
+    from babysit.training.population import train_population
+
+    config = {"task": {"name": "digits-mlp"}, "model": {"hidden": [8]}, "train": {"epochs": 0.5}}
+    with pytest.raises(ConfigError, match=r"train.epochs=0.5: a population trains whole epochs"):
+        train_population(config, [{"optim.lr": 1e-3}], out=tmp_path / "p")
+    assert not (tmp_path / "p").exists()

@@ -122,7 +122,7 @@ class PopulationLoop:
                     size=len(self.members),
                     engine=self.engine.name,
                 )
-        for epoch in range(1, self.config.train.epochs + 1):
+        for epoch in range(1, int(self.config.train.epochs) + 1):  # whole (checked)
             if not self.members:
                 break
             self._end_epoch(epoch, self._train_epoch())

@@ -149,6 +149,12 @@ def _check_trainable(config: Config) -> None:
             f"{', '.join(RULES)}"
         )
     SCHEDULE_KINDS.get_or_raise(config.schedule.kind, where="schedule.kind")
+    epochs = config.train.epochs
+    if not float(epochs).is_integer():  # the trainer cuts a last partial epoch; this loop not yet
+        raise ConfigError(
+            f"train.epochs={epochs!r}: a population trains whole epochs; fix: give a whole "
+            "number of epochs (fractional stages run through babysit.train)"
+        )
 
 
 def _key(value: Any) -> Any:
