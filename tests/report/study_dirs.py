@@ -1,6 +1,6 @@
 """Study dirs for the study page's tests: a hand-written one, and one from a real small search.
 
-The hand-written study has every trial state (complete, pruned, diverged, failed), two
+The hand-written study has every trial state (complete, pruned, diverged, failed, lost), two
 coarse -> fine stages over a log, a linear and a choice range, a border warning on the
 high side of the lr range, and a run dir with metrics.jsonl for each scored trial, in the
 formats summary.json and metrics.jsonl are written in (DESIGN.md).
@@ -42,6 +42,7 @@ TRIALS: dict[int, tuple[int, str, float, float, float, float | None]] = {
     9: (1, "complete", 20.0, 0.25, 0.99, 0.93),
     10: (1, "diverged", 28.0, 0.4, 0.9, math.nan),
     11: (1, "complete", 2.0, 0.5, 0.99, 0.88),
+    12: (0, "lost", 2e-4, 0.2, 0.5, None),  # its worker died; summary.json says "lost"
 }
 BEST = 9
 WARNING = {"param": "optim.lr", "side": "high", "value": 8.0, "low": 1e-6, "high": 10.0}

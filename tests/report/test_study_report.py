@@ -89,7 +89,7 @@ def test_best_trial_links_its_run_report(synthetic_study: Path) -> None:
     page = _page(write_study_report(synthetic_study))
     assert f"Trial {BEST} (stage 1, 3 epochs): val_acc = 0.93 (max is better)" in page.text["best"]
     assert f"trials/s1-{BEST}/report.html" in page.links
-    assert "12 trials: 7 complete, 2 pruned, 2 diverged, 1 failed" in page.text["best"]
+    assert "13 trials: 7 complete, 2 pruned, 2 diverged, 1 failed, 1 lost" in page.text["best"]
 
 
 @pytest.mark.parametrize("direction", ["max", "min"])

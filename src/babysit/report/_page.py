@@ -223,7 +223,8 @@ padding:.05em .5em;border-radius:3px;color:#fff;background:#8a94a0}
 .sev-info .badge{background:#2457a6}
 tr.fail td{background:#fdecea}tr.warn td{background:#fff6e0}tr.inconclusive td{background:#eef1f5}
 tr.diverged td{background:#fdecea}tr.pruned td{background:#eef1f5;color:#4b5560}
-tr.failed td{background:#f3f4f6;color:#6b7580}tr.best td{font-weight:600;background:#fff8d6}
+tr.failed td,tr.lost td{background:#f3f4f6;color:#6b7580}
+tr.best td{font-weight:600;background:#fff8d6}
 .wide{overflow-x:auto}
 pre{font-size:.8em;background:#f3f4f6;padding:.5em;overflow:auto}
 """

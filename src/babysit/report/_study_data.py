@@ -67,7 +67,6 @@ class StageRow:
 
     epochs: float | None
     trials: int | None
-    trained_epochs: int | None
     counts: dict[str, int]
     ranges: dict[str, str]  # param -> distribution string, as written in the config
     dims: dict[str, Dimension]  # the ranges that parse
@@ -164,7 +163,6 @@ def _stage(record: Any) -> StageRow | None:
     return StageRow(
         epochs=json_number(record.get("epochs")),
         trials=_int(record.get("trials")),
-        trained_epochs=_int(record.get("trained_epochs")),
         counts={str(k): v for k, v in counts.items() if _int(v) is not None}
         if isinstance(counts, dict)
         else {},

@@ -30,7 +30,8 @@ STUDY = get_page("study")
 MAX_ROWS = 500  # trials listed in the table (the best ones); summary.json has them all
 MAX_PARAMS = 24  # hyperparameters drawn against the score
 MAX_CATEGORIES = 30  # values on a categorical axis
-STATES = ("complete", "pruned", "diverged", "failed", "running", "waiting")  # row classes
+# row classes, in the order rows without a score are listed; "lost": its worker died (re-queued)
+STATES = ("complete", "pruned", "diverged", "failed", "lost", "running", "waiting")
 
 
 def _link(data: StudyData, trial: TrialRow) -> Html | str:
@@ -143,7 +144,8 @@ def trials_section(data: StudyData) -> list[Part]:
     parts: list[Part] = [
         paragraph(
             f"Ordered by {data.metric}, {order} first; trials without a score last. "
-            "Shaded: diverged (red), pruned (grey, at their last score), failed; bold: the best."
+            "Shaded: diverged (red), pruned (grey, at their last score), failed or lost (a worker "
+            "died; the trial was queued again); bold: the best."
         ),
         _wide(table(headers, rows, row_class=classes)),
     ]
@@ -215,14 +217,12 @@ def stages_section(data: StudyData) -> list[Part]:
     """Each stage's budget, how its trials ended, and the range of every param it searched."""
     if not data.stages:
         return [note("No stages in summary.json.")]
-    extra = any(s.trained_epochs is not None for s in data.stages)
-    headers = ["stage", "epochs", *(["trained epochs"] if extra else []), "trials", "ended"]
+    headers = ["stage", "epochs", "trials", "ended"]
     headers += [*data.params, "border warnings"]
     rows = []
     for s, stage in enumerate(data.stages):
         warned = [w for w in data.warnings if w.get("stage") == s]
         row: list[object] = [s, fmt(stage.epochs)]
-        row += [fmt(stage.trained_epochs)] if extra else []
         row += [fmt(stage.trials), ", ".join(f"{n} {k}" for k, n in stage.counts.items()) or "-"]
         row += [stage.ranges.get(p, "-") for p in data.params]
         row.append(", ".join(f"{w.get('param')} ({w.get('side')})" for w in warned) or "-")
