@@ -19,6 +19,8 @@ import pytest
 import babysit
 from babysit.report.html import write_report
 
+from .study_dirs import TRIALS
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -237,5 +239,5 @@ def test_study_report_works_with_javascript_disabled(
     images = driver.find_elements("css selector", "img")
     assert len(images) == 2
     assert all(i.get_property("complete") and i.get_property("naturalWidth") > 0 for i in images)
-    assert len(driver.find_elements("css selector", "#trials tbody tr")) == 12
+    assert len(driver.find_elements("css selector", "#trials tbody tr")) == len(TRIALS)
     assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
