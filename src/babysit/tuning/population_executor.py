@@ -13,11 +13,14 @@ The population applies when the objective is the built-in one, the search runs i
 process (workers = 1), the stage's epochs are whole, every ``optim.rule`` a trial may get
 has a pure update rule (``optim/rules.py``: not lbfgs), and — for ``auto`` only — the
 sampler is the random one (its values are drawn before the stage runs; an adaptive
-sampler learns from each finished trial, which a population gives it only at the end).
+sampler learns from each finished trial, which a population gives it only at the end),
+and no pre-training check is asked for (``train.sanity``, ``train.gradcheck``: a
+population skips them).
 
 Each epoch the population's hook reports every member's validation score to its trial
 (one :class:`Reporter` per trial, as the trainer's: a NaN score is a divergence, the
-pruner is asked at every epoch but the stage's last) and stops the members whose trial should prune.
+pruner is asked at every epoch but the stage's last) and stops the members whose trial
+should prune.
 Optuna's median pruner only compares with finished trials: with a pruner, the stage's
 first ``PRUNE_WAVE`` trials train as a population of their own first.
 """
@@ -83,7 +86,8 @@ def executors(
         why = _why_not(config, s, space, builtin, workers)
         if stage.executor == "population" and why is not None:
             raise ConfigError(f"search.stage[{s}]: executor = 'population' cannot run it: {why}")
-        auto = why is None and config.search.sampler in PRESAMPLED
+        checks = config.train.sanity or config.train.gradcheck  # a population skips them
+        auto = why is None and config.search.sampler in PRESAMPLED and not checks
         use = stage.executor == "population" or (stage.executor == "auto" and auto)
         chosen.append("population" if use else "trainer")
     return chosen
