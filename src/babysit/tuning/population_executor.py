@@ -129,14 +129,24 @@ def run_population(
     # the study's trials/ is no population's own dir: a member's run dir made first keeps
     # train_population from writing its population.json there
     members[0].spec.dir.mkdir(parents=True, exist_ok=True)
-    result = train_population(
-        base,
-        [m.spec.params for m in members],
-        task=task,
-        out=trials_dir,
-        names=[m.spec.dir.name for m in members],
-        on_epoch=lambda epoch, records: _on_epoch(members, epoch, records, f"val_{task.metric}"),
-    )
+    try:
+        result = train_population(
+            base,
+            [m.spec.params for m in members],
+            task=task,
+            out=trials_dir,
+            names=[m.spec.dir.name for m in members],
+            on_epoch=lambda epoch, records: _on_epoch(
+                members, epoch, records, f"val_{task.metric}"
+            ),
+        )
+    except (KeyboardInterrupt, SystemExit):
+        raise  # the trials stay RUNNING: whoever resumes re-queues them once (slots.py)
+    except BaseException as exc:  # as run_trial: each trial failed with the error, re-raised
+        for m in members:
+            m.trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            on_trial(worker.study.tell(m.trial, state=TrialState.FAIL))
+        raise
     for member, outcome in zip(members, result.members, strict=True):
         on_trial(_tell(worker.study, member, outcome, f"val_{task.metric}"))
     return True
