@@ -159,6 +159,9 @@ class StageConfig(_Section):
 
     epochs: float = 1.0  # may be fractional: "1 epoch or even less"
     trials: int = Field(50, ge=1)
+    # who trains the stage's trials (tuning/population_executor.py): "auto" picks
+    # "population" (all at once, training/population.py) where it applies, else "trainer"
+    executor: Literal["auto", "population", "trainer"] = "auto"
 
     @field_validator("epochs")
     @classmethod

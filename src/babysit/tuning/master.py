@@ -21,7 +21,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 
@@ -30,6 +30,8 @@ from babysit.config import Config
 from babysit.tuning.dimensions import Dimension
 from babysit.tuning.inputs import Setup, prepare
 from babysit.tuning.launch import BACKENDS, LOG_DIR, Pool, sigterm_interrupts
+from babysit.tuning.objective import TrainObjective
+from babysit.tuning.population_executor import PRUNE_WAVE, executors, run_population
 from babysit.tuning.progress import SearchCallback, Status
 from babysit.tuning.slots import SlotCount, TrialQueue, count_slots, slot_values
 from babysit.tuning.stages import next_stage
@@ -67,10 +69,12 @@ def search(
     setup, opened = prepare(
         config, objective=objective, out=out, workers=workers, storage=storage, resume=resume
     )
+    builtin = isinstance(setup.runner, TrainObjective)
+    chosen = executors(setup.config, setup.space, builtin=builtin, workers=workers)
     progress = progress or SearchCallback()
     with quiet_optuna(), sigterm_interrupts():
         study, backing = opened or _create(setup)
-        master = _Master(setup, study, backing, progress, workers)
+        master = _Master(setup, study, backing, progress, workers, chosen)
         try:
             logs = setup.dir / LOG_DIR
             pool = None if workers == 1 else start(setup.url, study.study_name, workers, logs)
@@ -117,9 +121,10 @@ class _Master:
         storage: optuna.storages.BaseStorage,
         progress: SearchCallback,
         workers: int,
+        chosen: list[Literal["population", "trainer"]],
     ) -> None:
         self.setup, self.study, self.storage, self.progress = setup, study, storage, progress
-        self.workers = workers
+        self.workers, self.executors = workers, chosen
         self.queue = TrialQueue(study, storage)
         self.info: dict[str, Any] = json_restore(study.user_attrs[ATTR])
         self.stages: list[dict[str, Any]] = json_restore(study.user_attrs.get("stages", []))
@@ -166,6 +171,7 @@ class _Master:
         """Write the stage's ranges where workers read them (the same again on a resume)."""
         stage = self.setup.config.search.stage[s]
         record: dict[str, Any] = {"epochs": stage.epochs, "trials": stage.trials}
+        record["executor"] = self.executors[s]
         record["ranges"] = {key: str(dim) for key, dim in ranges.items()}
         self.stages[s : s + 1] = [record]
         self.study.set_user_attr("stages", json_safe(self.stages))
@@ -191,15 +197,24 @@ class _Master:
             self._report(trials, s, count, time.monotonic() - started, done_before)
             if count.finished:
                 return
-            if local is None or not self._run_local(local, s):
+            if local is None or not self._run_local(local, s, len(count.done)):
                 time.sleep(POLL)
 
-    def _run_local(self, local: Worker, s: int) -> bool:
-        """Run waiting trials in this process for up to POLL seconds; whether any ran.
+    def _run_local(self, local: Worker, s: int, done: int) -> bool:
+        """Run waiting trials in this process for up to POLL seconds (the population
+        executor: one population of them); whether any ran.
 
         Each trial is told to the progress hooks as it ends (the live table, a caller's
         budget), not as a batch at the next poll.
         """
+        if self.executors[s] == "population":
+            assert isinstance(self.setup.runner, TrainObjective)
+            pruning = self.setup.config.search.pruner != "none"
+            first = PRUNE_WAVE if pruning and done < PRUNE_WAVE else 0
+            return run_population(
+                local, self.setup.config, self.setup.runner.task, first=first,
+                on_trial=lambda frozen: self._ended(frozen, s),
+            )  # fmt: skip
         deadline = time.monotonic() + POLL
         ran = False
         while time.monotonic() < deadline:
@@ -207,10 +222,13 @@ class _Master:
             if frozen is None:
                 break
             ran = True
-            record = self.records[frozen.number] = trial_record(frozen, self.setup.space)
-            if record["stage"] == s:
-                self.progress.on_trial_end(record)
+            self._ended(frozen, s)
         return ran
+
+    def _ended(self, frozen: optuna.trial.FrozenTrial, s: int) -> None:
+        record = self.records[frozen.number] = trial_record(frozen, self.setup.space)
+        if record["stage"] == s:
+            self.progress.on_trial_end(record)
 
     def _report(
         self,

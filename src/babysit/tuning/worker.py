@@ -41,6 +41,7 @@ from babysit.tuning.trial import Objective, Runner, TrialSpec, run_trial, user_r
 
 __all__ = [
     "BUILTIN",
+    "EXECUTOR",
     "POLL",
     "Worker",
     "exit_with_parent",
@@ -50,6 +51,7 @@ __all__ = [
     "study_address",
 ]
 
+EXECUTOR = "executor"  # trial user attribute (built-in objective): "trainer" | "population"
 BUILTIN = "builtin"  # the study's objective attribute when trials train with babysit.train
 POLL = 0.1  # seconds an idle worker waits before looking for a waiting trial again
 PARENT_POLL = 0.5  # seconds between a local worker's checks that its master lives
@@ -130,6 +132,17 @@ class Worker:
     def run_one(self) -> FrozenTrial | None:
         """Take a waiting trial and run it; None when no trial waits."""
         optuna.storages.fail_stale_trials(self.study)  # RDB: lost trials re-queued
+        claimed = self.claim()
+        if claimed is None:
+            return None
+        trial, spec = claimed
+        if self.builtin:
+            trial.set_user_attr(EXECUTOR, "trainer")
+        with self._heartbeat(trial.number):
+            return run_trial(self.study, trial, spec, self.runner, direction=self.direction)
+
+    def claim(self) -> tuple[optuna.Trial, TrialSpec] | None:
+        """Take a waiting trial (RUNNING, claimed) and set its values; None when none waits."""
         trial = self.queue.take()
         if trial is None:
             return None
@@ -140,9 +153,7 @@ class Worker:
         if self.builtin:
             trial.set_user_attr("dir", trial_dir.as_posix())
         epochs = float(trial.user_attrs["epochs"])
-        spec = TrialSpec(trial.number, stage, epochs, params, self.dir / trial_dir)
-        with self._heartbeat(trial.number):
-            return run_trial(self.study, trial, spec, self.runner, direction=self.direction)
+        return trial, TrialSpec(trial.number, stage, epochs, params, self.dir / trial_dir)
 
     def run(self, *, on_trial: Callable[[dict[str, Any]], None] | None = None) -> int:
         """Run trials until the master marks the study done; the number run.

@@ -1,0 +1,184 @@
+"""A stage's trials trained at once as one population (``train_population``), not one by one.
+
+Which executor runs a ``[[search.stage]]`` (its ``executor`` key):
+
+    trainer     each trial a ``babysit.train`` run (worker.py), one after another
+    population  the master takes every waiting trial of the stage (RUNNING, claimed as
+                :meth:`TrialQueue.take` claims one), trains them with
+                ``training/population.py`` in chunks of at most ``CHUNK``, and tells each
+                trial how it ended exactly as ``run_trial`` would (trial.py)
+    auto        population where it applies (:func:`executors`), else trainer
+
+The population applies when the objective is the built-in one, the search runs in this
+process (workers = 1), the stage's epochs are whole, every ``optim.rule`` a trial may get
+has a pure update rule (``optim/rules.py``: not lbfgs), and — for ``auto`` only — the
+sampler is the random one (its values are drawn before the stage runs; an adaptive
+sampler learns from each finished trial, which a population gives it only at the end),
+and no pre-training check is asked for (``train.sanity``, ``train.gradcheck``: a
+population skips them).
+
+Each epoch the population's hook reports every member's validation score to its trial
+(one :class:`Reporter` per trial, as the trainer's: a NaN score is a divergence, the
+pruner is asked at every epoch but the stage's last) and stops the members whose trial
+should prune.
+Optuna's median pruner only compares with finished trials: with a pruner, the stage's
+first ``PRUNE_WAVE`` trials train as a population of their own first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from babysit._io import json_safe
+from babysit.config import Config
+from babysit.errors import ConfigError
+from babysit.optim.rules import RULES
+from babysit.tasks import Task
+from babysit.training.population import MemberResult, train_population
+from babysit.tuning.dimensions import Choice, Dimension
+from babysit.tuning.objective import config_for
+from babysit.tuning.slots import PRESAMPLED
+from babysit.tuning.trial import Diverged, Reporter, StageDone, TrialSpec
+from babysit.tuning.worker import EXECUTOR, Worker
+
+__all__ = ["CHUNK", "PRUNE_WAVE", "executors", "run_population"]
+
+CHUNK = 256  # trials per train_population call at most (it splits further to fit in memory)
+PRUNE_WAVE = 8  # with a pruner: the stage's first trials, finished before the rest start
+
+
+def _rules(config: Config, space: Mapping[str, Dimension]) -> list[str]:
+    """Every optim.rule a trial of the search may train with."""
+    dim = space.get("optim.rule")
+    return [str(r) for r in dim.choices] if isinstance(dim, Choice) else [config.optim.rule]
+
+
+def _why_not(
+    config: Config, stage: int, space: Mapping[str, Dimension], builtin: bool, workers: int
+) -> str | None:
+    """Why the population executor cannot run ``stage`` (None: it can)."""
+    epochs = config.search.stage[stage].epochs
+    if not builtin:
+        return "a user objective trains its trials itself (executor = 'trainer')"
+    if workers != 1:
+        return f"workers = {workers}: a population trains in the master's process (workers = 1)"
+    if not float(epochs).is_integer():
+        return f"epochs = {epochs}: a population trains whole epochs"
+    bad = [r for r in _rules(config, space) if r not in RULES]
+    if bad:
+        return f"optim.rule = {bad[0]!r} has no pure update rule (use one of {', '.join(RULES)})"
+    return None
+
+
+def executors(
+    config: Config, space: Mapping[str, Dimension], *, builtin: bool, workers: int
+) -> list[Literal["population", "trainer"]]:
+    """Each stage's executor; ConfigError (one line) for ``executor = "population"`` where
+    it cannot run, before anything is written."""
+    chosen: list[Literal["population", "trainer"]] = []
+    for s, stage in enumerate(config.search.stage):
+        why = _why_not(config, s, space, builtin, workers)
+        if stage.executor == "population" and why is not None:
+            raise ConfigError(f"search.stage[{s}]: executor = 'population' cannot run it: {why}")
+        checks = config.train.sanity or config.train.gradcheck  # a population skips them
+        auto = why is None and config.search.sampler in PRESAMPLED and not checks
+        use = stage.executor == "population" or (stage.executor == "auto" and auto)
+        chosen.append("population" if use else "trainer")
+    return chosen
+
+
+@dataclass
+class _Member:
+    """One trial trained as a population member."""
+
+    trial: optuna.Trial
+    spec: TrialSpec
+    report: Reporter
+
+
+def run_population(
+    worker: Worker,
+    config: Config,
+    task: Task,
+    *,
+    first: int,
+    on_trial: Callable[[FrozenTrial], None],
+) -> bool:
+    """Take up to ``first`` (else ``CHUNK``) waiting trials, train them at once, tell each
+    how it ended (``on_trial`` after each); whether any ran."""
+    members: list[_Member] = []
+    while len(members) < (first or CHUNK):
+        claimed = worker.claim()
+        if claimed is None:
+            break
+        trial, spec = claimed
+        trial.set_user_attr(EXECUTOR, "population")
+        report = Reporter(trial, epochs=spec.epochs, direction=worker.direction)
+        members.append(_Member(trial, spec, report))
+    if not members:
+        return False
+    epochs = members[0].spec.epochs  # one stage at a time: the master queues stage by stage
+    base = config_for(config, {}, epochs=epochs)
+    trials_dir = members[0].spec.dir.parent
+    # the study's trials/ is no population's own dir: a member's run dir made first keeps
+    # train_population from writing its population.json there
+    members[0].spec.dir.mkdir(parents=True, exist_ok=True)
+    try:
+        result = train_population(
+            base,
+            [m.spec.params for m in members],
+            task=task,
+            out=trials_dir,
+            names=[m.spec.dir.name for m in members],
+            on_epoch=lambda epoch, records: _on_epoch(
+                members, epoch, records, f"val_{task.metric}"
+            ),
+        )
+    except (KeyboardInterrupt, SystemExit):
+        raise  # the trials stay RUNNING: whoever resumes re-queues them once (slots.py)
+    except BaseException as exc:  # as run_trial: each trial failed with the error, re-raised
+        for m in members:
+            m.trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            on_trial(worker.study.tell(m.trial, state=TrialState.FAIL))
+        raise
+    for member, outcome in zip(members, result.members, strict=True):
+        on_trial(_tell(worker.study, member, outcome, f"val_{task.metric}"))
+    return True
+
+
+def _on_epoch(
+    members: list[_Member], epoch: int, records: Mapping[int, dict[str, Any]], key: str
+) -> Iterable[int]:
+    """Report each member's score to its trial (the pruner is asked there); those to stop."""
+    stop = []
+    for index, record in records.items():
+        try:
+            members[index].report(float(epoch), float(record[key]))
+        except StageDone:
+            pass  # the population's train.epochs is the stage's: it ends here by itself
+        except (Diverged, optuna.TrialPruned):
+            stop.append(index)
+    return stop
+
+
+def _tell(study: optuna.Study, member: _Member, outcome: MemberResult, key: str) -> FrozenTrial:
+    """Tell the study how the member's trial ended, as ``run_trial`` tells a trainer's."""
+    trial, report = member.trial, member.report
+    if report.ended == "pruned":
+        trial.set_user_attr("last_score", json_safe(report.last))
+        return study.tell(trial, state=TrialState.PRUNED)
+    value = outcome.best.get(key)
+    if outcome.diverged or report.ended == "diverged":
+        trial.set_user_attr("diverged", True)
+        trial.set_user_attr("last_score", json_safe(report.last))
+        return study.tell(trial, state=TrialState.FAIL)
+    if value is None or not math.isfinite(float(value)):
+        trial.set_user_attr("error", f"trial {trial.number}: no epoch ended")
+        return study.tell(trial, state=TrialState.FAIL)
+    return study.tell(trial, float(value))
