@@ -18,14 +18,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import optuna
-
 from babysit.config import Config
 from babysit.tasks import task_for
 from babysit.training.callbacks import Callback, TrainerView
 from babysit.training.run import train
 from babysit.tuning.dimensions import Choice, Dimension
-from babysit.tuning.trial import Diverged, Reporter, StageDone, TrialFailed, TrialSpec
+from babysit.tuning.trial import Diverged, Reporter, TrialFailed, TrialSpec
 
 __all__ = ["ReportEpochs", "TrainObjective", "config_for"]
 
@@ -58,11 +56,7 @@ class ReportEpochs(Callback):
 
     def on_epoch_end(self, trainer: TrainerView, epoch: int, metrics: dict[str, Any]) -> None:
         reached = min(float(epoch), float(trainer.config.train.epochs))
-        try:
-            self.report(reached, float(metrics[trainer.metric_key]))
-        except StageDone:
-            pass  # the run's train.epochs is the stage's: it ends here by itself
-        except (Diverged, optuna.TrialPruned):
+        if self.report.stop_after(reached, float(metrics[trainer.metric_key])):
             trainer.stop = self.report.ended  # "diverged" | "pruned"
 
 

@@ -44,7 +44,7 @@ from babysit.training.population import MemberResult, train_population
 from babysit.tuning.dimensions import Choice, Dimension
 from babysit.tuning.objective import config_for
 from babysit.tuning.slots import PRESAMPLED
-from babysit.tuning.trial import Diverged, Reporter, StageDone, TrialSpec
+from babysit.tuning.trial import Reporter, TrialSpec
 from babysit.tuning.worker import EXECUTOR, Worker
 
 __all__ = ["CHUNK", "PRUNE_WAVE", "executors", "run_population"]
@@ -156,15 +156,11 @@ def _on_epoch(
     members: list[_Member], epoch: int, records: Mapping[int, dict[str, Any]], key: str
 ) -> Iterable[int]:
     """Report each member's score to its trial (the pruner is asked there); those to stop."""
-    stop = []
-    for index, record in records.items():
-        try:
-            members[index].report(float(epoch), float(record[key]))
-        except StageDone:
-            pass  # the population's train.epochs is the stage's: it ends here by itself
-        except (Diverged, optuna.TrialPruned):
-            stop.append(index)
-    return stop
+    return [
+        index
+        for index, record in records.items()
+        if members[index].report.stop_after(float(epoch), float(record[key]))
+    ]
 
 
 def _tell(study: optuna.Study, member: _Member, outcome: MemberResult, key: str) -> FrozenTrial:

@@ -111,6 +111,20 @@ class Reporter:
             self.ended = "pruned"
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with score {value}")
 
+    def stop_after(self, epoch: float, value: float) -> bool:
+        """Report for a loop babysit drives (the trainer, a population): stop it now?
+
+        True when the trial diverged or was pruned (``ended`` says which). Reaching the
+        stage's epochs is False: that loop was given the stage's epochs and ends by itself.
+        """
+        try:
+            self(epoch, value)
+        except StageDone:
+            return False
+        except (Diverged, optuna.TrialPruned):
+            return True
+        return False
+
 
 Runner = Callable[[TrialSpec, Reporter], float | None]
 
