@@ -78,10 +78,12 @@ def test_a_trial_whose_process_is_gone_is_an_orphan() -> None:
         trial.datetime_start = now
         return trial
 
-    assert is_orphan(running({"host": HOST, "pid": int(gone.stdout)}))
-    assert is_orphan(running({"host": HOST, "pid": os.getpid()}))  # this process runs none
-    assert not is_orphan(running({"host": HOST, "pid": os.getppid()}))  # alive
-    assert not is_orphan(running({"host": "another-machine", "pid": int(gone.stdout)}))
+    assert is_orphan(running({"host": HOST, "pid": int(gone.stdout), "trial": 0}))
+    assert is_orphan(running({"host": HOST, "pid": os.getpid(), "trial": 0}))  # runs none
+    assert not is_orphan(running({"host": HOST, "pid": os.getppid(), "trial": 0}))  # alive
+    assert not is_orphan(running({"host": "another-machine", "pid": int(gone.stdout), "trial": 0}))
+    # a stamp inherited from the lost trial 3 is no claim: the trial was just taken
+    assert not is_orphan(running({"host": HOST, "pid": int(gone.stdout), "trial": 3}))
 
 
 def test_requeue_fails_an_orphan_and_queues_its_values_once() -> None:
@@ -97,6 +99,12 @@ def test_requeue_fails_an_orphan_and_queues_its_values_once() -> None:
     assert lost.state == TrialState.FAIL and is_lost(lost)
     assert retry.state == TrialState.WAITING and retry.params == {"x": 0.5}
     assert retry.user_attrs["slot"] == 0 and retry.system_attrs["failed_trial"] == lost.number
+    # a worker has taken the retry but not yet stamped it: the lost trial's stamp it
+    # inherited must not make it look orphaned
+    retry_id = queue.trial_id(retry.number)
+    assert storage.set_trial_state_values(retry_id, state=TrialState.RUNNING)
+    assert queue.requeue_orphans(study.get_trials()) == []
+    storage.set_trial_state_values(retry_id, state=TrialState.WAITING)
     again = queue.take()
     assert again is not None
     assert queue.requeue_orphans(study.get_trials()) == [again.number]  # failed, not re-queued

@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 import babysit
 from babysit.tuning.launch import WorkerError
-from babysit.tuning.slots import OWNER
+from babysit.tuning.slots import owner_of
 
 HERE = Path(__file__).resolve().parent
 SRC = Path(babysit.__file__).resolve().parents[1]
@@ -88,7 +88,7 @@ def _running_a_while(trials: list[FrozenTrial]) -> bool:
     now = time.time()
     return any(
         t.state == TrialState.RUNNING
-        and OWNER in t.user_attrs
+        and owner_of(t) is not None
         and now - t.datetime_start.timestamp() > 0.5  # type: ignore[union-attr]
         for t in trials
     )
@@ -115,8 +115,8 @@ def test_a_worker_killed_mid_trial_has_its_trial_requeued_once(tmp_path: Path) -
     out = tmp_path / "study"
     proc = _babysit("search", _config(tmp_path, 4), "--workers", "2", "--out", out, "--quiet")
     trials = _wait_for(proc, out, _running_a_while)
-    victim = next(t for t in trials if t.state == TrialState.RUNNING and OWNER in t.user_attrs)
-    os.kill(victim.user_attrs[OWNER]["pid"], signal.SIGKILL)
+    victim = next(t for t in trials if t.state == TrialState.RUNNING and owner_of(t))
+    os.kill(owner_of(victim)["pid"], signal.SIGKILL)  # type: ignore[index]
     stdout, stderr = proc.communicate()
     assert proc.returncode == 0, stderr
     done = _check_complete_study(out, 4)

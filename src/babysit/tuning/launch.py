@@ -7,7 +7,8 @@ was killed exits). The master calls :meth:`LocalWorkers.check` every poll: a wor
 died of a signal (SIGKILL, the OOM killer) is replaced, and its trial, left RUNNING, is
 failed and re-queued once by the master's orphan sweep (slots.py); a worker that exited
 with an error (the objective raised) stops the search with :class:`WorkerError`. Each
-worker's output goes to ``workers/worker-<i>.log`` in the study dir.
+worker's output goes to its own ``workers/worker-<i>.log`` in the study dir (numbered on
+past the logs of an earlier master of the same study).
 """
 
 from __future__ import annotations
@@ -75,11 +76,12 @@ class LocalWorkers:
         self.procs: dict[subprocess.Popen[bytes], Path] = {}
         self.started = 0
         logs.mkdir(parents=True, exist_ok=True)
+        self.first = len(list(logs.glob("worker-*.log")))  # a resumed study keeps the old logs
         for _ in range(count):
             self._spawn()
 
     def _spawn(self) -> None:
-        log = self.logs / f"worker-{self.started}.log"
+        log = self.logs / f"worker-{self.first + self.started}.log"
         self.started += 1
         with log.open("ab") as out:  # the child keeps its own handle
             proc = subprocess.Popen(

@@ -41,11 +41,12 @@ __all__ = [
     "count_slots",
     "is_lost",
     "is_orphan",
+    "owner_of",
     "slot_values",
 ]
 
 PRESAMPLED = ("random",)  # samplers whose values the master draws and enqueues per stage
-OWNER = "worker"  # user attribute of a taken trial: {"host", "pid"} of the process running it
+OWNER = "worker"  # user attribute of a taken trial: {"host", "pid", "trial"} of its process
 ORPHAN_AFTER = 60.0  # seconds: a RUNNING trial no process has claimed is then taken as lost
 HOST = socket.gethostname()
 
@@ -81,12 +82,25 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def owner_of(trial: FrozenTrial) -> dict[str, Any] | None:
+    """``{"host", "pid", "trial"}`` of the process that claimed ``trial``; None when none has.
+
+    A re-queued trial inherits the user attributes of the lost one, its dead owner
+    included: a stamp made for another trial number is no claim on this one (between a
+    worker's taking the retry and its stamping it, the retry would look orphaned).
+    """
+    owner = trial.user_attrs.get(OWNER)
+    if not isinstance(owner, dict) or owner.get("trial") != trial.number:
+        return None
+    return owner
+
+
 def is_orphan(trial: FrozenTrial) -> bool:
     """A RUNNING trial whose process on this machine is gone (or is this very process,
     which runs no trial while it asks). Other machines' trials: the RDB heartbeat's job."""
     if trial.state != TrialState.RUNNING:
         return False
-    owner = trial.user_attrs.get(OWNER)
+    owner = owner_of(trial)
     if owner is None:  # taken, then killed before it could claim the trial
         start = trial.datetime_start
         return start is not None and time.time() - start.timestamp() > ORPHAN_AFTER
@@ -181,7 +195,7 @@ class TrialQueue:
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
             trial = optuna.Trial(self.study, trial_id)
-            trial.set_user_attr(OWNER, {"host": HOST, "pid": os.getpid()})
+            trial.set_user_attr(OWNER, {"host": HOST, "pid": os.getpid(), "trial": frozen.number})
             return trial
         return None
 
