@@ -39,8 +39,9 @@ def test_metric_loss_scores_the_mean_loss_and_restores_the_mode() -> None:
 def test_every_score_is_perfect_on_one_hot_outputs(name: str) -> None:
     _, y = _data()
     perfect = nn.functional.one_hot(y, 2).float()
-    assert float(SCORES[name](perfect, y)) == len(y)  # summed over a batch: one per example
-    assert float(SCORES[name](1 - perfect, y)) == 0
+    stat, scored = SCORES[name](perfect, y)
+    assert float(stat) == float(scored) == len(y)  # summed over a batch: one per example
+    assert float(SCORES[name](1 - perfect, y)[0]) == 0
 
 
 def test_an_unknown_score_names_the_choices() -> None:

@@ -37,7 +37,7 @@ from babysit.training.callbacks import (
     is_better,
 )
 from babysit.training.checkpoint import capture_rng, restore_rng, seed_everything
-from babysit.training.evaluate import SCORES, evaluate
+from babysit.training.evaluate import Tally, evaluate
 
 __all__ = ["FULL_BATCH_WARN_EXAMPLES", "Trainer"]
 
@@ -218,9 +218,8 @@ class Trainer:
         model.train()
         steps = self.steps_per_epoch
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        correct = torch.zeros((), dtype=torch.float64, device=self.device)
+        score = Tally(task.metric, task.ignore_index, self.device)
         seen = 0
-        count_correct = SCORES.get(task.metric)
         for i, (x, y) in zip(range(self.epoch_steps(epoch)), self.train_batches, strict=False):
             lr, mu = self.controller.at_step(self.step)
             out, data_loss, reg_loss, loss = self._forward(x, y)
@@ -239,15 +238,13 @@ class Trainer:
                 value, data_loss=data_loss.detach(), reg_loss=reg_loss.detach(), lr=lr, mu=mu
             )
             loss_sum += data_loss.detach().double() * x.shape[0]
-            if count_correct is not None:
-                correct += count_correct(out.detach(), y).double()
+            score.add(out.detach(), y)
             seen += x.shape[0]
             self._call("on_step_end", self.step, value)
         train_loss = (loss_sum / max(seen, 1)).item()
         record: dict[str, Any] = {"train_loss": train_loss}
-        record[f"train_{task.metric}"] = (
-            (correct / max(seen, 1)).item() if count_correct is not None else train_loss
-        )
+        train_score = score.value()  # None for metric "loss"
+        record[f"train_{task.metric}"] = train_loss if train_score is None else train_score
         return record
 
     def _forward(
@@ -292,7 +289,11 @@ class Trainer:
                 if record is None:
                     break
                 val_loss, val_value = evaluate(
-                    self.model, self.val_batches, self.task.loss_fn, self.task.metric
+                    self.model,
+                    self.val_batches,
+                    self.task.loss_fn,
+                    self.task.metric,
+                    ignore_index=self.task.ignore_index,
                 )
                 record = {"epoch": epoch, **record}
                 record["val_loss"] = val_loss
