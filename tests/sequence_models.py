@@ -89,7 +89,7 @@ def sequences(n: int, *, seed: int, vocab: int = VOCAB, block: int = BLOCK) -> t
 def lm_pairs(n: int, *, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, y) = (tokens[:, :-1], tokens[:, 1:]): inputs and next-token targets, (n, T) each."""
     s = sequences(n, seed=seed)
-    return s[:, :-1], s[:, 1:]
+    return s[:, :-1].clone(), s[:, 1:].clone()  # apart: padding y must not change x
 
 
 def lm_task(n_train: int = 256, n_val: int = 64, **kw: object) -> Task:

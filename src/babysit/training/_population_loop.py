@@ -165,7 +165,7 @@ class PopulationLoop:
             zeros = torch.zeros(out.shape[0], dtype=out.dtype, device=out.device)
             return zeros, zeros
         _, y, per_member = batch
-        if self.stacked_score is not None:
+        if self.stacked_score is not None and out.ndim == 3:  # (P, B, C): rows of scores
             stat, scored = self.stacked_score.stacked(out, y, ignore_index=self.ignore_index)
         else:
             fn = partial(self.score, ignore_index=self.ignore_index)
