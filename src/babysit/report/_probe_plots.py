@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps, colors
@@ -116,10 +117,11 @@ def stats_figure(
         ax.set_axis_off()
     if legend is not None:  # in a spare panel, else right of the panels
         handles, labels = legend[0].get_legend_handles_labels()
-        where = {"loc": "center"} if spare else {"loc": "outside right upper"}
-        (spare[0] if spare else fig).legend(
-            handles, labels, fontsize=7, title=legend[1], title_fontsize=7, **where
-        )
+        style: dict[str, Any] = {"fontsize": 7, "title": legend[1], "title_fontsize": 7}
+        if spare:
+            spare[0].legend(handles, labels, loc="center", **style)
+        else:
+            fig.legend(handles, labels, loc="outside right upper", **style)
     return fig
 
 

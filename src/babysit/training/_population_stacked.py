@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -218,8 +219,8 @@ class StackedFn:
     """A task function (loss, penalty or score) and its form on stacked members; ``grad``:
     adds a penalty's gradient itself (then the penalty stays out of autograd's graph)."""
 
-    fn: Callable[..., Tensor]
-    stacked: Callable[..., Tensor]
+    fn: Callable[..., Any]  # a Tensor; a score: (statistic, positions scored)
+    stacked: Callable[..., Any]
     grad: Callable[[dict[str, Tensor], dict[str, Tensor], Tensor], None] | None = None
 
 
