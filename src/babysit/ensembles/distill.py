@@ -187,8 +187,14 @@ def train_students(
         f"{distill.temperature:g}, alpha = {distill.alpha:g}) -> {root / STUDENTS[0]}"
     )
     factory = partial(DistillTrainer, teacher=teacher, average=average, distill=distill)
-    train(config, task=task, out=root / STUDENTS[0], device=device, quiet=quiet,
-          trainer_factory=factory)  # fmt: skip
+    train(
+        config,
+        task=task,
+        out=root / STUDENTS[0],
+        device=device,
+        quiet=quiet,
+        trainer_factory=factory,
+    )
     say(f"distill: training the same student on the labels alone -> {root / STUDENTS[1]}")
     train(config, task=task, out=root / STUDENTS[1], device=device, quiet=quiet)
     return {name: root / name for name in STUDENTS}

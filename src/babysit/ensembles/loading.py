@@ -124,15 +124,15 @@ def num_classes(model: nn.Module, task: Task, where: str) -> int:
     return int(out.shape[1])
 
 
-def check_compatible(
-    members: Sequence[Loaded], extra: Sequence[tuple[str, str, int]] = ()
-) -> int:
+def check_compatible(members: Sequence[Loaded], extra: Sequence[tuple[str, str, int]] = ()) -> int:
     """The members' common number of classes; ConfigError if tasks or class counts differ.
 
     extra: (where, task key, classes) of members still to be trained (seeds), checked too.
     """
-    rows = [(str(m.spec.path), m.task_key, num_classes(m.model, m.task, str(m.spec.path)))
-            for m in members]  # fmt: skip
+    rows = [
+        (str(m.spec.path), m.task_key, num_classes(m.model, m.task, str(m.spec.path)))
+        for m in members
+    ]
     rows += list(extra)
     if not rows:
         raise ConfigError("no members: give --from-study, --from-run, --seeds or member paths")

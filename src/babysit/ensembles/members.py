@@ -177,16 +177,16 @@ def from_study(directory: Path, *, top: int) -> list[MemberSpec]:
     return members
 
 
-def explicit(
-    paths: Iterable[str | os.PathLike[str]], *, direction: Direction
-) -> list[MemberSpec]:
+def explicit(paths: Iterable[str | os.PathLike[str]], *, direction: Direction) -> list[MemberSpec]:
     """Checkpoint files as given; a run dir stands for its best checkpoint."""
     members = []
     for given in paths:
         path = Path(given)
         if path.is_dir():
             run = _run_dir(path, "member")
-            members.append(MemberSpec(best_checkpoint(run, direction(run)), run.resolve(), "member"))
+            members.append(
+                MemberSpec(best_checkpoint(run, direction(run)), run.resolve(), "member")
+            )
         elif path.is_file():
             members.append(MemberSpec(path.resolve(), run_dir_of(path), "member"))
         else:

@@ -82,17 +82,17 @@ class _Group:
         self.models = [m.to(device).eval() for m in models]
         self.vmapped = len(models) > 1
         if self.vmapped:
-            params, buffers = stack_module_state(self.models)  # type: ignore[arg-type]
+            params, buffers = stack_module_state(self.models)
             self.tensors = {k: v.detach() for k, v in {**params, **buffers}.items()}
             self.template = copy.deepcopy(self.models[0]).to("meta").eval()
 
     def _one(self, tensors: dict[str, Tensor], x: Tensor) -> Tensor:
-        return functional_call(self.template, tensors, (x,))  # type: ignore[no-any-return]
+        return functional_call(self.template, tensors, (x,))
 
     def __call__(self, x: Tensor) -> Tensor:
         """(members, N, C) outputs on x."""
         if self.vmapped:
-            return vmap(self._one, in_dims=(0, None))(self.tensors, x)  # type: ignore[no-any-return]
+            return vmap(self._one, in_dims=(0, None))(self.tensors, x)
         return torch.stack([m(x) for m in self.models])
 
     def unbatch(self) -> None:

@@ -67,7 +67,11 @@ def _mean(rows: list[Scores]) -> Scores:
 
 
 def _diff(a: Scores, b: Scores) -> Scores:
-    return {k: None if a.get(k) is None or b.get(k) is None else a[k] - b[k] for k in KEYS}  # type: ignore[operator]
+    out: Scores = {}
+    for key in KEYS:
+        x, y = a.get(key), b.get(key)
+        out[key] = None if x is None or y is None else x - y
+    return out
 
 
 @dataclass
@@ -123,8 +127,11 @@ class Ensemble:
 
         def row(name: str, source: str, scores: Scores, sign: bool = False) -> list[str]:
             spec = "+.4f" if sign else ".4f"
-            return [name, source, *("-" if scores.get(k) is None else format(scores[k], spec)
-                                    for k in KEYS)]  # fmt: skip
+            return [
+                name,
+                source,
+                *("-" if scores.get(k) is None else format(scores[k], spec) for k in KEYS),
+            ]
 
         rows = [row(self._shown(m.path), m.source, m.scores) for m in self.members]
         rows.append(row("mean member", "", self.mean_member))
@@ -145,8 +152,10 @@ class Ensemble:
     def __str__(self) -> str:
         head, rows = self.rows()
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                 for r in [head, *rows]]  # fmt: skip
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in [head, *rows]
+        ]
         if self.distill is not None:
             lines.append(
                 f"distillation: T = {self.distill['temperature']:g}, "

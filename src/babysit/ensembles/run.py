@@ -9,9 +9,9 @@ twice counts once). Order of work:
    (the seeds' and the student's configs included, by building their untrained models) —
    and bad input raises ConfigError / CheckpointError before anything is written;
 2. the seeds train (``seeds.py``), into ``<out>/members/``;
-3. the members predict on validation and test (``predict.py``): each member's scores,
-   the ensemble's, its gain over the mean member, and the ensemble of the best k members
-   for k = 1..M (best-first by validation accuracy, ties by loss) as ``by_size``;
+3. the members predict on validation and test (``predict.py``, ``evaluate.py``): each
+   member's scores, the ensemble's, its gain over the mean member, and the ensemble of
+   the best k members for k = 1..M (best-first by validation accuracy) as ``by_size``;
 4. with a student config, the distilled and the labels-only students train
    (``distill.py``) and are scored the same way;
 5. ``<out>/ensemble.json`` (``result.py``) and ``<out>/report.html``.
@@ -28,18 +28,21 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from babysit.config import Config, load_config
 from babysit.ensembles import distill as distilling
 from babysit.ensembles import members as sources
-from babysit.ensembles.loading import Loaded, MemberLoader, check_compatible, num_classes
-from babysit.ensembles.predict import AVERAGES, Outputs, Predictor, average, collect, scores
-from babysit.ensembles.result import Ensemble, MemberScore, Scores, relative, student_scores
+from babysit.ensembles.evaluate import evaluate_members, evaluate_model
+from babysit.ensembles.loading import MemberLoader, check_compatible, num_classes
+from babysit.ensembles.predict import AVERAGES, Predictor
+from babysit.ensembles.result import Ensemble, relative, student_scores
 from babysit.ensembles.seeds import check_seeds, train_seeds
 from babysit.errors import ConfigError
 from babysit.splits import first
 from babysit.tasks import Task
-from babysit.training.rundir import check_new_run_dir
 from babysit.training.run import select_device
+from babysit.training.rundir import check_new_run_dir
 from babysit.tuning.summary import SUMMARY_FILE
 
 __all__ = ["ensemble"]
@@ -93,45 +96,6 @@ def _untrained(loader: MemberLoader, config: Config, where: str) -> tuple[str, s
     return where, loader.task_key(config), num_classes(model, task, where)
 
 
-def _member_scores(val: Outputs, test: Outputs | None, task: Task, how: str) -> Scores:
-    """The ensemble's (or one member's, M = 1) four scores on both splits."""
-    out: Scores = {}
-    for split, data in (("val", val), ("test", test)):
-        s = scores(average(data.outputs, how), data.targets, task.loss_fn) if data else None
-        out[f"{split}_acc"] = None if s is None else s["acc"]
-        out[f"{split}_loss"] = None if s is None else s["loss"]
-    return out
-
-
-def _outputs(predictor: Predictor, task: Task, batch: int) -> tuple[Outputs, Outputs | None]:
-    val = collect(predictor, task.val, batch, "val")
-    test = None if task.test is None else collect(predictor, task.test, batch, "test")
-    return val, test
-
-
-def _select(data: Outputs | None, rows: list[int]) -> Outputs | None:
-    return None if data is None else Outputs(data.outputs[rows], data.targets)
-
-
-def _evaluate(
-    loaded: list[Loaded], predictor: Predictor, how: str, batch: int
-) -> tuple[list[MemberScore], Scores, list[dict[str, Any]]]:
-    task = loaded[0].task
-    val, test = _outputs(predictor, task, batch)
-    members = [
-        MemberScore(m.spec.path, m.spec.run_dir, m.spec.source,
-                    _member_scores(_select(val, [i]), _select(test, [i]), task, how))  # type: ignore[arg-type]
-        for i, m in enumerate(loaded)
-    ]  # fmt: skip
-    order = sorted(range(len(members)), key=lambda i: (-(members[i].scores["val_acc"] or 0.0),
-                                                     members[i].scores["val_loss"] or 0.0, i))  # fmt: skip
-    by_size = [
-        {"size": k, **_member_scores(_select(val, order[:k]), _select(test, order[:k]), task, how)}  # type: ignore[arg-type]
-        for k in range(1, len(order) + 1)
-    ]
-    return members, _member_scores(val, test, task, how), by_size
-
-
 def ensemble(
     members: Iterable[PathLike] = (),
     *,
@@ -173,8 +137,11 @@ def ensemble(
     if distill is None and (temperature is not None or alpha is not None):
         raise ConfigError("--temperature / --alpha need --distill CONFIG")
     seed_config = None if config is None else load_config(config)
-    student = None if distill is None else distilling.load_student_config(
-        distill, temperature=temperature, alpha=alpha)  # fmt: skip
+    student = (
+        None
+        if distill is None
+        else distilling.load_student_config(distill, temperature=temperature, alpha=alpha)
+    )
     only_study = from_run is None and seeds is None and not named
     out_dir = _out_dir(out, from_study, only_study)
     if seeds is not None and seed_config is not None:
@@ -189,8 +156,9 @@ def ensemble(
     if from_study is not None and top is not None:
         specs += sources.from_study(Path(from_study), top=top)
     if from_run is not None and checkpoints is not None:
-        specs += sources.from_run(Path(from_run), k=checkpoints, pick=pick,
-                                  direction=loader.direction)  # fmt: skip
+        specs += sources.from_run(
+            Path(from_run), k=checkpoints, pick=pick, direction=loader.direction
+        )
     specs += sources.explicit(named, direction=loader.direction)
     loaded = [loader.load(spec) for spec in _unique(specs)]
     pending = []
@@ -210,8 +178,16 @@ def ensemble(
 
     if seeds is not None and seed_config is not None:
         seed_task = loader.task(seed_config)
-        trained = train_seeds(seed_config, seeds, out_dir, task=task, direction=seed_task.direction,
-                              device=dev.type, quiet=quiet, say=note)  # fmt: skip
+        trained = train_seeds(
+            seed_config,
+            seeds,
+            out_dir,
+            task=task,
+            direction=seed_task.direction,
+            device=dev.type,
+            quiet=quiet,
+            say=note,
+        )
         loaded += [loader.load(spec) for spec in _unique(trained)]
 
     # 3. predictions
@@ -223,25 +199,15 @@ def ensemble(
         note(line)
     say(f"evaluating {len(loaded)} members on {dev.type}")
     batch = base.train.eval_batch_size
-    scored, total, by_size = _evaluate(loaded, predictor, average, batch)
+    scored, total, by_size = evaluate_members(loaded, predictor, average, batch)
     result = Ensemble(out_dir, scored, total, average, by_size, notes=notes)
 
     # 4. students
     if student is not None:
-        student_config, table = student
-        dirs = distilling.train_students(student_config, table, teacher=predictor,
-                                         average=average, out=out_dir, task=first_task,
-                                         device=dev.type, quiet=quiet, say=say)  # fmt: skip
-        students = {}
-        for name, run_dir in dirs.items():
-            spec = sources.explicit([run_dir], direction=lambda _: first_task.direction)[0]
-            model = loader.load(spec).model
-            val, test = _outputs(Predictor([model], dev), first_task, batch)
-            s = _member_scores(val, test, first_task, average)
-            students[name] = student_scores(run_dir, out_dir, s)
-        source = distill if not isinstance(distill, Mapping | Config) else "<given>"
-        result.distill = {"temperature": table.temperature, "alpha": table.alpha,
-                          "config": str(source), "students": students}  # fmt: skip
+        name = "<given>" if isinstance(distill, Mapping | Config) else str(distill)
+        result.distill = _distil(
+            student, name, predictor, loader, average, out_dir, dev, batch, quiet=quiet, say=say
+        )
 
     # 5. ensemble.json and the report
     result.write()
@@ -251,3 +217,45 @@ def ensemble(
         result.report = write_report(out_dir)
     say(f"ensemble of {len(scored)} written to {relative(out_dir / 'ensemble.json', Path.cwd())}")
     return result
+
+
+def _distil(
+    student: tuple[Config, distilling.DistillConfig],
+    source: str,
+    teacher: Predictor,
+    loader: MemberLoader,
+    how: str,
+    out: Path,
+    device: torch.device,
+    batch: int,
+    *,
+    quiet: bool,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Train both students, score each best checkpoint: ensemble.json's ``distill``."""
+    config, table = student
+    task = loader.task(config)
+    dirs = distilling.train_students(
+        config,
+        table,
+        teacher=teacher,
+        average=how,
+        out=out,
+        task=task,
+        device=device.type,
+        quiet=quiet,
+        say=say,
+    )
+    students = {}
+    for name, run_dir in dirs.items():
+        spec = sources.MemberSpec(
+            sources.best_checkpoint(run_dir, task.direction), run_dir, "student"
+        )
+        scores = evaluate_model(loader.load(spec).model, task, device, batch)
+        students[name] = student_scores(run_dir, out, scores)
+    return {
+        "temperature": table.temperature,
+        "alpha": table.alpha,
+        "config": source,
+        "students": students,
+    }

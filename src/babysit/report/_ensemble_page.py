@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from babysit.errors import ReportError
 from babysit.report._page import Part, get_page
 from babysit.report._study_ensemble import (
     ENSEMBLE_FILE,
@@ -23,7 +24,6 @@ from babysit.report._study_ensemble import (
     score_parts,
     size_parts,
 )
-from babysit.errors import ReportError
 
 __all__ = ["ENSEMBLE", "EnsemblePageData", "is_ensemble_dir", "load_ensemble"]
 

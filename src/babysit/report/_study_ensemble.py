@@ -153,14 +153,21 @@ def _cells(row: Mapping[str, Any], keys: Sequence[str]) -> list[str]:
 
 def score_parts(ensemble: EnsembleData) -> list[Part]:
     """The ensemble's scores beside the mean member's and the gain (ensemble - mean)."""
-    rows = [["ensemble" + (f" ({ensemble.average})" if ensemble.average else ""),
-             *_cells(ensemble.scores, SCORES)]]  # fmt: skip
+    rows = [
+        [
+            "ensemble" + (f" ({ensemble.average})" if ensemble.average else ""),
+            *_cells(ensemble.scores, SCORES),
+        ]
+    ]
     if ensemble.mean_member:
         rows.append(["mean member", *_cells(ensemble.mean_member, SCORES)])
     if ensemble.gain:
-        rows.append(["gain over the mean member",
-                     *(f"{x:+.4g}" if (x := ensemble.gain.get(k)) is not None else "-"
-                       for k in SCORES)])  # fmt: skip
+        rows.append(
+            [
+                "gain over the mean member",
+                *(f"{x:+.4g}" if (x := ensemble.gain.get(k)) is not None else "-" for k in SCORES),
+            ]
+        )
     if not ensemble.scores:
         return [note("No scores.")]
     return [table(["", *SCORES], rows), *(note(n) for n in ensemble.notes)]
@@ -170,10 +177,12 @@ def member_parts(ensemble: EnsembleData) -> list[Part]:
     """The members table: each checkpoint, where it came from, its scores alone."""
     keys = [k for k in ("source", *SCORES) if any(k in m for m in ensemble.members)]
     rows = [
-        [fmt(m.get("path"), limit=80), *(fmt(m.get(k)) if k == "source" else fmt(_finite(m.get(k)))
-                                         for k in keys)]
+        [
+            fmt(m.get("path"), limit=80),
+            *(fmt(m.get(k)) if k == "source" else fmt(_finite(m.get(k))) for k in keys),
+        ]
         for m in ensemble.members[:MAX_MEMBERS]
-    ]  # fmt: skip
+    ]
     more = len(ensemble.members) - MAX_MEMBERS
     extra = [note(f"{more} more members in {ENSEMBLE_FILE}")] if more > 0 else []
     return [table(["path", *keys], rows), *extra]
@@ -184,8 +193,14 @@ def size_parts(ensemble: EnsembleData) -> list[Part]:
     if not ensemble.by_size:
         return [note(f"No {ENSEMBLE_BY_SIZE} in {ENSEMBLE_FILE}.")]
     fig = ensemble_figure(ensemble.by_size, single=_best_member(ensemble.members))
-    return [figure("ensemble", fig, "accuracy against ensemble size",
-                   "members added best-first by validation accuracy")]  # fmt: skip
+    return [
+        figure(
+            "ensemble",
+            fig,
+            "accuracy against ensemble size",
+            "members added best-first by validation accuracy",
+        )
+    ]
 
 
 def distill_parts(ensemble: EnsembleData) -> list[Part]:
@@ -200,9 +215,13 @@ def distill_parts(ensemble: EnsembleData) -> list[Part]:
         if isinstance(s, dict):
             rows.append([label, fmt(s.get("dir"), limit=80), *_cells(s, SCORES)])
     how = f"T = {fmt(_finite(d.get('temperature')))}, alpha = {fmt(_finite(d.get('alpha')))}"
-    return [paragraph(f"Student config {fmt(d.get('config'))}; {how}: loss = alpha T^2 "
-                      "KL(ensemble_T || student_T) + (1 - alpha) CE(student, labels)."),
-            table(["", "run dir", *SCORES], rows)]  # fmt: skip
+    return [
+        paragraph(
+            f"Student config {fmt(d.get('config'))}; {how}: loss = alpha T^2 "
+            "KL(ensemble_T || student_T) + (1 - alpha) CE(student, labels)."
+        ),
+        table(["", "run dir", *SCORES], rows),
+    ]
 
 
 def ensemble_parts(ensemble: EnsembleData | None, why: str | None, study_dir: Path) -> list[Part]:

@@ -100,9 +100,7 @@ def train(
     except OSError as exc:
         raise ConfigError(f"--out {run_dir}: cannot create the run directory: {exc}") from None
     try:
-        trainer = trainer_factory(
-            cfg, task, run_dir, device=dev, quiet=quiet, callbacks=callbacks
-        )
+        trainer = trainer_factory(cfg, task, run_dir, device=dev, quiet=quiet, callbacks=callbacks)
         if resume:
             lifecycle.resume(trainer)
         write_text_atomic(run_dir / "config.toml", cfg.to_toml())  # resume may extend epochs
