@@ -219,3 +219,20 @@ def test_an_out_dir_that_is_not_empty_is_refused(runs: list[Path], tmp_path: Pat
     (tmp_path / "used" / "x").write_text("")
     with pytest.raises(ConfigError, match=r"directory is not empty"):
         babysit.ensemble(runs, out=tmp_path / "used", quiet=True)
+
+
+def test_one_path_is_one_member(runs: list[Path], tmp_path: Path) -> None:
+    result = babysit.ensemble(str(runs[0]), out=tmp_path / "one", quiet=True, report=False)
+    assert [m.run_dir for m in result.members] == [runs[0].resolve()]
+    assert result.scores == pytest.approx(result.members[0].scores, rel=1e-6)
+
+
+def test_a_study_that_holds_students_already_is_refused(study: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(study, tmp_path / "study")
+    (copy / "students").mkdir()
+    with pytest.raises(ConfigError, match=r"holds students/ already"):
+        babysit.ensemble(from_study=copy, top=1, distill=run_config(), quiet=True)
+    (copy / "members").mkdir()
+    with pytest.raises(ConfigError, match=r"holds members/ already"):
+        babysit.ensemble(from_study=copy, top=1, seeds=1, config=run_config(), out=copy)
+    assert not (copy / "ensemble.json").exists()

@@ -161,7 +161,12 @@ class DistillTrainer(Trainer):
 
 
 def check_students(out: Path) -> None:
-    """Both students' run dirs new or empty, before anything is trained."""
+    """Both students' run dirs new, before anything is trained."""
+    if (out / STUDENTS_DIR).exists():
+        raise ConfigError(
+            f"--out {out}: holds {STUDENTS_DIR}/ already (students trained "
+            "before); choose a new --out"
+        )
     for name in STUDENTS:
         check_new_run_dir(out / STUDENTS_DIR / name)
 

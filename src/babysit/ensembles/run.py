@@ -97,7 +97,7 @@ def _untrained(loader: MemberLoader, config: Config, where: str) -> tuple[str, s
 
 
 def ensemble(
-    members: Iterable[PathLike] = (),
+    members: PathLike | Iterable[PathLike] = (),
     *,
     from_study: PathLike | None = None,
     top: int | None = None,
@@ -131,7 +131,9 @@ def ensemble(
     _pair(from_study, top, ("--from-study DIR", "--top K"))
     _pair(from_run, checkpoints, ("--from-run DIR", "--checkpoints K"))
     _pair(seeds, config, ("--seeds N", "a CONFIG to train"))
-    named = [Path(p) for p in members]
+    named = (
+        [Path(members)] if isinstance(members, str | os.PathLike) else [Path(p) for p in members]
+    )
     if from_study is None and from_run is None and seeds is None and not named:
         raise ConfigError("no members: give --from-study, --from-run, --seeds or member paths")
     if distill is None and (temperature is not None or alpha is not None):

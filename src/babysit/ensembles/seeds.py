@@ -31,9 +31,13 @@ def seed_names(config: Config, n: int) -> list[str]:
 
 
 def check_seeds(config: Config, n: int, out: Path) -> None:
-    """N >= 1 and ``<out>/members/seed<s>`` new or empty: before anything is trained."""
+    """N >= 1 and ``<out>/members/`` new: before anything is trained."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"--seeds {n!r}: give a whole number of members >= 1")
+    if (out / MEMBERS_DIR).exists():
+        raise ConfigError(
+            f"--out {out}: holds {MEMBERS_DIR}/ already (seeds trained before); choose a new --out"
+        )
     member_dirs(out / MEMBERS_DIR, n, seed_names(config, n))
 
 
