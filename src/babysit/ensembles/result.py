@@ -19,7 +19,6 @@ does not have (no test split) gives None scores. Accuracies are fractions in [0,
 
 from __future__ import annotations
 
-import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,7 +165,3 @@ class Ensemble:
 
 def student_scores(run_dir: Path, root: Path, scores: Scores) -> dict[str, Any]:
     return {"dir": relative(run_dir, root), **scores}
-
-
-def fspath(value: str | os.PathLike[str] | None) -> str | None:
-    return None if value is None else os.fspath(value)
