@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,11 +63,13 @@ def train(
     device: str | None = None,
     quiet: bool = False,
     callbacks: Iterable[Callback] = (),
+    trainer_factory: Callable[..., Trainer] = Trainer,
 ) -> Run:
     """Train a task as the config says and return the :class:`Run` (its dir holds everything).
 
     Bad input raises ConfigError / TaskError / DataError / CheckpointError before any file
     is written. ``resume=True`` continues the run in ``out`` from its newest checkpoint.
+    ``trainer_factory``: called as Trainer is; a subclass changes the loss (distillation).
     """
     if resume:
         if out is None:
@@ -98,7 +100,7 @@ def train(
     except OSError as exc:
         raise ConfigError(f"--out {run_dir}: cannot create the run directory: {exc}") from None
     try:
-        trainer = Trainer(cfg, task, run_dir, device=dev, quiet=quiet, callbacks=callbacks)
+        trainer = trainer_factory(cfg, task, run_dir, device=dev, quiet=quiet, callbacks=callbacks)
         if resume:
             lifecycle.resume(trainer)
         write_text_atomic(run_dir / "config.toml", cfg.to_toml())  # resume may extend epochs
