@@ -218,7 +218,9 @@ class Config(_Section):
     @model_validator(mode="after")
     def _check_averaging(self) -> Config:
         """One running average at a time; SWA must start before the run ends."""
-        t, reason = self.train, None
+        t = self.train
+        reason: str | None = None
+        value: Any = None
         if t.swa and t.ema > 0:
             key, value = "swa", t.swa
             reason = f"train.ema = {t.ema!r} is on too; fix: keep one (ema = 0 or swa = false)"

@@ -131,7 +131,7 @@ def test_swa_is_the_mean_of_the_weights_after_swa_start(tmp_path: Path, tiny_con
     epochs = [r for r in run.metrics if r["kind"] == "epoch"]
     assert "swa_val_acc" not in epochs[0]  # no average before swa_start
     assert all({"swa_val_loss", "swa_val_acc"} <= r.keys() for r in epochs[1:])
-    assert [c.epoch for c in list_checkpoints(run.dir / "checkpoints" / "swa")][0] >= 2
+    assert {c.epoch for c in list_checkpoints(run.dir / "checkpoints" / "swa")} <= {2, 3}
 
 
 def test_swa_default_start_is_three_quarters_of_the_epochs(

@@ -164,34 +164,32 @@ def _best(s: Series, lower: bool) -> tuple[float, float]:
 @RUN.section("averaged", title="Averaged weights (EMA / SWA)")
 def averaged_section(run: RunData) -> list[Part]:
     """The averaged weights' validation curves beside the raw ones; best and last compared."""
-    kind = next((k for k in log.AVERAGE_KINDS if f"{k}_val_loss" in run.epochs), None)
-    if kind is None:
-        return [note("No averaged weights: train.ema (e.g. 0.999) or train.swa keeps them.")]
+    kind = next((k for k in log.AVERAGE_KINDS if f"{k}_val_loss" in run.epochs), "ema")
     pairs = {
         key: (s, run.epochs[f"{kind}_{key}"])
         for key, s in run.epochs.items()
         if key.startswith("val_") and f"{kind}_{key}" in run.epochs
     }
-    rows = []
+    if not pairs:
+        return [note("No averaged weights: train.ema (e.g. 0.999) or train.swa keeps them.")]
+    rows, lines = [], {}
     for key, (raw, avg) in pairs.items():
         (rb, rx), (ab, ax) = _best(raw, key.endswith("loss")), _best(avg, key.endswith("loss"))
-        rows.append(
-            (
-                key,
-                f"{fmt(rb)} (epoch {fmt(rx)})",
-                f"{fmt(ab)} (epoch {fmt(ax)})",
-                fmt(ab - rb),
-                fmt(raw.last),
-                fmt(avg.last),
-            )
+        best_raw, best_avg = (
+            f"{fmt(rb)} ({raw.unit} {fmt(rx)})",
+            f"{fmt(ab)} ({avg.unit} {fmt(ax)})",
         )
+        rows.append((key, best_raw, best_avg, f"{ab - rb:+.4g}", fmt(raw.last), fmt(avg.last)))
+        lines[key] = f"Best {key}: {kind} {best_avg} vs raw {best_raw}, {ab - rb:+.4g}"
     cols = ["quantity", "best raw", f"best {kind}", f"{kind} - raw", "last raw", f"last {kind}"]
     caption = (
         f"{kind}: the running average of the weights (train.{kind}), evaluated on the "
         f"validation split every epoch; its checkpoints are in checkpoints/{kind}/."
     )
     fig = plots.averaged_figure(pairs, kind)
-    return [table(cols, rows), figure("averaged", fig, f"raw vs {kind} validation", caption)]
+    head = paragraph(lines[next((k for k in lines if k != "val_loss"), "val_loss")])
+    figure_ = figure("averaged", fig, f"raw vs {kind} validation", caption)
+    return [head, table(cols, rows), figure_]
 
 
 @RUN.section("schedule", title="Learning rate and momentum")
