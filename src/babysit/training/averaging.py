@@ -9,8 +9,8 @@ EMA, ``train.ema = d`` in (0, 1): at update t = 1, 2, ... (t = updates before th
     w_avg <- delta_t * w_avg + (1 - delta_t) * w_s,   delta_t = min(d, (1 + t) / (10 + t))
 
 The warm-up matters: a plain 0.999 over a 1,000-step run leaves 37% of the average at the
-first weights (0.999 ** 1000); with it the early weights are forgotten at once (delta_1 =
-2/11). Buffers are averaged the same way (``use_buffers=True``: batch-norm statistics
+first weights (0.999 ** 1000); with it the early weights fade fast (delta_1 = 2/11,
+delta_90 = 0.91). Buffers are averaged the same way (``use_buffers=True``: batch-norm statistics
 follow the weights they belong to); integer buffers (``num_batches_tracked``) are copied.
 
 SWA (Izmailov et al. 2018): the equal mean of the weights after every step s > s0, where
@@ -28,7 +28,7 @@ runs in a forked RNG), so the raw weights train exactly as without averaging.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -43,9 +43,7 @@ from babysit.training.evaluate import evaluate
 
 __all__ = ["SWA_START", "Averager", "WarmedEma", "averager_for", "ema_decay"]
 
-SWA_START = 0.75  # default train.swa_start as a share of train.epochs (SWA paper: the last 25%)
-
-MultiAvgFn = Callable[[Sequence[Tensor], Sequence[Tensor], Tensor | int], None]
+SWA_START = 0.75  # default train.swa_start as a share of train.epochs: the last quarter
 
 
 def ema_decay(decay: float, t: int) -> float:
