@@ -24,6 +24,7 @@ from babysit.report._series import Series
 __all__ = [
     "LOSS_LABELS",
     "accuracy_figure",
+    "averaged_figure",
     "images_figure",
     "loss_figure",
     "new_figure",
@@ -160,6 +161,21 @@ def accuracy_figure(metrics: Mapping[str, Series]) -> Figure:
         ax.set_ylim(-0.02, 1.02)  # accuracies are fractions in [0, 1]
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return fig
+
+
+def averaged_figure(pairs: Mapping[str, tuple[Series, Series]], kind: str) -> Figure:
+    """Per validation quantity (val_acc, val_loss, ...) one panel: raw weights vs averaged."""
+    fig, axes = new_figure(1, len(pairs), height=3.2)
+    for ax, (key, (raw, avg)) in zip(axes, pairs.items(), strict=True):
+        ax.plot(raw.x, raw.mean, _style(raw), ms=3.5, lw=1.4, color="#ff7f0e", label=key)
+        ax.plot(
+            avg.x, avg.mean, _style(avg), ms=3.5, lw=1.4, color="#0b3d91", label=f"{kind}_{key}"
+        )
+        ax.set_xlabel(raw.unit)
+        ax.set_title(f"{key}: raw vs {kind} weights")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     return fig
 
 

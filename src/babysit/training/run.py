@@ -39,6 +39,10 @@ class Run:
     diverged: bool = False
     stopped: str | None = None  # "early_stop" | "diverged" | "sanity" | "gradcheck" | None
     failed_check: str | None = None  # a pre-training check that failed
+    # train.ema / train.swa: the averaged weights' best epoch, keys without the prefix plus
+    # the kind: {"kind": "ema", "epoch", "step", "val_loss", "val_acc"}; None: no average
+    # was evaluated (averaging off, or SWA stopped before swa_start)
+    averaged_best: dict[str, Any] | None = None
 
     @property
     def metrics(self) -> list[dict[str, Any]]:
@@ -116,5 +120,7 @@ def train(
         trainer.fit()
         best = dict(trainer.best_record)
         run = Run(dir=run_dir, best=best, diverged=trainer.diverged, stopped=trainer.stop)
+        if trainer.averager is not None and trainer.averager.best:
+            run.averaged_best = dict(trainer.averager.best)
     run.findings = lifecycle.after_training(trainer)
     return run
