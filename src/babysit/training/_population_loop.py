@@ -149,8 +149,8 @@ class PopulationLoop:
 
     def _train_epoch(self) -> EpochTrace:
         """One pass over the training data; the per-step values, on the host."""
-        live = [True] * len(self.members) if self.pbt is None else self.pbt.active()
-        active = torch.tensor(live, dtype=torch.bool, device=self.device)
+        rows = [True] * len(self.members) if self.pbt is None else self.pbt.active()
+        active = torch.tensor(rows, dtype=torch.bool, device=self.device)
         first = self.step
         values, lrs, mus, sizes = [], [], [], []
         stack = self.stack

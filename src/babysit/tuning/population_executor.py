@@ -174,9 +174,7 @@ def run_population(
         trial.set_user_attr(EXECUTOR, "population")
         if not members:  # one stage at a time: the master queues stage by stage
             pbt = pbt_of(config, spec.stage, worker.ranges(spec.stage))
-        report = Reporter(
-            trial, epochs=spec.epochs, direction=worker.direction, prune=pbt is None
-        )
+        report = Reporter(trial, epochs=spec.epochs, direction=worker.direction, prune=pbt is None)
         members.append(_Member(trial, spec, report))
     if not members:
         return False
