@@ -103,22 +103,22 @@ def pbt_trials(data: StudyData) -> list[PbtTrial]:
 
 
 def ancestry(number: int, trials: Mapping[int, PbtTrial]) -> list[tuple[int, int | None]]:
-    """Whose weights trial ``number``'s are: [(trial, epoch it took them from the next)],
-    newest first, ending with the trial whose own initial weights they grew from."""
+    """Whose weights trial ``number``'s are: [(trial, the epoch it took them from the next)],
+    newest first, ending with (the trial whose initial weights they grew from, None)."""
     chain: list[tuple[int, int | None]] = []
-    epoch = math.inf
-    seen: set[int] = set()
-    while number in trials and number not in seen:
-        seen.add(number)
-        earlier = [e for e in trials[number].events if e.epoch < epoch and e.source is not None]
+    epoch: float = math.inf
+    while True:
+        trial = trials.get(number)
+        seen = any(n == number for n, _ in chain)
+        earlier = [] if trial is None or seen else trial.events
+        earlier = [e for e in earlier if e.epoch < epoch and e.source is not None]
         if not earlier:
             chain.append((number, None))
-            break
+            return chain
         last = earlier[-1]
         chain.append((number, last.epoch))
         assert last.source is not None
         number, epoch = last.source, last.epoch
-    return chain
 
 
 def _path(trial: PbtTrial, key: str, epochs: float) -> tuple[list[float], list[float]]:

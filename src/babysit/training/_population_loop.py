@@ -305,6 +305,8 @@ class PopulationLoop:
         self.reg = self.reg.index_select(0, rows)
         self.clip = None if self.clip is None else self.clip.index_select(0, rows)
         self.hp.select(keep)
+        if self.pbt is not None:
+            self.pbt.select(keep)
         self.members = [self.members[r] for r in keep]
         self.patience = [self.patience[r] for r in keep]
         self.bad_epochs = [self.bad_epochs[r] for r in keep]

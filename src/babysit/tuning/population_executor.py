@@ -120,7 +120,7 @@ def _check_pbt(config: Config, s: int, space: Mapping[str, Dimension], why: str 
         raise ConfigError(f"{where} needs the population executor, which cannot run it: {why}")
     if not stage.epochs > every:
         raise ConfigError(
-            f"{where} with epochs = {stage.epochs} never exploits (every search.pbt.every = "
+            f"{where} with epochs = {stage.epochs:g} never exploits (every search.pbt.every = "
             f"{every} epochs, never after the last); fix: epochs > {every}"
         )
     if not explorable(space):
