@@ -32,6 +32,7 @@ numeric keys of its ranges, resampling from them; it needs the population execut
 members itself). Each trial gets the user attributes ``pbt_lineage`` (its exploit events:
 epoch, ``source_trial`` whose weights it took, its values ``before`` / ``after``) and
 ``final_params`` (the explored values it ended with; its params are those it started with).
+A resumed pbt stage trains the trials it re-queues as a population of their own.
 """
 
 from __future__ import annotations
