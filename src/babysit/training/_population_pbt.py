@@ -155,24 +155,21 @@ class Copy:
     resampled: tuple[str, ...] = ()
 
 
-def _finite(score: float | None) -> bool:
-    return score is not None and math.isfinite(score)
-
-
 def choose(
     scores: Sequence[float | None], *, direction: str, quantile: float, rng: np.random.Generator
 ) -> list[tuple[int, int]]:
     """(dst, src) row pairs: the worst quantile and the diverged (score None or not
     finite) copy rows drawn from the best quantile; dst in increasing order."""
-    live = [i for i, s in enumerate(scores) if _finite(s)]
+    live = [(float(s), i) for i, s in enumerate(scores) if s is not None and math.isfinite(s)]
     if not live:
         return []
     sign = -1.0 if direction == "max" else 1.0
-    ranked = sorted(live, key=lambda i: (sign * float(scores[i]), i))  # type: ignore[arg-type]
+    ranked = [i for _, i in sorted(live, key=lambda p: (sign * p[0], p[1]))]  # best first
     n = len(ranked)
     q = min(n // 2, max(1, math.floor(quantile * n + 1e-9))) if n >= 2 else 0
     top = ranked[:q] or ranked[:1]
-    losers = sorted(set(ranked[n - q :] if q else []) | set(range(len(scores))) - set(live))
+    dead = sorted(set(range(len(scores))) - set(ranked))  # no finite score: always replaced
+    losers = sorted(ranked[n - q :] + dead if q else dead)
     return [(dst, top[int(rng.integers(len(top)))]) for dst in losers]
 
 
