@@ -17,6 +17,7 @@ from babysit.errors import ConfigError
 from babysit.models import build_model
 from babysit.monitor.log import read_metrics
 from babysit.optim.rules import init_state
+from babysit.report.html import write_report
 from babysit.tasks import Task
 from babysit.training._population_model import Stack
 from babysit.training._population_pbt import PBT, Copy, choose, copy_rows, explore, plan
@@ -240,6 +241,9 @@ def test_perturbed_copies_record_lineage_events_and_final_values(tmp_path: Path)
     for e in events:
         source_lr = _value_at(result, e["source"], e["epoch"], "optim.lr", LRS[e["source"]])
         assert e["after"]["optim.lr"] == pytest.approx(2 * source_lr)
+    copied = next(m for m in result.members if m.lineage)
+    page = write_report(copied.dir).read_text()  # type: ignore[arg-type]
+    assert "events: exploit</td><td>" + str(len(copied.lineage)) in page  # its run page says so
     summary = json.loads((tmp_path / "p" / "population.json").read_text())
     assert [m["lineage"] for m in summary["members"]] == [m.lineage for m in result.members]
     again = train_population(_base(4), [{"optim.lr": lr} for lr in LRS], task=_task(), pbt=pbt)
