@@ -16,6 +16,7 @@ from babysit.errors import (
     DataError,
     ReportError,
     TaskError,
+    UserCodeError,
 )
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from babysit.config import Config, load_config
     from babysit.monitor.watch import Monitor, watch
     from babysit.report.html import write_report
-    from babysit.tasks import Task, get_task, l2_weights
+    from babysit.tasks import Task, get_task, l2_weights, task
     from babysit.training.run import Run, train
     from babysit.tuning.master import search
     from babysit.tuning.summary import Study
@@ -52,6 +53,7 @@ _LAZY: dict[str, str] = {
     "Task": "babysit.tasks",
     "get_task": "babysit.tasks",
     "l2_weights": "babysit.tasks",
+    "task": "babysit.tasks",
     "Run": "babysit.training.run",
     "train": "babysit.training.run",
     "rel_error": "babysit.checks.gradcheck",
@@ -91,6 +93,7 @@ __all__ = [
     "Study",
     "Task",
     "TaskError",
+    "UserCodeError",
     "get_task",
     "gradcheck",
     "gradcheck_fn",
@@ -102,6 +105,7 @@ __all__ = [
     "sanity_check",
     "sanity_task",
     "search",
+    "task",
     "train",
     "watch",
     "write_report",
