@@ -10,6 +10,7 @@ evaluation only, once, and never for selection (no early stopping, search or ens
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from babysit._memory import check_fits
 from babysit.errors import ConfigError, DataError
 
 __all__ = ["Splits", "load_cifar10", "load_digits", "make_spiral"]
@@ -152,6 +154,12 @@ def make_spiral(
             f"make_spiral: n_per_class={n_per_class}, num_classes={num_classes} is too small;"
             " use n_per_class >= 1 and num_classes >= 2"
         )
+    check_fits(  # x, its standardised and float32 copies: about 5 float64 (N K, 2) arrays
+        f"make_spiral(n_per_class={n_per_class}, num_classes={num_classes})",
+        5 * 16 * n_per_class * num_classes,
+        fix="lower task.options.n_per_class",
+        error=DataError,
+    )
     rng = np.random.default_rng(seed)
     x = np.zeros((n_per_class * num_classes, 2))  # (N K, 2)
     y = np.repeat(np.arange(num_classes), n_per_class)  # (N K,)
@@ -185,14 +193,47 @@ def _latin1_encode(text: str, encoding: str) -> bytes:
 # numpy's array and scalar rebuild functions, wherever this numpy keeps them (numpy 2 moved them)
 _reconstruct = cast(tuple[Callable[..., Any], ...], np.zeros(0).__reduce__())[0]
 _scalar = cast(tuple[Callable[..., Any], ...], np.int64(0).__reduce__())[0]
-# Everything a CIFAR-10 batch pickle refers to, under numpy 1 and numpy 2 module names.
-_CIFAR_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+
+
+class _NDArrayName:
+    """What ``numpy.ndarray`` resolves to in a batch pickle: a name for ``_reconstruct``,
+    never a constructor (``ndarray((10**13,))`` would allocate 10 TB before any check)."""
+
+    __slots__ = ()
+
+
+_NDARRAY = _NDArrayName()
+
+
+def _checked_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """numpy's ``_reconstruct`` for the empty array a pickle then fills from its own bytes.
+
+    A real batch asks for shape (0,) and ``__setstate__`` brings the data (whose length
+    numpy checks against the shape); a larger shape here would be allocated unread.
+    """
+    if subtype is not _NDARRAY or not isinstance(shape, tuple) or math.prod(shape) != 0:
+        raise pickle.UnpicklingError(f"an array rebuilt with shape {shape!r}")
+    return cast(np.ndarray, _reconstruct(np.ndarray, shape, dtype))
+
+
+def _checked_dtype(*args: Any) -> np.dtype[Any]:
+    """numpy.dtype, but no object dtype: an object array's ``__setstate__`` allocates its
+    whole shape before it reads a single element."""
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError("an object array")
+    return dtype
+
+
+# Everything a CIFAR-10 batch pickle refers to, under numpy 1 and numpy 2 module names; each
+# allocates no more than the bytes the file holds.
+_CIFAR_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): _checked_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _checked_reconstruct,
     ("numpy.core.multiarray", "scalar"): _scalar,
     ("numpy._core.multiarray", "scalar"): _scalar,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _checked_dtype,
     ("_codecs", "encode"): _latin1_encode,
 }
 
