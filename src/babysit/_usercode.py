@@ -105,4 +105,3 @@ def wrap_user_call(exc: BaseException, what: str) -> UserCodeError:
     """Like :func:`user_code_error`, for code known to be the user's (no user frame: say so)."""
     error = user_code_error(exc, what)
     return error if error is not None else _error(exc, what, "")
-

@@ -14,38 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from typer.core import TyperGroup
 
+from babysit._cli_lines import OneLineGroup, bad_input_line
 from babysit._render import print_report
 from babysit.config import Config, load_config
-from babysit.errors import BabysitError, ConfigError, UserCodeError
+from babysit.errors import ConfigError
 
 if TYPE_CHECKING:  # torch loads only once the input is valid
     from babysit.training.run import Run
-
-
-
-class _OneLineGroup(TyperGroup):
-    """Usage errors (an unknown option, a bad --steps) as one line and exit 2, not a box."""
-
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
-        if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
-        try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
-        except typer.Abort:
-            typer.echo("babysit: aborted", err=True)
-            sys.exit(1)
-        except typer.TyperException as exc:  # click's ClickException: UsageError, BadParameter
-            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `babysit`: the help
-                exc.show()
-                sys.exit(exc.exit_code)
-            ctx = getattr(exc, "ctx", None)
-            where = f"{ctx.command_path}: " if ctx is not None else ""
-            hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
-            _fail(f"{where}{exc.format_message()}{hint}")
-            sys.exit(exc.exit_code)
-        sys.exit(code if isinstance(code, int) else 0)
 
 
 app = typer.Typer(
@@ -54,7 +30,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    cls=_OneLineGroup,
+    cls=OneLineGroup,
 )
 _DEBUG = {"on": False}  # babysit --debug: an error's traceback too
 
@@ -67,6 +43,7 @@ def _options(
 ) -> None:
     """Check the gradients, sanity-check the model, babysit the training of a PyTorch model."""
     _DEBUG["on"] = debug
+
 
 T = TypeVar("T")
 
@@ -103,25 +80,10 @@ def _guard(fn: Callable[[], T]) -> T:
     except KeyboardInterrupt:
         raise _fail("interrupted", 130) from None
     except Exception as exc:
-        raise _answer(exc) from None
-
-
-def _answer(exc: Exception) -> typer.Exit:
-    """The one line and exit 2 for bad input; ``exc`` itself is re-raised when it is not."""
-    from babysit._memory import allocation_message
-    from babysit._usercode import user_code_error
-
-    if not isinstance(exc, BabysitError):
-        memory = allocation_message(exc)
-        if memory is not None:
-            return _fail(f"out of memory: {memory}; fix: a smaller model, data set or batch")
-        yours = user_code_error(exc, "")
-        if yours is None:
-            raise exc
-        exc = yours
-    if isinstance(exc, UserCodeError) and _DEBUG["on"]:
-        typer.echo(exc.traceback, err=True, nl=False)
-    return _fail(str(exc))
+        line = bad_input_line(exc, debug=_DEBUG["on"])
+        if line is None:
+            raise
+        raise _fail(line) from None
 
 
 def _resolve_config(config: Path | None, task: str | None, sets: list[str] | None) -> Config:
@@ -180,7 +142,7 @@ def _failure(run: Run) -> str | None:
         records = read_metrics(run.dir / "metrics.jsonl")  # streamed: the event is near the end
         e = next(r for r in records if r["kind"] == "event" and r["what"] == "diverged")
         if e.get("inputs"):  # the data is at fault, not the lr
-            which = "NaN" if e["inputs"] == "nan" else "inf"
+            which = "NaN" if e["inputs"] == "NaN" else "inf"
             return (
                 f"the inputs hold {which} at batch {e['batch']} of epoch {int(e['epoch']) + 1} "
                 f"(step {e['step']}), so the loss became {e['loss']}: run stopped; fix the "
@@ -254,9 +216,8 @@ def lr_find(
         out_dir = (
             out or Path("runs") / f"lr-find-{cfg.task.name.replace('/', '-').replace(':', '-')}"
         )
-        from babysit.training.lr_find import check_out_dir, check_sweep
+        from babysit.training.lr_find import check_out_dir, check_sweep, plot_lr_find
         from babysit.training.lr_find import lr_find as sweep
-        from babysit.training.lr_find import plot_lr_find
         from babysit.training.run import select_device
 
         check_sweep(cfg, lr_min=lr_min, lr_max=lr_max, steps=steps)  # all before the sweep

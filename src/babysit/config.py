@@ -32,6 +32,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
+from babysit._toml_input import MAX_CONFIG_BYTES, MAX_DEPTH, TOO_DEEP, check_depth, read_toml
 from babysit.errors import ConfigError
 from babysit.optim.hparams import (
     HPARAMS,
@@ -66,8 +67,6 @@ RULE_NAMES = tuple(RULE_HPARAMS)
 SCHEDULE_NAMES = tuple(SCHEDULE_KINDS)
 SAMPLER_NAMES = ("random", "tpe", "gp")  # tuning/study.py SAMPLERS
 PRUNER_NAMES = ("none", "median", "sh", "hyperband")  # tuning/study.py PRUNERS
-MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; /dev/zero is not one
-MAX_DEPTH = 32  # tables and arrays in tables: deeper is an attack, not a config
 SEED_LIMIT = 2**63  # torch seeds are 64-bit, and the checks seed with train.seed + 1
 
 
@@ -82,6 +81,14 @@ class _Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
     section: ClassVar[str] = ""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """``cfg.optim.lr = math.inf`` raises ConfigError (one line), as a file's value would."""
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            where = f"{self.section}.{name}" if self.section else name
+            raise _config_error(exc, f"setting {where} in Python") from None
 
     @field_validator("*")
     @classmethod
@@ -193,7 +200,9 @@ class SearchConfig(_Section):
     """``[search]``: what ``babysit.search`` tries; ``space`` is checked by tuning/space.py."""
 
     sampler: Literal["random", "tpe", "gp"] = "random"  # the notes: random search
-    seed: int = Field(0, ge=0, lt=2**32)  # seeds the sampler (numpy's range) (the trials' training uses train.seed)
+    seed: int = Field(
+        0, ge=0, lt=2**32
+    )  # seeds the sampler (numpy's range) (the trials' training uses train.seed)
     # dotted config key -> distribution, e.g. "optim.lr" = "loguniform(1e-6, 1e1)"
     space: dict[str, str] = Field(
         default_factory=lambda: {key: SEARCH_DEFAULTS[key] for key in DEFAULT_SPACE}
@@ -314,7 +323,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except tomllib.TOMLDecodeError:
         value = raw.strip()  # a bare word such as adam
     except RecursionError:
-        raise ConfigError(f"--set {key}: the value {_TOO_DEEP}") from None
+        raise ConfigError(f"--set {key}: the value {TOO_DEEP}") from None
     return key.split("."), value
 
 
@@ -351,76 +360,9 @@ def load_config(
     else:
         path = Path(source)
         name = str(path)
-        data = _read_toml(path, name)
+        data = read_toml(path, name)
     if overrides:
         data = apply_overrides(data, overrides)
         name += " (with --set)"
-    _check_depth(data, name)
+    check_depth(data, name)
     return Config.from_dict(data, source=name)
-
-
-def _read_toml(path: Path, name: str) -> dict[str, Any]:
-    """A config file read as untrusted: at most MAX_CONFIG_BYTES, UTF-8 (a BOM is dropped),
-    not empty, TOML; ConfigError naming the file otherwise."""
-    try:
-        if path.is_dir():
-            raise ConfigError(f"{name}: is a directory, expected a .toml config file")
-        with path.open("rb") as fh:  # a device or a pipe is read up to the cap, not to the end
-            raw = fh.read(MAX_CONFIG_BYTES + 1)
-    except FileNotFoundError:
-        raise ConfigError(f"{name}: config file not found (give the path to a .toml file)") from None
-    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise ConfigError(f"{name}: cannot read the file: {reason}") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            f"{name}: is larger than {MAX_CONFIG_BYTES >> 10} KiB; a config is a small TOML file"
-        )
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{name}: is not UTF-8 text (byte {exc.start} is {raw[exc.start:exc.start + 1]!r}); "
-            "save the config as UTF-8"
-        ) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{name}: TOML syntax error: {exc}") from None
-    except RecursionError:  # tomllib recurses per nested array or inline table
-        raise ConfigError(f"{name}: {_deep_key(text)} {_TOO_DEEP}") from None
-    if not data:
-        raise ConfigError(f"{name}: holds no settings; a config names at least [task] name")
-    return data
-
-
-_TOO_DEEP = f"is nested more than {MAX_DEPTH} levels deep; a config's values are flat lists"
-
-
-def _deep_key(text: str) -> str:
-    """The dotted key whose value opens more than MAX_DEPTH brackets (for a RecursionError)."""
-    table = ""
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("[") and not stripped.startswith("[["):
-            table = stripped.strip("[] ")
-        key, eq, value = stripped.partition("=")
-        opened = len(value) - len(value.lstrip(" [{"))
-        if eq and opened > MAX_DEPTH:
-            return ".".join(p for p in (table, key.strip()) if p)
-    return "a value"
-
-
-def _check_depth(data: Mapping[str, Any], name: str) -> None:
-    """ConfigError naming the first key whose value nests deeper than MAX_DEPTH (iterative:
-    a deep value never meets Python's recursion limit, and a cycle is cut at the limit)."""
-    stack: list[tuple[str, Any, int]] = [(str(k), v, 1) for k, v in data.items()]
-    while stack:
-        key, value, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            top = key.split("[")[0].split(".")
-            raise ConfigError(f"{name}: {'.'.join(top[:2])} {_TOO_DEEP}")
-        if isinstance(value, Mapping):
-            stack.extend((f"{key}.{k}", v, depth + 1) for k, v in value.items())
-        elif isinstance(value, list | tuple):
-            stack.extend((f"{key}[{i}]", v, depth + 1) for i, v in enumerate(value))

@@ -10,18 +10,16 @@ evaluation only, once, and never for selection (no early stopping, search or ens
 
 from __future__ import annotations
 
-import math
 import os
 import pickle
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from babysit._cifar_pickle import CifarUnpickler, Refused
 from babysit._memory import check_fits
 from babysit.errors import ConfigError, DataError
 
@@ -183,81 +181,12 @@ _CIFAR_EXPECTED = (
 )
 
 
-def _latin1_encode(text: str, encoding: str) -> bytes:
-    """``_codecs.encode`` as Python 3 protocol-2 pickles use it for bytes, latin-1 only."""
-    if encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
-    return text.encode("latin-1")
-
-
-# numpy's array and scalar rebuild functions, wherever this numpy keeps them (numpy 2 moved them)
-_reconstruct = cast(tuple[Callable[..., Any], ...], np.zeros(0).__reduce__())[0]
-_scalar = cast(tuple[Callable[..., Any], ...], np.int64(0).__reduce__())[0]
-
-
-class _NDArrayName:
-    """What ``numpy.ndarray`` resolves to in a batch pickle: a name for ``_reconstruct``,
-    never a constructor (``ndarray((10**13,))`` would allocate 10 TB before any check)."""
-
-    __slots__ = ()
-
-
-_NDARRAY = _NDArrayName()
-
-
-def _checked_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-    """numpy's ``_reconstruct`` for the empty array a pickle then fills from its own bytes.
-
-    A real batch asks for shape (0,) and ``__setstate__`` brings the data (whose length
-    numpy checks against the shape); a larger shape here would be allocated unread.
-    """
-    if subtype is not _NDARRAY or not isinstance(shape, tuple) or math.prod(shape) != 0:
-        raise pickle.UnpicklingError(f"an array rebuilt with shape {shape!r}")
-    return cast(np.ndarray, _reconstruct(np.ndarray, shape, dtype))
-
-
-def _checked_dtype(*args: Any) -> np.dtype[Any]:
-    """numpy.dtype, but no object dtype: an object array's ``__setstate__`` allocates its
-    whole shape before it reads a single element."""
-    dtype = np.dtype(*args)
-    if dtype.hasobject:
-        raise pickle.UnpicklingError("an object array")
-    return dtype
-
-
-# Everything a CIFAR-10 batch pickle refers to, under numpy 1 and numpy 2 module names; each
-# allocates no more than the bytes the file holds.
-_CIFAR_GLOBALS: dict[tuple[str, str], Any] = {
-    ("numpy.core.multiarray", "_reconstruct"): _checked_reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _checked_reconstruct,
-    ("numpy.core.multiarray", "scalar"): _scalar,
-    ("numpy._core.multiarray", "scalar"): _scalar,
-    ("numpy", "ndarray"): _NDARRAY,
-    ("numpy", "dtype"): _checked_dtype,
-    ("_codecs", "encode"): _latin1_encode,
-}
-
-
-class _Refused(pickle.UnpicklingError):
-    """A pickle named a global outside ``_CIFAR_GLOBALS``; ``args[0]`` is "module.name"."""
-
-
-class _CifarUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only the numpy globals of CIFAR-10 batches; no imports."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _CIFAR_GLOBALS[(module, name)]
-        except KeyError:
-            raise _Refused(f"{module}.{name}") from None
-
-
 def _read_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
     """One batch file -> data (n, 3072) uint8 and labels (n,) int64, read without trust."""
     try:
         with open(file, "rb") as fh:
-            batch = _CifarUnpickler(fh, encoding="bytes").load()
-    except _Refused as exc:
+            batch = CifarUnpickler(fh, encoding="bytes").load()
+    except Refused as exc:
         raise DataError(
             f"{file}: holds a pickle that refers to {exc.args[0]}; babysit refuses to load it"
             f" (it could run code); expected {_CIFAR_EXPECTED}"

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import inspect
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 
 from babysit._memory import allocation_message
 from babysit._registry import Registry, unknown_name
+from babysit._taskcode import declares_task, describe, import_function, task
 from babysit._usercode import wrap_user_call
 from babysit.errors import BabysitError, ConfigError, DataError, TaskError
 
@@ -105,39 +105,6 @@ class Task:
 
 TaskBuilder = Callable[..., Task]
 TASKS: Registry[TaskBuilder] = Registry("task", error=TaskError)
-F = TypeVar("F", bound=Callable[..., Any])
-_MARK = "__babysit_task__"
-
-
-def task(fn: F) -> F:
-    """Declare ``fn`` a task builder, so that a config may name it (``"pkg.module:fn"``).
-
-    babysit calls a function a config names only when it declares itself a task, with this
-    decorator or the return annotation ``-> babysit.Task``: a config.toml that came with a
-    downloaded run dir cannot make babysit call ``os:system`` or any other function.
-    """
-    if not inspect.isfunction(fn):
-        raise TypeError(f"@babysit.task decorates a function, not {type(fn).__name__}")
-    setattr(fn, _MARK, True)
-    return fn
-
-
-def _annotated_task(fn: Any) -> bool:
-    """Whether ``fn``'s return annotation is :class:`Task` (a string is looked up, not run)."""
-    note = getattr(fn, "__annotations__", {}).get("return")
-    if isinstance(note, str):  # ``from __future__ import annotations``: "babysit.Task", "Task"
-        head, *rest = note.strip().split(".")
-        note = fn.__globals__.get(head)
-        for part in rest:
-            if not inspect.ismodule(note):
-                return False
-            note = getattr(note, part, None)
-    return note is Task
-
-
-def declares_task(fn: Any) -> bool:
-    """A plain function marked by :func:`task` or annotated ``-> babysit.Task``."""
-    return inspect.isfunction(fn) and (vars(fn).get(_MARK) is True or _annotated_task(fn))
 
 
 def register_task(name: str) -> Callable[[TaskBuilder], TaskBuilder]:
@@ -238,7 +205,7 @@ def get_task(name: str, *, data_dir: str | None = None, **options: Any) -> Task:
         builder = import_function(name)
         if not declares_task(builder):
             raise TaskError(
-                f"task {name!r}: {_kind(builder)} does not declare itself a task, so babysit "
+                f"task {name!r}: {describe(builder)} does not declare itself a task, so babysit "
                 "does not call it; fix: decorate your task function with @babysit.task (or "
                 "annotate it '-> babysit.Task')"
             )
@@ -264,17 +231,6 @@ def get_task(name: str, *, data_dir: str | None = None, **options: Any) -> Task:
 
     check_task(task, where=f"task {name!r}")  # a split of the wrong type: DataError, one line
     return task
-
-
-def _kind(fn: Any) -> str:
-    """``function make``, ``builtin function system``, ``class Task``: what a name resolved to."""
-    if inspect.isclass(fn):
-        return f"class {fn.__name__}"
-    if inspect.isbuiltin(fn):
-        return f"builtin function {fn.__name__}"
-    if inspect.isfunction(fn):
-        return f"function {fn.__name__}"
-    return f"{type(fn).__name__} object"
 
 
 def _build_error(name: str, exc: BaseException, *, bundled: bool) -> BabysitError | None:
@@ -306,7 +262,8 @@ def _check_bundled_options(name: str, builder: TaskBuilder, options: dict[str, A
         if key in ("split_seed", "n_per_class"):
             _whole(name, key, value, 0 if key == "split_seed" else 1)
         if key == "noise" and (
-            not isinstance(value, int | float) or isinstance(value, bool)
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
             or not 0 <= value < math.inf
         ):
             raise ConfigError(
@@ -339,53 +296,3 @@ def task_for(config: _HasTaskTable) -> Task:
     imports this module (for ``TASKS``) and not the other way round.
     """
     return get_task(config.task.name, data_dir=config.task.data_dir, **config.task.options)
-
-
-def import_function(spec: str, *, what: str = "task") -> Callable[..., Any]:
-    """Import ``fn`` from ``"pkg.module:fn"`` or ``"path/to/file.py:fn"``; cwd is importable.
-
-    Importing runs the module's code, as running a script would; a module of Python's
-    standard library is refused before that (no task or objective lives there: ``os:system``
-    is a config trying to run a command). ``what`` names the thing in the one-line TaskError
-    (a task, a search objective); the module's own failures are a UserCodeError.
-    """
-    import importlib
-    import importlib.util
-    import os
-    from pathlib import Path
-
-    target, _, attr = spec.rpartition(":")
-    if not target or not attr:
-        raise TaskError(f"{what} {spec!r}: expected 'pkg.module:function' or 'file.py:function'")
-    top = target.partition(".")[0]
-    if not target.endswith(".py") and top in sys.stdlib_module_names:
-        raise TaskError(
-            f"{what} {spec!r}: {top} is a module of Python's standard library, not your "
-            f"{what}'s; babysit does not import it; fix: name a function in your own module"
-        )
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        if target.endswith(".py"):
-            path = Path(target)
-            if not path.is_file():
-                raise TaskError(f"{what} {spec!r}: file {target} not found")
-            mod_spec = importlib.util.spec_from_file_location(f"_babysit_task_{path.stem}", path)
-            if mod_spec is None or mod_spec.loader is None:
-                raise TaskError(f"{what} {spec!r}: cannot load {target} as a Python module")
-            module = importlib.util.module_from_spec(mod_spec)
-            mod_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(target)
-    except TaskError:
-        raise
-    except ModuleNotFoundError as exc:
-        if exc.name == target or target.startswith(f"{exc.name}."):  # the named one is missing
-            raise TaskError(f"{what} {spec!r}: no module named {exc.name!r}") from None
-        raise wrap_user_call(exc, f"{what} {spec!r}: importing {target}") from exc
-    except (Exception, SystemExit) as exc:  # the user's module failed (or exited) on import
-        raise wrap_user_call(exc, f"{what} {spec!r}: importing {target}") from exc
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise TaskError(f"{what} {spec!r}: {target} has no function {attr!r}")
-    return fn

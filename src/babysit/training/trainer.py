@@ -289,15 +289,17 @@ class Trainer:
         epoch: float,
         batch: tuple[int, torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
-        """Stop; the event says when, and ``inputs`` ("nan" / "inf") when the minibatch that
-        blew up held non-finite inputs or targets: then the data is at fault, not the lr."""
+        """Stop; the event says when, and ``inputs`` ("NaN" / "Inf") when the minibatch that
+        blew up held non-finite inputs or targets: then the data is at fault, not the lr.
+        (Not "nan" / "inf": the metrics log reads those strings back as floats.)"""
         self.diverged, self.stop = True, "diverged"
         extra: dict[str, Any] = {}
         if batch is not None:
             k, x, y = batch
             bad = [t for t in (x, y) if t.is_floating_point() and not bool(t.isfinite().all())]
             if bad:
-                extra = {"batch": k, "inputs": "nan" if any(t.isnan().any() for t in bad) else "inf"}
+                nan = any(bool(t.isnan().any()) for t in bad)
+                extra = {"batch": k, "inputs": "NaN" if nan else "Inf"}
         # the step whose loss blew up: it took no update, so no batch record carries it
         self.log_event("diverged", step=self.step + 1, loss=value, lr=lr, epoch=epoch, **extra)
 
