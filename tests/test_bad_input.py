@@ -372,6 +372,9 @@ def test_lr_inf_names_its_file_wherever_it_came_from(in_tmp: Path) -> None:
     refused(["sanity", "--task", "digits-mlp", "--set", "optim.lr=inf"], "optim.lr = inf")
     with pytest.raises(ConfigError, match=r"<dict>: optim.lr = inf"):
         babysit.train({"optim": {"lr": math.inf}}, out=in_tmp / "api")
+    config_object = babysit.load_config(good)
+    with pytest.raises(ConfigError, match=r"setting optim.lr in Python: lr = inf"):
+        config_object.optim.lr = math.inf  # a ConfigError, not pydantic's multi-line error
     assert not (in_tmp / "r").exists() and not (in_tmp / "api").exists()
 
 
