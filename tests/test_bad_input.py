@@ -546,3 +546,32 @@ def test_a_user_code_error_keeps_its_traceback_for_the_api(in_tmp: Path) -> None
     assert isinstance(err.value.__cause__, ZeroDivisionError)
     assert "return 1 / 0" in err.value.traceback
     sys.modules.pop("usertask", None)
+
+
+def test_an_allocation_that_fails_says_how_much_was_asked(in_tmp: Path) -> None:
+    from babysit._memory import allocation_message, check_fits, format_bytes
+
+    assert format_bytes(40 * 1024**4) == "40 TiB" and format_bytes(512) == "512 bytes"
+    cpu = RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+        "you tried to allocate 43980465111040 bytes. Error code 12 (Cannot allocate memory)"
+    )
+    assert allocation_message(cpu) == "torch could not allocate 40 TiB of memory"
+    cuda = torch.cuda.OutOfMemoryError(
+        "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79 GiB"
+    )
+    assert allocation_message(cuda) == "CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert allocation_message(ValueError("no")) is None
+    with pytest.raises(ConfigError, match=r"x asks for 1 EiB of memory, more than the"):
+        check_fits("x", 1 << 60, fix="less")
+    # a user's factory asking torch for 40 TiB: one line with the size, not a traceback
+    sys.modules.pop("usertask", None)
+    body = (
+        "@babysit.task\ndef make():\n    return babysit.Task(lambda c: nn.Linear(10**7, 10**6),"
+        " data(), data(), nn.functional.cross_entropy)\n"
+    )
+    _write(in_tmp / "usertask.py", TASK_HEAD + body)
+    config = _write(in_tmp / "c.toml", GOOD.replace('"digits-mlp"', '"usertask:make"'))
+    refused(["train", str(config), "--out", "r", "-q"], "out of memory", "TiB")
+    assert not (in_tmp / "r").exists()
+    sys.modules.pop("usertask", None)

@@ -65,7 +65,8 @@ class OneLineGroup(TyperGroup):
                 sys.exit(exc.exit_code)
             ctx = getattr(exc, "ctx", None)
             path = ctx.command_path if ctx is not None else "babysit"
-            command = path.partition(" ")[2]
+            root = ctx.find_root().command_path if ctx is not None else path
+            command = path.removeprefix(root).strip()  # "train" (the root may be python -m ...)
             message = f"{command + ': ' if command else ''}{exc.format_message()}"
             typer.echo(f"babysit: error: {' '.join(message.split())} (see {path} --help)", err=True)
             sys.exit(exc.exit_code)
