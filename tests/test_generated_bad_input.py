@@ -134,7 +134,9 @@ def _toml(data: dict[str, Any]) -> bytes:
 
 
 def _literal(value: Any) -> str:
-    """A value as the TOML text after ``--set key=``."""
+    """A value as the TOML text after ``--set key=`` (a table inline: ``{a = 1}``)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_literal(v)}" for k, v in value.items()) + "}"
     return tomli_w.dumps({"v": value}).partition("=")[2].strip()
 
 

@@ -186,7 +186,7 @@ def test_report_of_a_babysit_train_run_in_chromium(browser: Any, tmp_path: Path)
         assert browser.find_elements("css selector", f"#{name} table"), name
 
 
-STUDY_SECTIONS = ["best", "trials", "scores", "stages", "curves", "ensemble"]
+STUDY_SECTIONS = ["best", "trials", "scores", "stages", "curves", "pbt", "ensemble"]
 ENSEMBLE = {
     "members": [
         {"path": "trials/s1-9", "val_acc": 0.93, "test_acc": 0.92},
