@@ -40,7 +40,8 @@ from babysit.errors import ConfigError
 from babysit.optim.hparams import HPARAMS
 from babysit.training._population_members import PER_MEMBER_KEYS
 from babysit.training._population_model import Stack, map_slots
-from babysit.tuning.dimensions import Choice, Dimension, Limits
+from babysit.tuning.dimensions import Choice, Dimension
+from babysit.tuning.space import key_limits
 
 __all__ = [
     "EXPLORABLE",
@@ -51,7 +52,6 @@ __all__ = [
     "default_space",
     "explorable",
     "explore",
-    "key_limits",
     "plan",
 ]
 
@@ -60,17 +60,6 @@ __all__ = [
 EXPLORABLE = frozenset(
     key for key, hp in HPARAMS.items() if hp.type is float and key in PER_MEMBER_KEYS
 )
-
-
-def key_limits(key: str) -> Limits:
-    """The values ``key`` takes (optim/hparams.py), as the search's Limits."""
-    r = HPARAMS[key].range
-    return Limits(
-        r.low if math.isfinite(r.low) else None,
-        r.high if math.isfinite(r.high) else None,
-        low_open=not r.low_closed,
-        high_open=not r.high_closed,
-    )
 
 
 def _numeric(dim: Dimension) -> bool:

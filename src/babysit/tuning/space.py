@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_SPACE",
     "SEARCH_DEFAULTS",
     "SpaceError",
+    "key_limits",
     "parse_space",
     "resolve",
 ]
@@ -78,16 +79,21 @@ def _field(config: BaseModel, key: str) -> FieldInfo | None:
     return model.model_fields[name]
 
 
+def key_limits(key: str) -> Limits:
+    """The values hyperparameter ``key`` takes (optim/hparams.py), as the search's Limits."""
+    r = HPARAMS[key].range
+    return Limits(
+        r.low if math.isfinite(r.low) else None,
+        r.high if math.isfinite(r.high) else None,
+        low_open=not r.low_closed,
+        high_open=not r.high_closed,
+    )
+
+
 def _limits(key: str, info: FieldInfo | None) -> Limits:
     """What ``key`` may hold: its range in optim/hparams.py, else the pydantic field's bounds."""
     if key in HPARAMS:
-        r = HPARAMS[key].range
-        return Limits(
-            r.low if math.isfinite(r.low) else None,
-            r.high if math.isfinite(r.high) else None,
-            low_open=not r.low_closed,
-            high_open=not r.high_closed,
-        )
+        return key_limits(key)
     if info is None:
         return Limits()  # a free-form [model] key that no table describes
     bounds: dict[str, Any] = {}
