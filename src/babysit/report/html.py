@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from babysit.report._demo_page import is_demo_dir, load_demo
 from babysit.report._page import render_page
 from babysit.report._run_data import load_run
 from babysit.report._run_page import run_title
@@ -32,6 +33,10 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
     """
     if is_study_dir(Path(run_dir)):
         return write_study_report(run_dir)
+    if is_demo_dir(Path(run_dir)):
+        demo = load_demo(Path(run_dir))
+        return render_page("demo", demo, demo.dir, title="babysit demo: the whole recipe",
+                           subtitle=f"{demo.dir.resolve()} - open this file from disk.")  # fmt: skip
     run = load_run(Path(run_dir))
     subtitle = f"{run.run_dir.resolve()} - open this file from disk; nothing is fetched."
     return render_page("run", run, run.run_dir, title=run_title(run.run_dir), subtitle=subtitle)
