@@ -140,13 +140,15 @@ def _ensemble(state: DemoState) -> str:
     from babysit.ensembles import ensemble
 
     result = ensemble(
+        state.final_members,
         from_study=state.dir / STUDY,
         top=TOP,
-        members=state.final_members,
+        task=state.task,
         out=state.dir / ENSEMBLE,
         quiet=state.console is None,
     )
+    mean = result.mean_member["test_acc"]
     return (
-        f"{len(result.members)} members: val {result.val_acc:.4f}, test {result.test_acc:.4f}"
-        f" (the mean member: test {result.mean_member_test_acc:.4f})"
+        f"{len(result.members)} members: val acc {result.val_acc:.4f}, test acc "
+        f"{result.test_acc:.4f} (the mean member's: {mean:.4f})"
     )
