@@ -111,6 +111,20 @@ def _bad_inputs(tmp_path: Path) -> list[tuple[str, list[str], str]]:
         ("zero batch", ["train", str(good), "--set", "train.batch_size=0", "--out", out], "batch"),
         ("no config", ["train", "--out", out], "CONFIG"),
         ("bad device", ["train", str(good), "--device", "tpu", "--out", out], "--device"),
+        (
+            "ema and swa",
+            [
+                "train",
+                str(good),
+                "--set",
+                "train.ema=0.999",
+                "--set",
+                "train.swa=true",
+                "--out",
+                out,
+            ],
+            "keep one",
+        ),
     ]
 
 

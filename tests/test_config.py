@@ -44,6 +44,15 @@ def test_overrides_parse_toml_values_and_bare_words() -> None:
         ({"train": {"batch_size": "big"}}, "train.batch_size = 'big'"),
         ({"task": {"name": "digitz-mlp"}}, "did you mean 'digits-mlp'"),
         ({"nonsense": {}}, "unknown key 'nonsense'"),
+        ({"train": {"ema": 1.0}}, "train.ema = 1.0 is invalid: not a number in [0, 1)"),
+        ({"train": {"ema": -0.5}}, "train.ema = -0.5 is invalid"),
+        ({"train": {"ema": 0.99, "swa": True}}, "train.swa = True is invalid: train.ema = 0.99"),
+        (
+            {"train": {"swa": True, "swa_start": 10}},
+            "train.swa_start = 10.0 is invalid: not below train.epochs = 10",
+        ),
+        ({"train": {"swa": True, "swa_start": -1}}, "train.swa_start = -1 is invalid"),
+        ({"train": {"swa_lr": 0}}, "train.swa_lr = 0 is invalid: not a number > 0"),
     ],
 )
 def test_bad_values_raise_one_line_config_error(data: dict, needle: str) -> None:

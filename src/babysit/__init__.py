@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         sanity_task,
     )
     from babysit.config import Config, load_config
+    from babysit.ensembles import Ensemble, ensemble
     from babysit.monitor.watch import Monitor, watch
     from babysit.report.html import write_report
     from babysit.tasks import Task, get_task, l2_weights
@@ -70,6 +71,8 @@ _LAZY: dict[str, str] = {
     "Monitor": "babysit.monitor.watch",
     "write_report": "babysit.report.html",
     "search": "babysit.tuning.master",
+    "ensemble": "babysit.ensembles",
+    "Ensemble": "babysit.ensembles",
     "Study": "babysit.tuning.summary",
 }
 _SUBMODULES = ("config", "data", "models", "tasks", "optim", "errors")
@@ -81,6 +84,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DataError",
+    "Ensemble",
     "GradcheckReport",
     "Monitor",
     "ParamCheck",
@@ -91,6 +95,7 @@ __all__ = [
     "Study",
     "Task",
     "TaskError",
+    "ensemble",
     "get_task",
     "gradcheck",
     "gradcheck_fn",

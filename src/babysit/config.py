@@ -143,6 +143,10 @@ class TrainConfig(_Section):
     keep_last: int = _default("train.keep_last")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     monitor_every: int = _default("train.monitor_every")
+    ema: float = _default("train.ema")  # e.g. 0.999: an EMA of the weights (training/averaging.py)
+    swa: bool = False  # stochastic weight averaging: the mean of the weights from swa_start on
+    swa_start: float | None = _default("train.swa_start")  # None: 0.75 x epochs
+    swa_lr: float | None = _default("train.swa_lr")
     sanity: bool = False  # run the sanity checks before training
     gradcheck: bool = False  # run the gradient check before training
     report: bool = True  # write report.html at the end
@@ -210,6 +214,30 @@ class Config(_Section):
             )
             raise ValidationError.from_exception_data("Config", [line]) from None
         return self
+
+    @model_validator(mode="after")
+    def _check_averaging(self) -> Config:
+        """One running average at a time; SWA must start before the run ends."""
+        t = self.train
+        reason: str | None = None
+        value: Any = None
+        if t.swa and t.ema > 0:
+            key, value = "swa", t.swa
+            reason = f"train.ema = {t.ema!r} is on too; fix: keep one (ema = 0 or swa = false)"
+        elif t.swa and t.swa_start is not None and t.swa_start >= t.epochs:
+            key, value = "swa_start", t.swa_start
+            reason = (
+                f"not below train.epochs = {t.epochs!r}, so SWA would average nothing; fix: "
+                "set it lower or leave it out (0.75 x train.epochs)"
+            )
+        if reason is None:
+            return self
+        line = InitErrorDetails(
+            type=PydanticCustomError("averaging", "{reason}", {"reason": reason}),
+            loc=("train", key),
+            input=value,
+        )
+        raise ValidationError.from_exception_data("Config", [line]) from None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> Config:

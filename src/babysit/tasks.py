@@ -58,7 +58,10 @@ class Task:
     train, val, test: ``(inputs, targets)`` tensors, a Dataset, or a DataLoader.
     loss_fn: ``(outputs, targets) -> scalar`` data loss (regularisation is added by babysit).
     reg_fn: ``(model, strength) -> scalar``; default :func:`l2_weights`.
-    metric / direction: the score for checkpoints, search and ensembles ("acc", "max").
+    metric / direction: the score for checkpoints, search and ensembles ("acc", "max");
+    ``metric="loss", direction="min"`` where accuracy means nothing (regression, ...).
+    ignore_index: a target value that is not scored (a padding id the loss ignores);
+    negative targets (torch's -100, nanoGPT's -1) never are.
     chance_loss: expected loss at init (else derived by the sanity check).
     train_eval: un-augmented view of train for checks (default: train).
     """
@@ -74,12 +77,15 @@ class Task:
     direction: str = "max"
     chance_loss: float | None = None
     train_eval: Split = None
+    ignore_index: int | None = None
 
     def __post_init__(self) -> None:
         if self.direction not in ("max", "min"):
             raise ValueError(f"Task.direction must be 'max' or 'min', got {self.direction!r}")
         if not callable(self.model_factory) or not callable(self.loss_fn):
             raise TypeError("Task.model_factory and Task.loss_fn must be callables")
+        if self.ignore_index is not None and type(self.ignore_index) is not int:
+            raise TypeError(f"Task.ignore_index must be an int or None, got {self.ignore_index!r}")
         if self.train_eval is None:
             self.train_eval = self.train
 

@@ -153,9 +153,39 @@ def test_user_loop_with_only_batch_and_epoch_records(
     page = _Page(write_report(run).read_text(encoding="utf-8"))
     assert set(page.images) == {"loss", "accuracy", "schedule"}
     assert page.sections[0] == "findings" and "No findings.json" in page.section_text("findings")
-    for name in ("update_ratio", "activations", "act_hist", "filters", "gradcheck", "sanity"):
+    names = ("update_ratio", "activations", "act_hist", "filters", "gradcheck", "sanity")
+    for name in (*names, "averaged"):
         assert page.section_text(name).strip(), f"section {name} says why it is empty"
     assert "No config.toml" in page.section_text("summary")
+
+
+def test_averaged_weights_are_drawn_beside_the_raw_ones_and_compared(tmp_path: Path) -> None:
+    run = tmp_path / "ema"
+    run.mkdir()
+    raw, ema = [0.80, 0.90, 0.85], [0.70, 0.88, 0.93]  # raw peaks at epoch 2, ema at 3
+    lines = [
+        json.dumps(
+            {
+                "kind": "epoch",
+                "epoch": e,
+                "step": 10 * e,
+                "val_loss": 1.0 / e,
+                "val_acc": r,
+                "swa_val_loss": 0.9 / e,
+                "swa_val_acc": a,
+            }
+        )
+        for e, (r, a) in enumerate(zip(raw, ema, strict=True), start=1)
+    ]
+    steps = [
+        json.dumps({"kind": "batch", "step": s, "epoch": s / 10, "loss": 1.0}) for s in range(1, 31)
+    ]
+    (run / "metrics.jsonl").write_text("\n".join(steps + lines) + "\n")
+    page = _Page(write_report(run).read_text(encoding="utf-8"))
+    assert "averaged" in page.images and (run / "plots" / "averaged.png").is_file()
+    text = page.section_text("averaged")
+    assert "Best val_acc: swa 0.93 (epoch 3) vs raw 0.9 (epoch 2), +0.03" in text
+    assert "0.3 (epoch 3)" in text and "+0.03" in text  # val_loss 0.9 / 3 vs 1 / 3
 
 
 def test_loss_only_loop_is_plotted_against_the_iteration(tmp_path: Path) -> None:

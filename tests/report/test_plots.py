@@ -13,7 +13,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle, StepPatch
 
 from babysit.monitor.probes import PROBES
-from babysit.report import plots
+from babysit.report import _probe_plots, plots
 from babysit.report._series import Downsampler, Hist, Series
 
 
@@ -110,7 +110,7 @@ def test_per_layer_figure_shades_the_update_ratio_band_around_1e3_on_a_log_axis(
     spec = PROBES["update_ratio"]
     ratios = {"fc1.weight": _series(np.full(30, 2e-3)), "fc1.bias": _series(np.full(30, 5e-5))}
     shown = {"log_y": spec.log_y, "band": spec.band, "target": spec.target}
-    ax = plots.per_layer_figure(ratios, title=spec.title, ylabel=spec.label, **shown).axes[0]
+    ax = _probe_plots.per_layer_figure(ratios, title=spec.title, ylabel=spec.label, **shown).axes[0]
     assert ax.get_yscale() == "log"
     spans = [p for p in ax.patches if isinstance(p, Rectangle | PolyCollection)]
     assert len(spans) == 1
@@ -142,7 +142,7 @@ def test_schedule_figure_draws_lr_on_log_axis_and_momentum() -> None:
 def test_stats_figure_has_a_panel_per_present_statistic() -> None:
     dead = {"fc1": _series(np.linspace(0, 0.6, 20))}
     panels = [(s.key, s.title, s.fraction) for s in PROBES["act_stats"].stats]
-    fig = plots.stats_figure({"std": {"fc1": _series(np.ones(20))}, "dead": dead}, panels)
+    fig = _probe_plots.stats_figure({"std": {"fc1": _series(np.ones(20))}, "dead": dead}, panels)
     titles = [ax.get_title() for ax in fig.axes if ax.axison]
     assert titles == ["activation std", "dead fraction (ReLU: never active)"]
     assert fig.axes[1].get_ylim() == pytest.approx((-0.02, 1.02))
@@ -155,7 +155,7 @@ def test_histogram_figure_draws_normalised_snapshots_per_layer() -> None:
         "fc1": [Hist(float(t), edges, counts * (t + 1)) for t in range(10)],
         "fc2": [Hist(0.0, edges, counts)],
     }
-    fig = plots.histogram_figure(layers, what="activation", unit="epoch")
+    fig = _probe_plots.histogram_figure(layers, what="activation", unit="epoch")
     fc1, fc2 = fig.axes[:2]
     steps = [p for p in fc1.patches if isinstance(p, StepPatch)]
     assert len(steps) == 6  # at most 6 snapshots per layer

@@ -82,7 +82,7 @@ def test_study_page_has_every_section_in_order(synthetic_study: Path) -> None:
     assert page.figures == ["scores", "curves"]
     assert (synthetic_study / "plots" / "scores.png").is_file()
     assert "babysit study: synthetic" in out.read_text(encoding="utf-8")
-    assert "No ensemble.json: an ensemble of the best trials" in page.text["ensemble"]
+    assert "No ensemble.json: `babysit ensemble --from-study" in page.text["ensemble"]
 
 
 def test_best_trial_links_its_run_report(synthetic_study: Path) -> None:

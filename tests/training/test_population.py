@@ -563,6 +563,8 @@ def test_members_with_another_architecture_train_as_their_own_population(tmp_pat
         ({"task.name": "spiral-mlp"}, "cannot differ between members"),
         ({"train.epochs": 0}, "train.epochs"),
         ({"lr": 0.1}, "not a dotted config key"),
+        ({"train.ema": 0.99}, "member 1: train.ema=0.99: a population does not keep a running"),
+        ({"train.swa": True}, "member 1: train.swa=True: a population does not keep a running"),
     ],
 )
 def test_a_bad_member_is_refused_in_one_line(params: dict[str, Any], match: str) -> None:
@@ -586,6 +588,17 @@ def test_on_epoch_can_prune_members(tmp_path: Path) -> None:
     assert pruned[0].dir is not None
     events = [r["what"] for r in read_metrics(pruned[0].dir / "metrics.jsonl", kind="event")]
     assert events[-1] == "pruned"
+
+
+@pytest.mark.parametrize(
+    ("train", "on"), [({"ema": 0.999}, "train.ema=0.999"), ({"swa": True}, "train.swa=true")]
+)
+def test_a_base_config_with_averaging_is_refused_in_one_line(
+    tmp_path: Path, train: dict[str, Any], on: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"^{on}: a population does not keep a running average"):
+        train_population(_base("sgd", **train), [{}], task=_task(), out=tmp_path / "p")
+    assert not (tmp_path / "p").exists()
 
 
 def test_fractional_epochs_are_refused_with_one_line(tmp_path: Path) -> None:

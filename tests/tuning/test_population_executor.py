@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 
 import babysit
+from babysit.config import load_config
 from babysit.errors import ConfigError
+from babysit.tuning.population_executor import executors
+from babysit.tuning.space import parse_space
 
 from .conftest import load_journal
 
@@ -125,3 +128,20 @@ def test_auto_picks_the_population_for_a_plain_search_and_the_trainer_otherwise(
     fraction = babysit.search(_digits(space, [{"epochs": 0.5, "trials": 2}]), out=tmp_path / "b")
     assert _executed(fraction) == {"trainer"}
     assert all(math.isfinite(t["value"]) for t in fraction.trials)
+
+
+@pytest.mark.parametrize(
+    ("train", "space"),
+    [({"ema": 0.999}, {}), ({"swa": True}, {}), ({}, {"train.ema": "choice(0, 0.99)"})],
+)
+def test_a_search_that_averages_weights_is_left_to_the_trainer(
+    train: dict[str, Any], space: dict[str, str]
+) -> None:
+    """The population keeps no running average (train.ema / train.swa): the trainer does."""
+    data = _digits({"optim.lr": "loguniform(1e-3, 1e-1)", **space}, [{"epochs": 2}])
+    data["train"].update(train)
+    config = load_config(data)
+    assert executors(config, parse_space(config), builtin=True, workers=1) == ["trainer"]
+    config.search.stage[0].executor = "population"
+    with pytest.raises(ConfigError, match="a population does not average weights"):
+        executors(config, parse_space(config), builtin=True, workers=1)

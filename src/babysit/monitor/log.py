@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol, Required, TextIO, TypedDict, cast
 from babysit._io import atomic_open, json_restore, json_safe
 
 __all__ = [
+    "AVERAGE_KINDS",
     "BATCH",
     "BATCH_VALUES",
     "EPOCH",
@@ -48,6 +49,7 @@ __all__ = [
 ]
 
 BATCH, EPOCH, PROBE, EVENT = "batch", "epoch", "probe", "event"  # the record kinds
+AVERAGE_KINDS = ("ema", "swa")  # an epoch record's averaged-weights key prefixes
 
 
 # Values are typed as they are on disk. The monitor hands 0-d tensors to the constructors
@@ -75,6 +77,10 @@ class EpochRecord(TypedDict, total=False):
     train_acc: float  # a fraction in [0, 1], measured on the epoch's minibatches
     val_loss: float  # data loss on the validation split after the epoch
     val_acc: float
+    # train.ema / train.swa: the averaged weights' val_loss and val_<metric>, prefixed by
+    # their kind (AVERAGE_KINDS): ema_val_loss, ema_val_acc (absent before SWA starts)
+    ema_val_loss: float
+    ema_val_acc: float
 
 
 class ProbeRecord(TypedDict, total=False):

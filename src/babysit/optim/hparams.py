@@ -203,6 +203,12 @@ _TABLE = (
     HParam("train.keep_best", int, 1, "[0, inf)", "checkpoints kept by validation metric"),
     HParam("train.keep_last", int, 1, "[1, inf)", "most recent checkpoints (resume needs one)"),
     HParam("train.monitor_every", int, 50, "[1, inf)", "steps between probe capture windows"),
+    HParam("train.ema", float, 0.0, "[0, 1)", "decay of the weights' exponential moving "
+           "average, warmed up as min(ema, (1+t)/(10+t)) (0: off)", example=0.999),
+    HParam("train.swa_start", float, None, "[0, inf)", "SWA: epochs trained before the "
+           "averaging starts (None: 0.75 x train.epochs)", example=5.0),
+    HParam("train.swa_lr", float, None, "(0, inf)", "SWA: constant lr once averaging starts "
+           "(None: the schedule's lr)", example=0.01),
     # --- [model]: the bundled models' options that are hyperparameters ---------------------
     HParam("model.dropout", float, 0.0, "[0, 1)", "mlp / convnet: probability of dropping a "
            "unit (0: off)", search_default="uniform(0, 1)"),  # the notes: in the original scale

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.image import imread
 
 from babysit.monitor.probes import PROBES, ProbeKind, ProbeSpec
-from babysit.report import plots
+from babysit.report import _probe_plots, plots
 from babysit.report._page import Html, Part, SectionSpec, figure, note
 from babysit.report._run_data import RunData
 
@@ -34,7 +34,7 @@ def _per_layer_section(run: RunData, specs: list[ProbeSpec]) -> list[Part]:
     streams = {k: s for spec in specs for k, s in run.scalars.get(spec.name, {}).items()}
     if not streams:
         return [_no_probe(lead)]
-    fig = plots.per_layer_figure(
+    fig = _probe_plots.per_layer_figure(
         streams,
         title=lead.title,
         ylabel=lead.label,
@@ -51,7 +51,7 @@ def _stats_section(run: RunData, specs: list[ProbeSpec]) -> list[Part]:
     if not stats:
         return [_no_probe(spec)]
     panels = [(s.key, s.title, s.fraction) for s in spec.stats]
-    fig = plots.stats_figure(stats, panels)
+    fig = _probe_plots.stats_figure(stats, panels)
     return [figure(spec.name, fig, f"{spec.title}, per layer", spec.caption)]
 
 
@@ -60,8 +60,13 @@ def _hist_section(run: RunData, specs: list[ProbeSpec]) -> list[Part]:
     layers = run.hists.get(spec.name)
     if not layers:
         return [_no_probe(spec)]
-    fig = plots.histogram_figure(layers, what=spec.label, unit=run.unit)
-    caption = "Up to 6 snapshots per layer, coloured from early (dark) to late (yellow)."
+    fig = _probe_plots.histogram_figure(layers, what=spec.label, unit=run.unit)
+    times = {h.x for hs in layers.values() for h in hs}
+    caption = (
+        "Up to 6 snapshots per layer, coloured from early (dark) to late (yellow)."
+        if len(times) > 1
+        else "One snapshot per layer (the run was watched for one histogram window)."
+    )
     return [figure(spec.name, fig, f"{spec.label} histograms per layer", caption)]
 
 

@@ -6,7 +6,11 @@ of other names are left out). Every per-step quantity becomes a
 :class:`~babysit.report._series.Series` of at most a few hundred buckets, histograms and
 images are thinned snapshots, so memory does not grow with the length of the run. Steps are
 mapped to epochs with the (step, epoch) pairs the batch and probe records carry; a loop that
-logs no epochs is plotted against the iteration.
+logs no epochs is plotted against the iteration. A loop watched without ``steps_per_epoch``
+writes its first epoch's records before the monitor knows an epoch's length: the first
+``log_epoch`` sets it (``steps_per_epoch = its step - the start``, epoch = step /
+steps_per_epoch, as the monitor does from then on), and the report maps that epoch's steps
+the same way instead of drawing them all at its end.
 """
 
 from __future__ import annotations
@@ -75,6 +79,10 @@ class _Reader:
         self.kinds: Counter[str] = Counter()
         self.batch = {f: Downsampler(1024) for f in log.BATCH_VALUES}
         self.clock = Downsampler(1024)  # (step, epoch) pairs: maps steps to epochs
+        # the first epoch's length still to be learnt from its epoch record: the start step
+        # of a monitor without steps_per_epoch (0 when no "watch" event says otherwise)
+        self.infer_from: float | None = 0.0
+        self.anchors: list[tuple[float, float]] = []  # (step, epoch) pairs so learnt
         self.epochs_by_step = Keyed(max_keys=32, buckets=512)
         self.epochs_by_epoch = Keyed(max_keys=32, buckets=512)
         self.scalars: dict[str, Keyed] = {}
@@ -129,6 +137,11 @@ class _Reader:
     def on_epoch(self, record: log.EpochRecord) -> None:
         # the clock is set by the fractional epochs of batch and probe records only
         step, epoch = self._step(record, clock=False), json_number(record.get("epoch"))
+        start = self.infer_from
+        if start is not None and epoch == 1 and step is not None and step > start:
+            per_epoch = step - start  # what the monitor infers at its first log_epoch
+            self.anchors += [(start, start / per_epoch), (step, step / per_epoch)]
+            self.infer_from = None
         target, x = (
             (self.epochs_by_step, step) if step is not None else (self.epochs_by_epoch, epoch)
         )
@@ -201,6 +214,9 @@ class _Reader:
 
     def on_event(self, record: log.EventRecord) -> None:
         step, what = self._step(record), str(record.get("what", "event"))
+        if what == "watch":  # a monitor starts: does it know the epoch's length?
+            known = json_number(record.get("steps_per_epoch")) is not None
+            self.infer_from = None if known else (step or 0.0)
         if what not in self.event_counts and len(self.event_counts) >= 32:
             return
         self.event_counts[what] += 1
@@ -254,9 +270,14 @@ def load_run(run_dir: str | Path) -> RunData:
 def _finish(data: RunData, reader: _Reader) -> None:
     """Turn the reader's streams into series, with steps mapped to epochs where known."""
     clock = reader.clock.series()
-    order = np.argsort(clock.x, kind="stable")
-    known = np.isfinite(clock.mean[order])
-    steps, epochs = clock.x[order][known], clock.mean[order][known]
+    known = np.isfinite(clock.mean)
+    steps, epochs = clock.x[known], clock.mean[known]
+    early = [(s, e) for s, e in reader.anchors if not steps.size or s < steps.min()]
+    if early:  # a first epoch watched without steps_per_epoch (see the module doc)
+        steps = np.concatenate([[s for s, _ in early], steps])
+        epochs = np.concatenate([[e for _, e in early], epochs])
+    order = np.argsort(steps, kind="stable")
+    steps, epochs = steps[order], epochs[order]
     unit = "epoch" if steps.size else "iteration"
 
     def to_x(x: np.ndarray) -> np.ndarray:

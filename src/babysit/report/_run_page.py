@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from babysit.monitor import log
 from babysit.monitor.diagnose import SEVERITIES
 from babysit.report import plots
 from babysit.report._page import Html, Part, figure, fmt, get_page, note, paragraph, table
@@ -151,6 +152,44 @@ def accuracy_section(run: RunData) -> list[Part]:
         ]
     caption = "The gap between train and val accuracy is the amount of overfitting (the notes)."
     return [figure("accuracy", plots.accuracy_figure(metrics), "train/val accuracy", caption)]
+
+
+def _best(s: Series, lower: bool) -> tuple[float, float]:
+    """(best value, its x) of a per-epoch series; lower is better for a loss."""
+    values = np.where(np.isfinite(s.mean), s.mean, np.inf if lower else -np.inf)
+    i = int(np.argmin(values) if lower else np.argmax(values))
+    return float(s.mean[i]), float(s.x[i])
+
+
+@RUN.section("averaged", title="Averaged weights (EMA / SWA)")
+def averaged_section(run: RunData) -> list[Part]:
+    """The averaged weights' validation curves beside the raw ones; best and last compared."""
+    kind = next((k for k in log.AVERAGE_KINDS if f"{k}_val_loss" in run.epochs), "ema")
+    pairs = {
+        key: (s, run.epochs[f"{kind}_{key}"])
+        for key, s in run.epochs.items()
+        if key.startswith("val_") and f"{kind}_{key}" in run.epochs
+    }
+    if not pairs:
+        return [note("No averaged weights: train.ema (e.g. 0.999) or train.swa keeps them.")]
+    rows, lines = [], {}
+    for key, (raw, avg) in pairs.items():
+        (rb, rx), (ab, ax) = _best(raw, key.endswith("loss")), _best(avg, key.endswith("loss"))
+        best_raw, best_avg = (
+            f"{fmt(rb)} ({raw.unit} {fmt(rx)})",
+            f"{fmt(ab)} ({avg.unit} {fmt(ax)})",
+        )
+        rows.append((key, best_raw, best_avg, f"{ab - rb:+.4g}", fmt(raw.last), fmt(avg.last)))
+        lines[key] = f"Best {key}: {kind} {best_avg} vs raw {best_raw}, {ab - rb:+.4g}"
+    cols = ["quantity", "best raw", f"best {kind}", f"{kind} - raw", "last raw", f"last {kind}"]
+    caption = (
+        f"{kind}: the running average of the weights (train.{kind}), evaluated on the "
+        f"validation split every epoch; its checkpoints are in checkpoints/{kind}/."
+    )
+    fig = plots.averaged_figure(pairs, kind)
+    head = paragraph(lines[next((k for k in lines if k != "val_loss"), "val_loss")])
+    figure_ = figure("averaged", fig, f"raw vs {kind} validation", caption)
+    return [head, table(cols, rows), figure_]
 
 
 @RUN.section("schedule", title="Learning rate and momentum")

@@ -1,5 +1,7 @@
 """The run's figures with matplotlib (Agg, no pyplot state): one function per figure.
 
+(The probes' per-layer figures are in :mod:`babysit.report._probe_plots`.)
+
 Each function takes downsampled series (see :mod:`babysit.report._series`) and returns a
 :class:`matplotlib.figure.Figure`; :func:`to_png` renders it. The HTML page embeds the PNGs
 and saves them in ``plots/``. The x axis is in epochs whenever the run logged them (the
@@ -13,25 +15,21 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from matplotlib import colormaps, colors
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 
-from babysit.report._series import Hist, Series
+from babysit.report._series import Series
 
 __all__ = [
     "LOSS_LABELS",
     "accuracy_figure",
-    "histogram_figure",
+    "averaged_figure",
     "images_figure",
     "loss_figure",
     "new_figure",
-    "per_layer_figure",
     "schedule_figure",
     "smooth",
-    "stats_figure",
     "to_png",
 ]
 
@@ -166,6 +164,21 @@ def accuracy_figure(metrics: Mapping[str, Series]) -> Figure:
     return fig
 
 
+def averaged_figure(pairs: Mapping[str, tuple[Series, Series]], kind: str) -> Figure:
+    """Per validation quantity (val_acc, val_loss, ...) one panel: raw weights vs averaged."""
+    fig, axes = new_figure(1, len(pairs), height=3.2)
+    for ax, (key, (raw, avg)) in zip(axes, pairs.items(), strict=True):
+        ax.plot(raw.x, raw.mean, _style(raw), ms=3.5, lw=1.4, color="#ff7f0e", label=key)
+        ax.plot(
+            avg.x, avg.mean, _style(avg), ms=3.5, lw=1.4, color="#0b3d91", label=f"{kind}_{key}"
+        )
+        ax.set_xlabel(raw.unit)
+        ax.set_title(f"{key}: raw vs {kind} weights")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
+
+
 def schedule_figure(lr: Series | None, mu: Series | None) -> Figure:
     """Learning rate (log axis when positive) and momentum over time."""
     present = [(name, s) for name, s in (("learning rate", lr), ("momentum", mu)) if s is not None]
@@ -177,92 +190,6 @@ def schedule_figure(lr: Series | None, mu: Series | None) -> Figure:
         ax.set_title(name)
         ax.set_xlabel(s.unit)
         ax.grid(alpha=0.3)
-    return fig
-
-
-def _named_lines(ax: Axes, streams: Mapping[str, Series], *, positive: bool) -> None:
-    colors = [f"C{i % 10}" for i in range(len(streams))]
-    styles = ["-", "--", ":", "-."]
-    for i, ((name, s), c) in enumerate(zip(streams.items(), colors, strict=True)):
-        y = np.where(s.mean > 0, s.mean, np.nan) if positive else s.mean
-        ax.plot(s.x, y, color=c, ls=styles[(i // 10) % 4], lw=1.3, label=name)
-    if streams:
-        ax.set_xlabel(next(iter(streams.values())).unit)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=max(1, math.ceil(len(streams) / 8)), loc="best")
-
-
-def per_layer_figure(
-    streams: Mapping[str, Series],
-    *,
-    title: str,
-    ylabel: str,
-    log_y: bool = False,
-    band: tuple[float, float] | None = None,
-    target: float | None = None,
-) -> Figure:
-    """A line per layer (or parameter); ``band`` shaded and ``target`` dashed when given.
-
-    The notes' update : weight ratio, for one: "somewhere around 1e-3" (the target), lower
-    suggests the learning rate is too low, higher that it is too high.
-    """
-    fig, (ax,) = new_figure(height=3.8)
-    if band is not None:
-        ax.axhspan(*band, color="#2e7d32", alpha=0.12, label=f"{band[0]:.0e} to {band[1]:.0e}")
-    if target is not None:
-        ax.axhline(target, color="#2e7d32", ls="--", lw=1.2, label=f"target ~{target:.0e}")
-    _named_lines(ax, streams, positive=log_y)
-    if log_y:
-        ax.set_yscale("log")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    return fig
-
-
-def stats_figure(
-    stats: Mapping[str, Mapping[str, Series]], panels: Sequence[tuple[str, str, bool]]
-) -> Figure:
-    """A panel per statistic present, a line per layer; panels: (stat, title, is a fraction).
-
-    Fractions (of dead or saturated units) get a [0, 1] axis.
-    """
-    present = [(stat, title, frac) for stat, title, frac in panels if stats.get(stat)]
-    ncols = len(present) if len(present) <= 3 else 2
-    fig, axes = new_figure(math.ceil(len(present) / ncols), ncols, height=3.2)
-    for ax, (stat, title, fraction) in zip(axes, present, strict=False):
-        _named_lines(ax, stats[stat], positive=False)
-        ax.set_title(title)
-        if fraction:
-            ax.set_ylim(-0.02, 1.02)
-    for ax in axes[len(present) :]:
-        ax.set_axis_off()
-    return fig
-
-
-def histogram_figure(layers: Mapping[str, Sequence[Hist]], *, what: str, unit: str) -> Figure:
-    """Per layer, up to 6 snapshots of its histogram (fraction per bin), coloured by time."""
-    names = list(layers)
-    ncols = min(4, max(2, len(names)))  # one layer: half width, not a stretched panel
-    nrows = math.ceil(len(names) / ncols)
-    fig, axes = new_figure(nrows, ncols, height=2.4)
-    xs = [h.x for hs in layers.values() for h in hs]
-    lo, hi = min(xs), max(xs)
-    cmap = colormaps["viridis"]
-    norm = colors.Normalize(lo, hi if hi > lo else lo + 1)
-    for ax, name in zip(axes, names, strict=False):
-        hs = list(layers[name])
-        picks = sorted({round(i) for i in np.linspace(0, len(hs) - 1, min(6, len(hs)))})
-        for i in picks:
-            h = hs[i]
-            total = h.counts.sum()
-            ax.stairs(h.counts / total if total else h.counts, h.edges, color=cmap(norm(h.x)))
-        ax.set_title(name if len(name) <= 28 else "..." + name[-25:], fontsize=9)
-        ax.tick_params(labelsize=7)
-    for ax in axes[len(names) :]:
-        ax.set_axis_off()
-    used = axes[: len(names)]  # the colour bar sits next to the drawn panels
-    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=used, label=unit, shrink=0.9)
-    fig.suptitle(f"{what} histograms per layer over time (fraction of values per bin)")
     return fig
 
 

@@ -71,9 +71,10 @@ def member_dirs(out: Path, count: int, names: Sequence[str] | None) -> dict[int,
 class EpochTrace:
     """An epoch's per-step values of every member, on the host (one copy per epoch).
 
-    values: (S, 4, P): data loss, penalty, live (1: the member took the step), score
-    statistic (e.g. correct predictions); lr, mu: per step, one value per member (mu None
-    for rules without momentum); sizes: the minibatch sizes; first: steps before the epoch.
+    values: (S, 5, P): data loss, penalty, live (1: the member took the step), score
+    statistic (e.g. correct predictions), positions scored; lr, mu: per step, one value
+    per member (mu None for rules without momentum); sizes: the minibatch sizes; first:
+    steps before the epoch.
     """
 
     values: Tensor
@@ -89,12 +90,14 @@ class EpochTrace:
         return None if bool(live.all()) else int((live == 0).nonzero()[0])
 
     def train_scores(self, row: int) -> tuple[float, float]:
-        """(mean data loss, mean score statistic) of the epoch's minibatches (the trainer's
-        train_loss and train_<metric>: batch losses weighted by batch size)."""
+        """(mean data loss, score) of the epoch's minibatches (the trainer's train_loss and
+        train_<metric>: batch losses weighted by batch size; the statistic summed over the
+        epoch per position scored)."""
         sizes = torch.tensor(self.sizes, dtype=torch.float64)
         n = float(sizes.sum())
         column = self.values[:, :, row]
-        return float((column[:, 0] * sizes).sum() / n), float(column[:, 3].sum() / n)
+        scored = max(float(column[:, 4].sum()), 1.0)
+        return float((column[:, 0] * sizes).sum() / n), float(column[:, 3].sum() / scored)
 
     def batch_records(self, row: int, upto: int | None) -> list[Record]:
         """Member ``row``'s batch records, as the monitor writes them (steps before ``upto``)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,7 @@ class PopulationLoop:
         self.patience: list[int | None] = [m.get("train.early_stop") for m in members]
         self.bad_epochs = [0] * len(members)
         self.score = SCORES.get(task.metric)
+        self.ignore_index = task.ignore_index
         self.stacked_score = None if self.score is None else stacked_fn(self.score)
         self.metric_key, self.direction = f"val_{task.metric}", task.direction
         self.step = 0
@@ -146,24 +148,29 @@ class PopulationLoop:
             assert isinstance(params, dict)  # a dict in, a dict out
             stack.update(params, state, live)
             active = live
-            correct = self._correct(losses.out, batch)
-            values.append(torch.stack([losses.data, losses.reg, live, correct]).double())
+            stat, scored = self._score(losses.out, batch)
+            values.append(torch.stack([losses.data, losses.reg, live, stat, scored]).double())
             lrs.append(lr)
             mus.append(mu)
             sizes.append(batch[0].shape[1] if batch[2] else batch[0].shape[0])
             self.step += 1
-        return EpochTrace(  # (S, 4, P): one copy to the host per epoch
+        return EpochTrace(  # (S, 5, P): one copy to the host per epoch
             torch.stack(values).cpu(), lrs, mus, sizes, first, self.steps_per_epoch
         )
 
-    def _correct(self, out: Tensor, batch: Batch) -> Tensor:
-        """Each member's score statistic on the batch (e.g. correct predictions), (P,)."""
+    def _score(self, out: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
+        """Each member's score statistic on the batch (e.g. correct predictions) and the
+        positions it scored, (P,) each (evaluate.SCORES)."""
         if self.score is None:
-            return torch.zeros(out.shape[0], dtype=out.dtype, device=out.device)
+            zeros = torch.zeros(out.shape[0], dtype=out.dtype, device=out.device)
+            return zeros, zeros
         _, y, per_member = batch
-        if self.stacked_score is not None:
-            return self.stacked_score.stacked(out, y).to(out.dtype)
-        return vmap(self.score, in_dims=(0, 0 if per_member else None))(out, y).to(out.dtype)
+        if self.stacked_score is not None and out.ndim == 3:  # (P, B, C): rows of scores
+            stat, scored = self.stacked_score.stacked(out, y, ignore_index=self.ignore_index)
+        else:
+            fn = partial(self.score, ignore_index=self.ignore_index)
+            stat, scored = vmap(fn, in_dims=(0, 0 if per_member else None))(out, y)
+        return stat.to(out.dtype), scored.to(out.dtype)
 
     @torch.no_grad()
     def _validate(self) -> tuple[list[float], list[float]]:
@@ -171,14 +178,19 @@ class PopulationLoop:
         n_rows = len(self.members)
         loss_sum = torch.zeros(n_rows, dtype=torch.float64, device=self.device)
         stat_sum = torch.zeros(n_rows, dtype=torch.float64, device=self.device)
+        scored_sum = torch.zeros(n_rows, dtype=torch.float64, device=self.device)
         n = 0
         for x, y in self.val:
             losses = self.engine.evaluate(self.stack.params, self.stack.buffers, x, y)
             loss_sum += losses.data.double() * x.shape[0]
-            stat_sum += self._correct(losses.out, (x, y, False)).double()
+            stat, scored = self._score(losses.out, (x, y, False))
+            stat_sum += stat.double()
+            scored_sum += scored.double()
             n += x.shape[0]
         mean = (loss_sum / max(n, 1)).tolist()
-        return mean, (stat_sum / max(n, 1)).tolist() if self.score is not None else mean
+        if self.score is None:
+            return mean, mean
+        return mean, (stat_sum / scored_sum.clamp(min=1)).tolist()
 
     # --- the epoch's end ------------------------------------------------------------
     def _end_epoch(self, epoch: int, trace: EpochTrace) -> None:

@@ -126,6 +126,8 @@ def _check_member(index: int, params: Mapping[str, Any]) -> None:
         reason = key_problem(key, value) if key in PER_MEMBER_KEYS else None
         if reason is not None:
             raise ConfigError(f"population member {index}: {key}={value!r} is {reason}")
+        if key in ("train.ema", "train.swa") and value:
+            raise ConfigError(f"population member {index}: {key}={value!r}: {_NO_AVERAGING}")
 
 
 def _group_config(base: Config, shared: tuple[tuple[str, Any], ...], index: int) -> Config:
@@ -139,6 +141,12 @@ def _group_config(base: Config, shared: tuple[tuple[str, Any], ...], index: int)
     return Config.from_dict(data, source=f"population member {index}")
 
 
+_NO_AVERAGING = (
+    "a population does not keep a running average of the weights; fix: train with "
+    "babysit.train (a search: executor = 'trainer'), or turn it off"
+)
+
+
 def _check_trainable(config: Config) -> None:
     """The pure rules train populations; a stateful plateau schedule is handled per member."""
     rule = config.optim.rule
@@ -149,6 +157,9 @@ def _check_trainable(config: Config) -> None:
             f"{', '.join(RULES)}"
         )
     SCHEDULE_KINDS.get_or_raise(config.schedule.kind, where="schedule.kind")
+    if config.train.ema > 0 or config.train.swa:
+        on = f"train.ema={config.train.ema!r}" if config.train.ema > 0 else "train.swa=true"
+        raise ConfigError(f"{on}: {_NO_AVERAGING}")
     epochs = config.train.epochs
     if not float(epochs).is_integer():  # the trainer cuts a last partial epoch; this loop not yet
         raise ConfigError(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from rich.console import Console
@@ -23,14 +23,20 @@ from babysit._render import TabularReport, print_report
 from babysit.checks.gates import GATES
 from babysit.config import Config
 from babysit.monitor.diagnose import Finding
+from babysit.monitor.log import AVERAGE_KINDS
 from babysit.training.checkpoint import checkpoint_name, prune_checkpoints, save_checkpoint
 
+if TYPE_CHECKING:  # averaging.py imports is_better from here
+    from babysit.training.averaging import Averager
+
 __all__ = [
+    "AveragedCheckpointer",
     "Callback",
     "Checkpointer",
     "EarlyStopping",
     "ProgressCallback",
     "TrainerView",
+    "checkpointers",
     "is_better",
 ]
 
@@ -154,16 +160,67 @@ class Checkpointer(Callback):
         self.keep_best = keep_best
         self.keep_last = keep_last
 
+    def score_key(self, trainer: TrainerView) -> str:
+        """The epoch-record key of the score a file is named and kept by."""
+        return trainer.metric_key
+
+    def state(self, trainer: TrainerView) -> dict[str, Any]:
+        return trainer.state_dict()
+
     def on_epoch_end(self, trainer: TrainerView, epoch: int, metrics: dict[str, Any]) -> None:
-        name = checkpoint_name(epoch, trainer.metric_key, float(metrics[trainer.metric_key]))
-        path = save_checkpoint(self.directory / name, trainer.state_dict())
+        key = self.score_key(trainer)
+        if key not in metrics:  # an average that has not started (SWA before swa_start)
+            return
+        name = checkpoint_name(epoch, trainer.metric_key, float(metrics[key]))
+        path = save_checkpoint(self.directory / name, self.state(trainer))
         prune_checkpoints(
             self.directory,
             keep_best=self.keep_best,
             keep_last=self.keep_last,
             direction=trainer.direction,
         )
-        trainer.log_event("checkpoint", path=path.name)
+        trainer.log_event("checkpoint", path=self.label(path))
+
+    def label(self, path: Path) -> str:
+        return path.name
+
+
+class AveragedCheckpointer(Checkpointer):
+    """The averaged weights (train.ema / train.swa) in ``<directory>/<kind>/``, named and kept
+    like the raw ones but by the averaged model's own validation score.
+
+    Each file is ``Averager.checkpoint()``: its ``"model"`` loads into the task's model
+    (strict), as a regular checkpoint's does. It is written before the regular checkpoint
+    of the same epoch, which holds the average's state for a resume.
+    """
+
+    def __init__(
+        self, averager: Averager, directory: Path, *, keep_best: int, keep_last: int
+    ) -> None:
+        super().__init__(directory / averager.kind, keep_best=keep_best, keep_last=keep_last)
+        self.averager = averager
+
+    def score_key(self, trainer: TrainerView) -> str:
+        return f"{self.averager.kind}_{trainer.metric_key}"
+
+    def state(self, trainer: TrainerView) -> dict[str, Any]:
+        return self.averager.checkpoint(trainer.config)
+
+    def label(self, path: Path) -> str:
+        return f"{self.averager.kind}/{path.name}"
+
+
+def checkpointers(
+    directory: Path, keep_best: int, keep_last: int, averager: Averager | None
+) -> list[Checkpointer]:
+    """The trainer's last callbacks: the averaged weights' checkpointer (when averaging),
+    then the run's own, so that its checkpoint holds every other callback's new state."""
+    keep = {"keep_best": keep_best, "keep_last": keep_last}
+    averaged = [] if averager is None else [AveragedCheckpointer(averager, directory, **keep)]
+    return [*averaged, Checkpointer(directory, **keep)]
+
+
+_SHOWN = ("val_", *(f"{kind}_val_" for kind in AVERAGE_KINDS))
 
 
 def _epoch_line(metrics: dict[str, Any]) -> str:
@@ -171,8 +228,10 @@ def _epoch_line(metrics: dict[str, Any]) -> str:
     for key in ("train_loss", "train_acc", "val_loss"):
         if key in metrics:
             parts.append(f"{key} {metrics[key]:.4f}")
-    parts += [
-        f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("val_") and k != "val_loss"
+    parts += [  # val_acc, and an average's: ema_val_acc, swa_val_acc
+        f"{k} {v:.4f}"
+        for k, v in metrics.items()
+        if k.startswith(_SHOWN) and not k.endswith("val_loss")
     ]
     return "  ".join(parts)
 

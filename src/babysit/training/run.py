@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,10 @@ class Run:
     diverged: bool = False
     stopped: str | None = None  # "early_stop" | "diverged" | "sanity" | "gradcheck" | None
     failed_check: str | None = None  # a pre-training check that failed
+    # train.ema / train.swa: the averaged weights' best epoch, keys without the prefix plus
+    # the kind: {"kind": "ema", "epoch", "step", "val_loss", "val_acc"}; None: no average
+    # was evaluated (averaging off, or SWA stopped before swa_start)
+    averaged_best: dict[str, Any] | None = None
 
     @property
     def metrics(self) -> list[dict[str, Any]]:
@@ -63,11 +67,13 @@ def train(
     device: str | None = None,
     quiet: bool = False,
     callbacks: Iterable[Callback] = (),
+    trainer_factory: Callable[..., Trainer] = Trainer,
 ) -> Run:
     """Train a task as the config says and return the :class:`Run` (its dir holds everything).
 
     Bad input raises ConfigError / TaskError / DataError / CheckpointError before any file
     is written. ``resume=True`` continues the run in ``out`` from its newest checkpoint.
+    ``trainer_factory``: called as Trainer is; a subclass changes the loss (distillation).
     """
     if resume:
         if out is None:
@@ -98,7 +104,7 @@ def train(
     except OSError as exc:
         raise ConfigError(f"--out {run_dir}: cannot create the run directory: {exc}") from None
     try:
-        trainer = Trainer(cfg, task, run_dir, device=dev, quiet=quiet, callbacks=callbacks)
+        trainer = trainer_factory(cfg, task, run_dir, device=dev, quiet=quiet, callbacks=callbacks)
         if resume:
             lifecycle.resume(trainer)
         write_text_atomic(run_dir / "config.toml", cfg.to_toml())  # resume may extend epochs
@@ -114,5 +120,7 @@ def train(
         trainer.fit()
         best = dict(trainer.best_record)
         run = Run(dir=run_dir, best=best, diverged=trainer.diverged, stopped=trainer.stop)
+        if trainer.averager is not None and trainer.averager.best:
+            run.averaged_best = dict(trainer.averager.best)
     run.findings = lifecycle.after_training(trainer)
     return run

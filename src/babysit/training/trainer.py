@@ -6,7 +6,8 @@ the task's metric, a checkpoint, the lr schedule and early stopping. ``train.epo
 ``round(0.5 * steps_per_epoch)`` steps (at least one). A NaN/inf loss stops the run at
 that step and marks it diverged. Same config on the CPU => the same metrics, and a
 resumed run ends with the weights an uninterrupted one would have. Every record goes
-through the same Monitor as ``babysit.watch()``.
+through the same Monitor as ``babysit.watch()``. ``train.ema`` / ``train.swa`` keep a running
+average of the weights beside them (training/averaging.py), evaluated and checkpointed too.
 """
 
 from __future__ import annotations
@@ -29,15 +30,16 @@ from babysit.optim.build import OPTIMIZERS, LRController, create_optimizer
 from babysit.optim.hparams import momentum_of
 from babysit.splits import Batches, image_shape, split_size
 from babysit.tasks import Task
+from babysit.training.averaging import averager_for
 from babysit.training.callbacks import (
     Callback,
-    Checkpointer,
     EarlyStopping,
     ProgressCallback,
+    checkpointers,
     is_better,
 )
 from babysit.training.checkpoint import capture_rng, restore_rng, seed_everything
-from babysit.training.evaluate import SCORES, evaluate
+from babysit.training.evaluate import Tally, evaluate
 
 __all__ = ["FULL_BATCH_WARN_EXAMPLES", "Trainer"]
 
@@ -77,6 +79,10 @@ class Trainer:
         self.val_batches = Batches(
             task.val, cfg.eval_batch_size, shuffle=False, device=device, name="val"
         )
+        # train.ema / train.swa: a running average of the weights (training/averaging.py)
+        self.averager = averager_for(
+            config, task, self.model, steps_per_epoch=self.steps_per_epoch, device=device
+        )
         self.optimizer = create_optimizer(
             self.model.parameters(), opt.rule, opt.model_dump(exclude={"rule"})
         )
@@ -97,7 +103,7 @@ class Trainer:
             EarlyStopping(cfg.early_stop),
             *([] if quiet else [ProgressCallback()]),
             *callbacks,
-            Checkpointer(run_dir / "checkpoints", keep_best=cfg.keep_best, keep_last=cfg.keep_last),
+            *checkpointers(run_dir / "checkpoints", cfg.keep_best, cfg.keep_last, self.averager),
         ]
         self.epoch = 0  # last completed epoch
         self.step = 0  # optimizer steps taken
@@ -173,8 +179,9 @@ class Trainer:
         """Everything a run continues from, as tensors and plain types (a checkpoint's layout).
 
         Model, optimizer and lr schedule state; the epoch and step reached; the best epoch
-        so far; each callback's state; every RNG state, the data order's included. Like
-        torch's, the tensors are the live ones: save the dict (or copy it) before training on.
+        so far; each callback's state; the averaged weights (train.ema / train.swa); every
+        RNG state, the data order's included. Like torch's, the tensors are the live ones:
+        save the dict (or copy it) before training on.
         """
         return {
             "model": self.model.state_dict(),
@@ -186,6 +193,7 @@ class Trainer:
             "callbacks": {k: s for k, cb in self._keyed_callbacks() if (s := cb.state_dict())},
             "rng": capture_rng(self.generator),
             "config": self.config.to_toml(),  # for a reader; a resume reads config.toml
+            **({} if self.averager is None else {"averaged": self.averager.state_dict()}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -199,6 +207,8 @@ class Trainer:
         for key, cb in self._keyed_callbacks():
             if key in saved:  # a callback new in this session starts fresh
                 cb.load_state_dict(saved[key])
+        if self.averager is not None:
+            self.averager.load_state_dict(state["averaged"])
         restore_rng(state["rng"], self.generator)
 
     def _keyed_callbacks(self) -> list[tuple[str, Callback]]:
@@ -218,11 +228,12 @@ class Trainer:
         model.train()
         steps = self.steps_per_epoch
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        correct = torch.zeros((), dtype=torch.float64, device=self.device)
+        score = Tally(task.metric, task.ignore_index, self.device)
         seen = 0
-        count_correct = SCORES.get(task.metric)
         for i, (x, y) in zip(range(self.epoch_steps(epoch)), self.train_batches, strict=False):
             lr, mu = self.controller.at_step(self.step)
+            if self.averager is not None:  # SWA's constant lr (train.swa_lr)
+                lr = self.averager.set_lr(self.optimizer, self.step + 1, lr)
             out, data_loss, reg_loss, loss = self._forward(x, y)
             value = loss.item()  # one host sync per step: needed for the divergence guard
             if not math.isfinite(value):
@@ -234,20 +245,20 @@ class Trainer:
                 self._backward(loss)
                 self.optimizer.step()
             self.step += 1
+            if self.averager is not None:
+                self.averager.update(self.model, self.step)
             assert self.monitor is not None
             self.monitor.step(
                 value, data_loss=data_loss.detach(), reg_loss=reg_loss.detach(), lr=lr, mu=mu
             )
             loss_sum += data_loss.detach().double() * x.shape[0]
-            if count_correct is not None:
-                correct += count_correct(out.detach(), y).double()
+            score.add(out.detach(), y)
             seen += x.shape[0]
             self._call("on_step_end", self.step, value)
         train_loss = (loss_sum / max(seen, 1)).item()
         record: dict[str, Any] = {"train_loss": train_loss}
-        record[f"train_{task.metric}"] = (
-            (correct / max(seen, 1)).item() if count_correct is not None else train_loss
-        )
+        train_score = score.value()  # None for metric "loss"
+        record[f"train_{task.metric}"] = train_loss if train_score is None else train_score
         return record
 
     def _forward(
@@ -292,11 +303,17 @@ class Trainer:
                 if record is None:
                     break
                 val_loss, val_value = evaluate(
-                    self.model, self.val_batches, self.task.loss_fn, self.task.metric
+                    self.model,
+                    self.val_batches,
+                    self.task.loss_fn,
+                    self.task.metric,
+                    ignore_index=self.task.ignore_index,
                 )
                 record = {"epoch": epoch, **record}
                 record["val_loss"] = val_loss
                 record[self.metric_key] = val_value
+                if self.averager is not None:  # ema_val_loss, ema_val_acc (or swa_)
+                    record.update(self.averager.end_epoch(epoch, self.step, self.val_batches))
                 if math.isfinite(val_value) and is_better(
                     val_value, self.best_value, self.task.direction
                 ):

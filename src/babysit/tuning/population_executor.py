@@ -15,7 +15,8 @@ has a pure update rule (``optim/rules.py``: not lbfgs), and — for ``auto`` onl
 sampler is the random one (its values are drawn before the stage runs; an adaptive
 sampler learns from each finished trial, which a population gives it only at the end),
 and no pre-training check is asked for (``train.sanity``, ``train.gradcheck``: a
-population skips them).
+population skips them). A running average of the weights (``train.ema``, ``train.swa``,
+set or searched) is the trainer's alone: such a stage goes to the trainer.
 
 Each epoch the population's hook reports every member's validation score to its trial
 (one :class:`Reporter` per trial, as the trainer's: a NaN score is a divergence, the
@@ -70,6 +71,9 @@ def _why_not(
         return f"workers = {workers}: a population trains in the master's process (workers = 1)"
     if not float(epochs).is_integer():
         return f"epochs = {epochs}: a population trains whole epochs"
+    averaged = [k for k in ("train.ema", "train.swa") if k in space or getattr(config.train, k[6:])]
+    if averaged:
+        return f"{averaged[0]}: a population does not average weights (training/averaging.py)"
     bad = [r for r in _rules(config, space) if r not in RULES]
     if bad:
         return f"optim.rule = {bad[0]!r} has no pure update rule (use one of {', '.join(RULES)})"

@@ -32,20 +32,22 @@ class SanityContext:
     model: nn.Module
     loss_fn: LossFn
     num_classes: int
-    chance_batch: Batch  # a few hundred examples: inputs (N, ...), labels (N,)
-    tiny: Rows  # ~20 examples, read again at every overfitting step
+    chance_batch: Batch  # a few hundred target positions: inputs (N, ...), labels (N,)/(N, T)
+    tiny: Rows  # ~20 examples (a few sequences), read again at every overfitting step
     reg: float  # the configured strength, for the "reg dominates" warning
     reg_fn: RegFn
     chance_loss: float | None  # the caller's or the task's override
     seed: int
     options: SanityOptions
+    ignore_index: int | None = None  # targets not scored besides negative ones
 
     def fresh_model(self) -> nn.Module:
         """A deep copy of the user's model in train mode (the first training step's view)."""
         return copy.deepcopy(self.model).train()
 
     def init_outputs(self, model: nn.Module) -> tuple[torch.Tensor, float]:
-        """Scores (N, C) and data loss (reg = 0) of ``model`` on the chance batch, no grad."""
+        """Scores (N, C) (or (N, T, C), ...) and data loss (reg = 0) of ``model`` on the
+        chance batch, no grad."""
         x, y = self.chance_batch
         with torch.no_grad():
             out = model(x)

@@ -5,7 +5,12 @@ loss at chance (softmax with 10 classes: -ln(1/10) = 2.302); (2) raising the
 regularisation strength raises the loss; (3) the model fits a tiny subset (~20
 examples) to zero cost. Input problems (labels outside [0, C), non-finite inputs, an
 output that is not (N, C), a non-finite loss at init) raise :class:`SanityInputError`
-before any check runs. Every check works on a deep copy of the model, with its own
+before any check runs.
+
+Sequence models (a language model: (N, T) targets, (N, T, C) or (N, C, T) outputs) are
+checked per token: the chance loss is ln(vocabulary) per token, the overfit subset is a
+few sequences, and targets below 0 or equal to ``ignore_index`` are positions the loss
+ignores. Every check works on a deep copy of the model, with its own
 seeded random state, so neither the user's weights nor their RNG state change.
 
 Example::
@@ -28,10 +33,12 @@ from torch import nn
 from babysit._registry import Registry
 from babysit.checks.sanity import at_init, overfit
 from babysit.checks.sanity.at_init import CheckFn, SanityContext
+from babysit.checks.sanity.chance import positions
 from babysit.checks.sanity.inputs import check_labels, examples, probe
 from babysit.checks.sanity.report import Check, SanityInputError, SanityOptions, SanityReport
 from babysit.splits import Split, seeded, train_view
 from babysit.tasks import LossFn, RegFn, Task, l2_weights
+from babysit.training.evaluate import class_dim
 
 # public names: re-exported by this package's __init__.py (its __all__)
 
@@ -68,15 +75,19 @@ def sanity_check(
     chance_loss: float | None = None,
     seed: int = 0,
     options: SanityOptions | None = None,
+    ignore_index: int | None = None,
 ) -> SanityReport:
     """Run every registered sanity check on a copy of ``model``; see the module docstring.
 
     train: ``(inputs, targets)`` tensors, a Dataset or a DataLoader; a seeded random
-    subset of ``options.chance_examples`` examples gives the loss at init, and one of
-    ``options.overfit_examples`` is overfitted (re-read through the loader at every step).
+    subset of ``options.chance_examples`` examples (target positions) gives the loss at
+    init, and one of ``options.overfit_examples`` (``overfit_sequences`` for (N, T)
+    targets) is overfitted (re-read through the loader at every step).
+    num_classes: the number of classes (a language model: its vocabulary).
     reg: the strength training will use (the "reg dominates the data loss" warning).
     reg_fn: ``(model, strength) -> scalar`` added to the data loss; the user's own is checked.
     chance_loss: the expected loss at init, overriding the derived one.
+    ignore_index: a target the loss ignores besides negative ones (a padding id).
     Raises SanityInputError on unusable input, before any check runs.
     """
     opts = options or SanityOptions()
@@ -88,9 +99,13 @@ def sanity_check(
     device = _device(model)
     with seeded(seed, device):  # a Dataset may draw random numbers while it is read
         chance_batch = examples(train, opts.chance_examples, seed=seed, device=device).read()
-        check_labels(*chance_batch, num_classes, "train")
-        tiny = examples(train, opts.overfit_examples, seed=seed, device=device)
-        check_labels(*tiny.read(), num_classes, "train (overfit subset)")
+        check_labels(*chance_batch, num_classes, "train", ignore_index)
+        x, y = chance_batch
+        keep = positions(y, opts.chance_examples)  # sequences: ~chance_examples tokens
+        chance_batch = (x[:keep], y[:keep])
+        n_tiny = opts.overfit_examples if y.ndim == 1 else opts.overfit_sequences
+        tiny = examples(train, n_tiny, seed=seed, device=device)
+        check_labels(*tiny.read(), num_classes, "train (overfit subset)", ignore_index)
         probe(model, loss_fn, chance_batch, num_classes)
     ctx = SanityContext(
         model=model,
@@ -103,6 +118,7 @@ def sanity_check(
         chance_loss=chance_loss,
         seed=seed,
         options=opts,
+        ignore_index=ignore_index,
     )
     checks: list[Check] = []
     for check in CHECKS.values():
@@ -121,18 +137,20 @@ def sanity_check(
 
 
 def _output_width(model: nn.Module, train: Split, seed: int) -> int:
-    """The number of classes as the width of the model's output on two training examples."""
+    """The number of classes as the width of the model's output on two training examples
+    (its class dimension: (N, C), or (N, T, C) / (N, C, T) for (N, T) targets)."""
     device = _device(model)
     with seeded(seed, device):
-        x, _ = examples(train, 2, seed=seed, device=device).read()
+        x, y = examples(train, 2, seed=seed, device=device).read()
         with torch.no_grad():
             out = copy.deepcopy(model).eval()(x)
-    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+    dim = class_dim(out, y) if isinstance(out, torch.Tensor) else None
+    if dim is None:
         raise SanityInputError(
-            "sanity: the task has no num_classes and the model output is not (N, C); "
-            "fix: set Task.num_classes"
+            "sanity: the task has no num_classes and the model output is not class scores "
+            "(N, C) or (N, T, C) for the targets; fix: set Task.num_classes"
         )
-    return int(out.shape[1])
+    return int(out.shape[dim])
 
 
 def sanity_task(
@@ -145,7 +163,7 @@ def sanity_task(
 ) -> SanityReport:
     """Sanity-check a task: its model (built under ``torch.manual_seed(seed)``), on train_eval.
 
-    Uses the task's loss_fn, reg_fn, chance_loss and num_classes (the model's output
+    Uses the task's loss_fn, reg_fn, chance_loss, ignore_index and num_classes (the output
     width when the task gives none); ``train_eval`` is the un-augmented training view.
     """
     with seeded(seed):
@@ -164,4 +182,5 @@ def sanity_task(
         chance_loss=task.chance_loss,
         seed=seed,
         options=options,
+        ignore_index=task.ignore_index,
     )

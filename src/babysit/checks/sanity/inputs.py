@@ -22,6 +22,7 @@ from babysit.checks.sanity.report import SanityInputError
 from babysit.errors import DataError
 from babysit.splits import Batch, Rows, Split, draw
 from babysit.tasks import LossFn
+from babysit.training.evaluate import class_dim, scored_positions
 
 __all__ = ["check_labels", "check_loss", "check_outputs", "examples", "probe"]
 
@@ -47,19 +48,29 @@ def examples(train: Split, n: int, *, seed: int, device: torch.device) -> Rows:
     return replace(rows, read=read)
 
 
-def check_labels(x: torch.Tensor, y: torch.Tensor, num_classes: int, where: str) -> None:
-    """Labels are integer class indices in ``[0, C)`` of shape (N,); inputs are finite."""
-    if y.ndim != 1 or y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+def check_labels(
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, where: str, ignore_index: int | None
+) -> None:
+    """Labels are integer class indices in ``[0, C)``, of shape (N,) or (N, T) (a sequence
+    model's tokens); negative ones and ``ignore_index`` are positions the loss ignores (the
+    probe then finds a loss that does not). Inputs are finite."""
+    if y.ndim == 0 or y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
         raise SanityInputError(
-            f"sanity: {where} targets must be integer class indices of shape (N,), got "
-            f"{y.dtype} {tuple(y.shape)}; fix: pass labels 0..C-1 as a long tensor"
+            f"sanity: {where} targets must be integer class indices of shape (N,) or (N, T), "
+            f"got {y.dtype} {tuple(y.shape)}; fix: pass labels 0..C-1 as a long tensor"
         )
-    lo, hi = int(y.min()), int(y.max())
-    if lo < 0 or hi >= num_classes:
+    scored = y[scored_positions(y, ignore_index)]
+    if scored.numel() == 0:
         raise SanityInputError(
-            f"sanity: {where} labels span [{lo}, {hi}], outside [0, {num_classes}) for "
-            f"num_classes={num_classes}; fix: remap labels to 0..{num_classes - 1} "
-            "or correct num_classes"
+            f"sanity: every {where} target is ignored (negative or ignore_index="
+            f"{ignore_index}); fix: pass examples with at least one target 0..C-1"
+        )
+    hi = int(scored.max())
+    if hi >= num_classes:
+        raise SanityInputError(
+            f"sanity: {where} labels span [{int(scored.min())}, {hi}], outside "
+            f"[0, {num_classes}) for num_classes={num_classes}; fix: remap labels to "
+            f"0..{num_classes - 1} or correct num_classes (a language model: the vocabulary)"
         )
     if x.is_floating_point() or x.is_complex():
         bad = int((~torch.isfinite(x)).sum())
@@ -70,13 +81,20 @@ def check_labels(x: torch.Tensor, y: torch.Tensor, num_classes: int, where: str)
             )
 
 
-def check_outputs(out: Any, n: int, num_classes: int) -> torch.Tensor:
-    """The model's output is a tensor of shape (N, C)."""
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (n, num_classes):
+def check_outputs(out: Any, y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The model's output is a tensor of class scores for ``y``: (N, C) for (N,) targets,
+    (N, T, C) or (N, C, T) for (N, T) targets."""
+    dim = class_dim(out, y) if isinstance(out, torch.Tensor) else None
+    if dim is None or out.shape[dim] != num_classes:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        expected = (
+            f"(N, num_classes) = ({len(y)}, {num_classes})"
+            if y.ndim == 1
+            else f"(N, T, num_classes) = ({', '.join(map(str, y.shape))}, {num_classes})"
+        )
         raise SanityInputError(
-            f"sanity: model output is {got}, expected (N, num_classes) = ({n}, {num_classes}); "
-            "fix: make the model return one score per class (flatten before the last Linear)"
+            f"sanity: model output is {got}, expected {expected}; fix: make the model return "
+            "one score per class (a model returning (logits, loss): wrap it to return logits)"
         )
     return out
 
@@ -110,12 +128,19 @@ def probe(model: nn.Module, loss_fn: LossFn, batch: Batch, num_classes: int) -> 
                 f"sanity: the model failed on training inputs {tuple(x.shape)}: {err}; "
                 "fix: make the model accept a batch of the training inputs"
             ) from err
-        out = check_outputs(out, len(y), num_classes)
+        out = check_outputs(out, y, num_classes)
         try:
             loss = loss_fn(out, y)
         except Exception as err:
+            negative = (
+                f" (targets down to {int(y.min())}: remap labels to 0..C-1, or give the loss "
+                "that ignore_index)"
+                if bool((y < 0).any())
+                else ""
+            )
             raise SanityInputError(
                 f"sanity: loss_fn failed on outputs {tuple(out.shape)} and targets "
-                f"{y.dtype} {tuple(y.shape)}: {err}; fix: match the loss to the model's output"
+                f"{y.dtype} {tuple(y.shape)}: {err}; fix: match the loss to the model's "
+                f"output{negative}"
             ) from err
         check_loss(loss, len(y))

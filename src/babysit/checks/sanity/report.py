@@ -31,9 +31,11 @@ class SanityOptions:
     chance_examples: examples the loss at init is averaged over (a few hundred).
     reg_strengths: the reg ladder the loss at init must strictly increase along.
     reg_dominance: warn when, at the configured reg, reg term > reg_dominance * data loss.
-    overfit_examples: the tiny subset ("about 20 examples"); overfit_loss: the loss to get
-        under with 100 % training accuracy, within overfit_steps full-batch Adam steps at
-        overfit_lr (reg = 0).
+    overfit_examples: the tiny subset ("about 20 examples"); overfit_sequences: the tiny
+        subset of a sequence model ((N, T) targets: a few sequences, T positions each);
+        overfit_loss: the loss to get under with 100 % training accuracy, within
+        overfit_steps full-batch Adam steps at overfit_lr (reg = 0).
+    For (N, T) targets chance_examples counts target positions (tokens), not sequences.
     """
 
     tolerance: float = 0.15
@@ -41,6 +43,7 @@ class SanityOptions:
     reg_strengths: tuple[float, ...] = (0.0, 1e-3, 1e-1, 1.0, 10.0)
     reg_dominance: float = 1.0
     overfit_examples: int = 20
+    overfit_sequences: int = 4
     overfit_loss: float = 0.01
     overfit_steps: int = 1000
     overfit_lr: float = 1e-2
@@ -50,6 +53,7 @@ class SanityOptions:
             "tolerance": self.tolerance,
             "chance_examples": self.chance_examples,
             "overfit_examples": self.overfit_examples,
+            "overfit_sequences": self.overfit_sequences,
             "overfit_loss": self.overfit_loss,
             "overfit_steps": self.overfit_steps,
             "overfit_lr": self.overfit_lr,
