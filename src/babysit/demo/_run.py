@@ -9,13 +9,14 @@ the ensemble), never recomputed; the test split is used there once, at the end.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from babysit._io import write_json_atomic
+from babysit._io import json_restore, write_json_atomic
 from babysit.errors import ConfigError, ReportError
 
 __all__ = ["DEMO_FILE", "DemoResult", "run_demo"]
@@ -63,10 +64,10 @@ def _member(members: list[dict[str, Any]], path: Path) -> dict[str, Any]:
 
 
 def _summary(state: Any, steps: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    from babysit._io import read_json
     from babysit.demo._steps import ENSEMBLE
 
-    ens = read_json(state.dir / ENSEMBLE / "ensemble.json")
+    path = state.dir / ENSEMBLE / "ensemble.json"
+    ens = json_restore(json.loads(path.read_text(encoding="utf-8")))
     single, ema = (_member(ens["members"], p) for p in state.final_members)
     return {
         "seconds": seconds,

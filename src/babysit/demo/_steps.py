@@ -49,6 +49,7 @@ class DemoState:
     task: Task
     console: Console | None  # None: quiet
     best: dict[str, Any] = field(default_factory=dict)  # the search's best params
+    top: int = 0  # the search's best trials the ensemble takes (complete ones of the last stage)
     final_members: list[Path] = field(default_factory=list)  # the final run's checkpoints
 
 
@@ -102,6 +103,9 @@ def _search(state: DemoState) -> str:
     progress = None if state.console is None else StepSearchProgress(state.console)
     study = search(state.config, out=state.dir / STUDY, progress=progress)
     state.best = dict(study.best["params"])
+    last = len(study.stages) - 1
+    complete = [t for t in study.trials if t["stage"] == last and t["state"] == "complete"]
+    state.top = min(TOP, len(complete))
     values = ", ".join(f"{k} = {v:.3g}" for k, v in state.best.items())
     warned = f"; {len(study.border_warnings)} border warning(s)" if study.border_warnings else ""
     return f"best {values} (val {study.best['value']:.4f}, trial {study.best['trial']}){warned}"
@@ -141,8 +145,8 @@ def _ensemble(state: DemoState) -> str:
 
     result = ensemble(
         state.final_members,
-        from_study=state.dir / STUDY,
-        top=TOP,
+        from_study=state.dir / STUDY if state.top else None,
+        top=state.top or None,
         task=state.task,
         out=state.dir / ENSEMBLE,
         quiet=state.console is None,

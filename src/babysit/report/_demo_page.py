@@ -33,7 +33,8 @@ from babysit.report._page import (
 from babysit.report._run_data import RunData, load_run
 from babysit.report._run_page import gradcheck_parts, sanity_parts
 from babysit.report._study_data import StudyData, load_study
-from babysit.report._study_ensemble import ENSEMBLE_FILE, ensemble_parts, read_ensemble
+from babysit.report._ensemble_page import EnsemblePageData, load_ensemble
+from babysit.report._study_ensemble import ENSEMBLE_FILE
 
 __all__ = ["DEMO", "DEMO_FILE", "DemoData", "is_demo_dir", "load_demo"]
 
@@ -50,6 +51,7 @@ class DemoData:
     sanity: dict[str, Any] | None = None
     study: StudyData | None = None
     final: RunData | None = None
+    ensemble: EnsemblePageData | None = None
     problems: dict[str, str] = field(default_factory=dict)  # step -> why it is not shown
 
 
@@ -85,6 +87,7 @@ def load_demo(directory: Path) -> DemoData:
         setattr(data, name, value if isinstance(value, dict) else None)
     data.study = _optional(data, "search", lambda: load_study(directory / STUDY_DIR))
     data.final = _optional(data, "train", lambda: load_run(directory / FINAL_DIR))
+    data.ensemble = _optional(data, "ensemble", lambda: load_ensemble(directory / ENSEMBLE_DIR))
     return data
 
 
@@ -168,8 +171,7 @@ def train_section(data: DemoData) -> list[Part]:
 
 @DEMO.section("ensemble", title="5. Ensemble")
 def ensemble_section(data: DemoData) -> list[Part]:
-    ens, why = read_ensemble(data.dir / ENSEMBLE_DIR / ENSEMBLE_FILE)
-    if ens is None and why is None:
+    if data.ensemble is None:
         return _missing(data, "ensemble", ENSEMBLE_FILE)
     link = _link(data, ENSEMBLE_DIR, "the ensemble's report")
-    return [link, *ensemble_parts(ens, why, data.dir / STUDY_DIR)]
+    return [link, *_borrow("ensemble", ("ensemble", "members", "size"), data.ensemble)]
