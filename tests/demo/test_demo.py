@@ -72,6 +72,7 @@ def test_a_used_out_dir_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("fast_demo")  # one run of the demo per session (make test: loadgroup)
 def test_fast_demo_writes_every_step_and_reads_its_summary_back(
     fast_demo: tuple[Path, int, str],
 ) -> None:

@@ -116,13 +116,20 @@ def _missing(data: DemoData, step: str, what: str) -> list[Part]:
 @DEMO.section("summary", title="Summary")
 def summary_section(data: DemoData) -> list[Part]:
     s = data.summary
+
+    def shown(path: object) -> str:  # relative to the demo dir where it lies inside it
+        try:
+            return str(Path(str(path)).resolve().relative_to(data.dir.resolve()))
+        except ValueError:
+            return fmt(path, limit=90)
+
     rows = []
     for key, label in (("single", "best single model"), ("ema", "its EMA weights"),
                        ("ensemble", "ensemble")):  # fmt: skip
         scores = s.get(key)
         if isinstance(scores, dict):
-            rows.append([label, fmt(scores.get("val_acc")), fmt(scores.get("test_acc")),
-                         fmt(scores.get("path", ""), limit=90)])  # fmt: skip
+            path = shown(scores["path"]) if "path" in scores else "-"
+            rows.append([label, fmt(scores.get("val_acc")), fmt(scores.get("test_acc")), path])
     size = s.get("test_size")
     head = (
         f"task {fmt(s.get('task'))}; total {fmt(s.get('seconds'))} s; the test split "
