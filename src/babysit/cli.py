@@ -263,6 +263,9 @@ def search(
         params = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in best["params"].items())  # fmt: skip
         typer.echo(f"best: trial {best['trial']}  {metric} {best['value']:.4f}  {params}")
+        if best.get("final_params"):  # a pbt stage: the values it ended with
+            final = "  ".join(f"{k}={v:.4g}" for k, v in best["final_params"].items())
+            typer.echo(f"  (pbt: started with those, ended with {final})")
     typer.echo(f"study dir: {study.dir}")
     if study.report is not None:
         typer.echo(f"report: {study.report}")

@@ -166,6 +166,9 @@ class StageConfig(_Section):
     # who trains the stage's trials (tuning/population_executor.py): "auto" picks
     # "population" (all at once, training/population.py) where it applies, else "trainer"
     executor: Literal["auto", "population", "trainer"] = "auto"
+    # "pbt": population-based training of the stage's trials as one population, exploiting
+    # and exploring as [search.pbt] says (training/_population_pbt.py)
+    mode: Literal["independent", "pbt"] = "independent"
 
     @field_validator("epochs")
     @classmethod
@@ -174,6 +177,22 @@ class StageConfig(_Section):
         reason = HPARAMS["train.epochs"].problem(value, name="epochs")
         if reason is not None:
             raise ValueError(reason)
+        return value
+
+
+class PBTConfig(_Section):
+    """``[search.pbt]``: how a ``mode = "pbt"`` stage exploits and explores (Jaderberg et al.)."""
+
+    every: int = Field(1, ge=1)  # epochs between exploit steps (never after a stage's last)
+    quantile: float = Field(0.25, gt=0, le=0.5)  # the worst fraction takes copies of the best
+    resample: float = Field(0.25, ge=0, le=1)  # probability a copied value is drawn afresh
+    perturb: list[float] = Field(default_factory=lambda: [0.8, 1.2], min_length=1)  # factors
+
+    @field_validator("perturb")
+    @classmethod
+    def _factors(cls, value: list[float]) -> list[float]:
+        if not all(0 < f < float("inf") for f in value):
+            raise ValueError("each factor must be a finite number > 0, e.g. [0.8, 1.2]")
         return value
 
 
@@ -191,6 +210,7 @@ class SearchConfig(_Section):
     top_k: int = Field(5, ge=1)  # best trials a stage zooms around and border-checks
     direction: Literal["max", "min"] | None = None  # None: the task's (a user objective: max)
     storage: str | None = None  # None: journal.log in the study dir; sqlite:/// | postgresql://
+    pbt: PBTConfig = Field(default_factory=PBTConfig)  # for stages with mode = "pbt"
 
 
 class Config(_Section):

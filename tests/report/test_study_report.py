@@ -20,7 +20,7 @@ from babysit.report.html import write_report, write_study_report
 
 from .study_dirs import BEST, STAGE_RANGES, TRIALS, make_study_dir
 
-SECTIONS = ["best", "trials", "scores", "stages", "curves", "ensemble"]
+SECTIONS = ["best", "trials", "scores", "stages", "curves", "pbt", "ensemble"]
 
 
 class _Page(HTMLParser):

@@ -1,4 +1,5 @@
-"""The study page's sections, top to bottom: best, trials, scores, stages, curves, ensemble.
+"""The study page's sections, top to bottom: best, trials, scores, stages, curves, pbt,
+ensemble.
 
 The notes' hyperparameter search, read back: the best trial and any border warning first
 (a best value on the edge of its range means the optimum may lie beyond it: widen the
@@ -19,6 +20,7 @@ from babysit.report._page import Html, Part, figure, fmt, get_page, note, paragr
 from babysit.report._run_data import json_number
 from babysit.report._study_data import StudyData, TrialRow
 from babysit.report._study_ensemble import ensemble_parts
+from babysit.report._study_pbt import pbt_parts
 from babysit.report._study_plots import ParamAxis, curves_figure, score_figure
 from babysit.tuning.dimensions import Choice, Range
 from babysit.tuning.stages import BORDER
@@ -261,6 +263,12 @@ def curves_section(data: StudyData) -> list[Part]:
         "different stages come from different budgets."
     )
     return [figure("curves", fig, "top trials' losses on a log scale", caption), *parts]
+
+
+@STUDY.section("pbt", title="Population-based training")
+def pbt_section(data: StudyData) -> list[Part]:
+    """Each PBT trial's lineage: whose weights it took, when, with which values."""
+    return pbt_parts(data)
 
 
 @STUDY.section("ensemble", title="Ensemble")

@@ -13,6 +13,7 @@ one Python call per member and step (the values are also what the batch records 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -131,6 +132,30 @@ class MemberHParams:
         self.keys = [self.keys[r] for r in rows]
         if self.plateaus is not None:
             self.plateaus = [self.plateaus[r] for r in rows]
+        self._cache = None
+
+    def copy_row(self, dst: int, src: int) -> None:
+        """Row ``dst`` takes row ``src``'s hyperparameters, schedule keys and plateau state
+        (population-based training's exploit)."""
+        for column in self.values.values():
+            column[dst] = column[src]
+        self.keys[dst] = dict(self.keys[src])
+        if self.plateaus is not None:
+            self.plateaus[dst] = copy.deepcopy(self.plateaus[src])
+        self._cache = None
+
+    def set(self, name: str, row: int, value: float) -> None:
+        """Set row ``row``'s rule hyperparameter ``name``; a plateau's current lr scales
+        with its lr0 (its decays so far kept), never below its min_lr."""
+        if name == "lr" and self.plateaus is not None:
+            plateau = self.plateaus[row]
+            plateau.lr = max(plateau.min_lr, plateau.lr * value / self.values["lr"][row])
+        self.values[name][row] = float(value)
+        self._cache = None
+
+    def set_key(self, name: str, row: int, value: float) -> None:
+        """Set row ``row``'s schedule key ``name`` (a pure schedule's, or the momentum ramp's)."""
+        self.keys[row][name] = float(value)
         self._cache = None
 
     def member(self, row: int) -> dict[str, Any]:

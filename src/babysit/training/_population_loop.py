@@ -12,6 +12,10 @@ then per member what the trainer and its callbacks do: the best record, the plat
 schedule, early stopping, a checkpoint and the records of its run dir. Members that
 stopped (diverged, early_stop, pruned) are then dropped from the stacked tensors, so the
 others train on with fewer rows and none of their results change.
+
+With population-based training (``pbt``, ``_population_exploit``), a member that diverges
+is frozen until the next exploit step replaces it (stopped only when none is ahead), and
+on exploit epochs the worst members take copies of the best after the epoch is written.
 """
 
 from __future__ import annotations
@@ -33,10 +37,12 @@ from babysit.splits import Batches
 from babysit.tasks import Task
 from babysit.training._population_data import Batch, DataOrders
 from babysit.training._population_engines import Engine
+from babysit.training._population_exploit import Exploiter
 from babysit.training._population_hparams import MemberHParams
 from babysit.training._population_log import EpochTrace, MemberLog
 from babysit.training._population_members import Member, MemberResult
 from babysit.training._population_model import Stack
+from babysit.training._population_pbt import PBT
 from babysit.training._population_stacked import stacked_fn
 from babysit.training.callbacks import is_better
 from babysit.training.evaluate import SCORES
@@ -69,6 +75,8 @@ class PopulationLoop:
         dirs: Mapping[int, Path] | None,
         on_epoch: OnEpoch | None,
         results: Mapping[int, MemberResult],
+        pbt: PBT | None = None,
+        notes: list[str] | None = None,
     ) -> None:
         self.task, self.config, self.device, self.engine = task, config, device, engine
         self.members = list(members)  # row -> member; rows drop out as members stop
@@ -105,6 +113,16 @@ class PopulationLoop:
                 member, dirs[member.index], metric_key=self.metric_key, direction=self.direction
             )
             self.logs[member.index], self.results[member.index].dir = log, log.dir
+        self.pbt = None
+        if pbt is not None and members:
+            self.pbt = Exploiter(
+                pbt,
+                self,
+                epochs=int(train.epochs),
+                direction=self.direction,
+                notes=[] if notes is None else notes,
+            )
+            self.pbt.record_final()
 
     def _column(self, key: str, dtype: torch.dtype) -> Tensor:
         """Every member's value of ``key`` as a (P,) tensor (None: inf)."""
@@ -133,7 +151,8 @@ class PopulationLoop:
 
     def _train_epoch(self) -> EpochTrace:
         """One pass over the training data; the per-step values, on the host."""
-        active = torch.ones(len(self.members), dtype=torch.bool, device=self.device)
+        rows = [True] * len(self.members) if self.pbt is None else self.pbt.active()
+        active = torch.tensor(rows, dtype=torch.bool, device=self.device)
         first = self.step
         values, lrs, mus, sizes = [], [], [], []
         stack = self.stack
@@ -200,8 +219,10 @@ class PopulationLoop:
         for row, member in enumerate(self.members):
             result = self.results[member.index]
             dead = trace.dead(row)
-            if dead is not None:
-                result.stopped, result.diverged_step = "diverged", trace.first + dead + 1
+            if dead is not None or (self.pbt is not None and not math.isfinite(val_value[row])):
+                step = self.step if dead is None else trace.first + dead + 1
+                if self.pbt is None or not self.pbt.wait(member.index, step, epoch):
+                    result.stopped, result.diverged_step = "diverged", step
                 continue
             train_loss, train_stat = trace.train_scores(row)
             record = {
@@ -223,7 +244,14 @@ class PopulationLoop:
                 if index in records and self.results[index].stopped is None:
                     self.results[index].stopped = "pruned"
         self._write(epoch, trace, records)
+        if self.pbt is not None:
+            self.pbt.record_final()
         self._drop_stopped()
+        if self.pbt is not None:
+            self.pbt.exploit(epoch, {i: r[self.metric_key] for i, r in records.items()})
+            for index, step in self.pbt.settle(epoch).items():
+                self.results[index].stopped, self.results[index].diverged_step = "diverged", step
+            self._drop_stopped()
 
     def _early_stop(self, row: int, result: MemberResult, epoch: int) -> None:
         """EarlyStopping: stop after ``patience`` epochs in a row without a new best."""
@@ -240,6 +268,8 @@ class PopulationLoop:
         tensors = {**self.stack.params, **self.stack.buffers}
         host = {k: tensors[k].detach().cpu() for k in self.stack.state_keys}
         for row, member in enumerate(self.members):
+            if self.pbt is not None and self.pbt.frozen_before(member.index, trace.first):
+                continue  # frozen since an earlier epoch, waiting to be replaced
             result = self.results[member.index]
             dead = trace.dead(row)
             lines = trace.batch_records(row, dead)
@@ -287,6 +317,8 @@ class PopulationLoop:
         self.reg = self.reg.index_select(0, rows)
         self.clip = None if self.clip is None else self.clip.index_select(0, rows)
         self.hp.select(keep)
+        if self.pbt is not None:
+            self.pbt.select(keep)
         self.members = [self.members[r] for r in keep]
         self.patience = [self.patience[r] for r in keep]
         self.bad_epochs = [self.bad_epochs[r] for r in keep]

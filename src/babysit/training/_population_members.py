@@ -212,7 +212,9 @@ class MemberResult:
     best: the epoch record with the best validation score (as ``Run.best``); epochs: every
     epoch record, in order; stopped: "diverged" (a NaN/inf loss at ``diverged_step``, the
     step that took no update), "early_stop" (train.early_stop), "pruned" (the on_epoch
-    hook stopped it) or None (it trained every epoch).
+    hook stopped it) or None (it trained every epoch). With population-based training:
+    lineage, its exploit events in order (``_population_exploit``), and final, the
+    explored hyperparameters it ended with (``params`` are those it started with).
     """
 
     index: int
@@ -222,6 +224,8 @@ class MemberResult:
     epochs: list[dict[str, Any]] = field(default_factory=list)
     stopped: str | None = None
     diverged_step: int | None = None
+    lineage: list[dict[str, Any]] = field(default_factory=list)
+    final: dict[str, float] = field(default_factory=dict)
 
     @property
     def diverged(self) -> bool:

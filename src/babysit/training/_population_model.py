@@ -38,6 +38,7 @@ __all__ = [
     "Stack",
     "build_models",
     "bytes_per_member",
+    "map_slots",
     "memory_budget",
     "signature",
     "stack",
@@ -141,7 +142,7 @@ class Stack:
                 return torch.where(live.view(-1, *([1] * (new.ndim - 1))), new, old)
 
         self.params = {k: keep(v, self.params[k]) for k, v in params.items()}
-        self.state = _map_slots(state, keep, self.state)
+        self.state = map_slots(state, keep, self.state)
 
     def select(self, rows: Tensor) -> None:
         """Keep the rows ``rows`` (in that order) of every tensor: members that stopped go."""
@@ -151,7 +152,7 @@ class Stack:
 
         self.params = {k: take(v) for k, v in self.params.items()}
         self.buffers = {k: take(v) for k, v in self.buffers.items()}
-        self.state = _map_slots(self.state, take, self.state)
+        self.state = map_slots(self.state, take, self.state)
 
     def member_slots(self, row: int) -> dict[str, Any]:
         """Row ``row``'s rule state (copies on the CPU) and the step count t."""
@@ -163,7 +164,7 @@ class Stack:
         return {"state": slots, "t": int(self.state.get("t", 0))}
 
 
-def _map_slots(state: dict[str, Any], fn: Any, old: dict[str, Any]) -> dict[str, Any]:
+def map_slots(state: dict[str, Any], fn: Any, old: dict[str, Any]) -> dict[str, Any]:
     """``fn(tensor, old tensor)`` over every slot tensor of a rule state (t is kept)."""
     return {
         s: {k: fn(v, old[s][k]) for k, v in d.items()} if isinstance(d, dict) else d

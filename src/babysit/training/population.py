@@ -35,6 +35,14 @@ gradients, the rule's state, the pure update's copies, activations of a batch), 
 memory, half the available RAM on a CPU) is trained in chunks one after another, with
 the same results; a chunk that still runs out of GPU memory is halved and retried.
 
+Population-based training (``pbt=PBT(...)``, ``_population_pbt``): every ``pbt.every``
+epochs the worst members take copies of the best ones' weights, optimizer state and
+hyperparameters, which are then perturbed; each member's ``lineage`` (whose weights it
+took, when, its hyperparameters before and after) and ``final`` hyperparameters are in
+its MemberResult, population.json and its metrics.jsonl ("exploit" events). A PBT
+population is not cut into chunks for the CPU's caches (its members must train together);
+only a population too large for memory is, and each chunk then exploits within itself.
+
 Writes, with ``out``: a run dir per member ``<out>/m<i>/`` (``_population_log``; other
 names with ``names``) and, when ``out`` was new or empty, ``<out>/population.json``
 (each member's params, best record, how it stopped, dir).
@@ -45,7 +53,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +78,11 @@ from babysit.training._population_model import (
     split_bytes,
     stack,
 )
+from babysit.training._population_pbt import PBT, default_space
 from babysit.training.evaluate import SCORES
 from babysit.training.run import select_device
 
-__all__ = ["MemberResult", "PopulationResult", "train_population"]
+__all__ = ["PBT", "MemberResult", "PopulationResult", "train_population"]
 
 _MB = 2**20
 # On a CPU a population trains fastest in chunks whose weights are a few MB: its
@@ -117,6 +126,7 @@ class PopulationResult:
                 "stopped": m.stopped,
                 "diverged_step": m.diverged_step,
             }
+            | ({"lineage": m.lineage, "final": m.final} if m.final or m.lineage else {})
             for m in self.members
         ]
         return json_safe(
@@ -140,6 +150,7 @@ def train_population(
     engine: str = "auto",
     on_epoch: OnEpoch | None = None,
     names: Sequence[str] | None = None,
+    pbt: PBT | None = None,
 ) -> PopulationResult:
     """Train the base ``config`` once per member of ``members`` (dotted-key overrides), at once.
 
@@ -148,11 +159,15 @@ def train_population(
     empty. device: "cpu" | "cuda" | "auto" (default: the config's train.device).
     memory_budget: bytes the population may use at once (default: see the module).
     engine: "auto" | "stacked" | "vmap" | "sequential". on_epoch(epoch, {index: epoch
-    record}) -> indices of members to stop ("pruned"), after every epoch.
+    record}) -> indices of members to stop ("pruned"), after every epoch. pbt:
+    population-based training (None: the members train independently); its ``space``
+    None explores the explorable keys the members set (resampling among their values).
     Bad input raises ConfigError / TaskError / DataError before anything is written.
     """
     base = load_config(config)
     groups = plan_groups(base, members)
+    if pbt is not None and pbt.space is None:
+        pbt = replace(pbt, space=default_space(members))
     if task is None:
         task = task_for(base)
     if task.metric not in SCORES and task.metric != "loss":
@@ -174,9 +189,9 @@ def train_population(
     with seeded(base.train.seed, dev):
         for group in groups:
             for sub, models in _by_architecture(task, group):
-                _Chunked(task, sub, models, dev, dirs, result, engine, on_epoch, slow).run(
-                    memory_budget
-                )
+                chunked = _Chunked(task, sub, models, dev, dirs, result, engine, on_epoch, slow)
+                chunked.pbt = pbt
+                chunked.run(memory_budget)
     if run_dir is not None and owned:  # a dir of its own: the population's summary too
         write_json_atomic(run_dir / "population.json", result.to_dict())
     for line in slow:
@@ -213,6 +228,7 @@ class _Chunked:
         self.task, self.group, self.models, self.device = task, group, models, device
         self.dirs, self.result, self.engine, self.on_epoch = dirs, result, engine, on_epoch
         self.slow = slow  # the notes that members run one after another: warned about
+        self.pbt: PBT | None = None  # population-based training: members train together
         train = group.config.train
         n = min(train.batch_size, split_size(task.train, "train"))
         self.example = first(task.train, n, name="train").read()
@@ -241,7 +257,9 @@ class _Chunked:
                 f"population: {count} members need about {need / _MB:.1f} MB each, "
                 f"{total / _MB:.0f} MB are free for them: trained in {chunks} chunks of <= {size}"
             )
-        if self.device.type == "cpu":  # big tensors cost more per byte: see CPU_CHUNK_BYTES
+        if self.pbt is not None and size < count:
+            self.result.notes.append("pbt: each chunk exploits within itself")
+        if self.device.type == "cpu" and self.pbt is None:  # see CPU_CHUNK_BYTES
             weights = sum(p.numel() * p.element_size() for p in self.models[0].parameters())
             size = min(size, max(1, CPU_CHUNK_BYTES // max(weights, 1)))
         return min(size, count)
@@ -305,6 +323,8 @@ class _Chunked:
             dirs=self.dirs,
             on_epoch=self.on_epoch,
             results={m.index: self.result.members[m.index] for m in members},
+            pbt=self.pbt,
+            notes=self.result.notes,
         )
         try:
             loop.run()

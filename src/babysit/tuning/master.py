@@ -172,6 +172,7 @@ class _Master:
         stage = self.setup.config.search.stage[s]
         record: dict[str, Any] = {"epochs": stage.epochs, "trials": stage.trials}
         record["executor"] = self.executors[s]
+        record["mode"] = stage.mode
         record["ranges"] = {key: str(dim) for key, dim in ranges.items()}
         self.stages[s : s + 1] = [record]
         self.study.set_user_attr("stages", json_safe(self.stages))
@@ -209,8 +210,11 @@ class _Master:
         """
         if self.executors[s] == "population":
             assert isinstance(self.setup.runner, TrainObjective)
+            stage = self.setup.config.search.stage[s]
             pruning = self.setup.config.search.pruner != "none"
             first = PRUNE_WAVE if pruning and done < PRUNE_WAVE else 0
+            if stage.mode == "pbt":  # every trial of the stage in one population
+                first = stage.trials
             return run_population(
                 local, self.setup.config, self.setup.runner.task, first=first,
                 on_trial=lambda frozen: self._ended(frozen, s),

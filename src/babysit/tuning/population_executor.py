@@ -24,6 +24,16 @@ pruner is asked at every epoch but the stage's last) and stops the members whose
 should prune.
 Optuna's median pruner only compares with finished trials: with a pruner, the stage's
 first ``PRUNE_WAVE`` trials train as a population of their own first.
+
+A stage with ``mode = "pbt"`` trains all its trials as one population with
+population-based training (``[search.pbt]``; training/_population_pbt.py) over the
+numeric keys of its ranges, resampling from them; it needs the population executor
+(ConfigError where it cannot run, or with ``executor = "trainer"``) and more epochs than
+``pbt.every``. It reports every epoch's score but is never pruned (PBT replaces its worst
+members itself). Each trial gets the user attributes ``pbt_lineage`` (its exploit events:
+epoch, ``source_trial`` whose weights it took, its values ``before`` / ``after``) and
+``final_params`` (the explored values it ended with; its params are those it started with).
+A resumed pbt stage trains the trials it re-queues as a population of their own.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ from babysit.config import Config
 from babysit.errors import ConfigError
 from babysit.optim.rules import RULES
 from babysit.tasks import Task
+from babysit.training._population_pbt import PBT, explorable
 from babysit.training.population import MemberResult, train_population
 from babysit.tuning.dimensions import Choice, Dimension
 from babysit.tuning.objective import config_for
@@ -48,7 +59,7 @@ from babysit.tuning.slots import PRESAMPLED
 from babysit.tuning.trial import Reporter, TrialSpec
 from babysit.tuning.worker import EXECUTOR, Worker
 
-__all__ = ["CHUNK", "PRUNE_WAVE", "executors", "run_population"]
+__all__ = ["CHUNK", "PRUNE_WAVE", "executors", "pbt_of", "run_population"]
 
 CHUNK = 256  # trials per train_population call at most (it splits further to fit in memory)
 PRUNE_WAVE = 8  # with a pruner: the stage's first trials, finished before the rest start
@@ -88,6 +99,10 @@ def executors(
     chosen: list[Literal["population", "trainer"]] = []
     for s, stage in enumerate(config.search.stage):
         why = _why_not(config, s, space, builtin, workers)
+        if stage.mode == "pbt":
+            _check_pbt(config, s, space, why)
+            chosen.append("population")
+            continue
         if stage.executor == "population" and why is not None:
             raise ConfigError(f"search.stage[{s}]: executor = 'population' cannot run it: {why}")
         checks = config.train.sanity or config.train.gradcheck  # a population skips them
@@ -95,6 +110,44 @@ def executors(
         use = stage.executor == "population" or (stage.executor == "auto" and auto)
         chosen.append("population" if use else "trainer")
     return chosen
+
+
+def _check_pbt(config: Config, s: int, space: Mapping[str, Dimension], why: str | None) -> None:
+    """ConfigError (one line) for a ``mode = "pbt"`` stage that cannot run as one."""
+    stage, every = config.search.stage[s], config.search.pbt.every
+    where = f"search.stage[{s}]: mode = 'pbt'"
+    if stage.executor == "trainer":
+        raise ConfigError(
+            f"{where} trains the stage's trials together as one population, which executor = "
+            "'trainer' cannot; fix: executor = 'auto' or 'population'"
+        )
+    if why is not None:
+        raise ConfigError(f"{where} needs the population executor, which cannot run it: {why}")
+    if not stage.epochs > every:
+        raise ConfigError(
+            f"{where} with epochs = {stage.epochs:g} never exploits (every search.pbt.every = "
+            f"{every} epochs, never after the last); fix: epochs > {every}"
+        )
+    if not explorable(space):
+        raise ConfigError(
+            f"{where} explores the numeric hyperparameters of [search.space] (e.g. optim.lr, "
+            "train.reg, optim.mu, model.dropout), and it has none; fix: search one of them"
+        )
+
+
+def pbt_of(config: Config, stage: int, ranges: Mapping[str, Dimension]) -> PBT | None:
+    """The stage's population-based training (None: its trials train independently)."""
+    if config.search.stage[stage].mode != "pbt":
+        return None
+    cfg = config.search.pbt
+    return PBT(
+        every=cfg.every,
+        quantile=cfg.quantile,
+        resample=cfg.resample,
+        perturb=tuple(cfg.perturb),
+        space=explorable(ranges),
+        seed=config.search.seed,
+    )
 
 
 @dataclass
@@ -117,17 +170,20 @@ def run_population(
     """Take up to ``first`` (else ``CHUNK``) waiting trials, train them at once, tell each
     how it ended (``on_trial`` after each); whether any ran."""
     members: list[_Member] = []
+    pbt: PBT | None = None
     while len(members) < (first or CHUNK):
         claimed = worker.claim()
         if claimed is None:
             break
         trial, spec = claimed
         trial.set_user_attr(EXECUTOR, "population")
-        report = Reporter(trial, epochs=spec.epochs, direction=worker.direction)
+        if not members:  # one stage at a time: the master queues stage by stage
+            pbt = pbt_of(config, spec.stage, worker.ranges(spec.stage))
+        report = Reporter(trial, epochs=spec.epochs, direction=worker.direction, prune=pbt is None)
         members.append(_Member(trial, spec, report))
     if not members:
         return False
-    epochs = members[0].spec.epochs  # one stage at a time: the master queues stage by stage
+    epochs = members[0].spec.epochs
     base = config_for(config, {}, epochs=epochs)
     trials_dir = members[0].spec.dir.parent
     # the study's trials/ is no population's own dir: a member's run dir made first keeps
@@ -143,6 +199,7 @@ def run_population(
             on_epoch=lambda epoch, records: _on_epoch(
                 members, epoch, records, f"val_{task.metric}"
             ),
+            pbt=pbt,
         )
     except (KeyboardInterrupt, SystemExit):
         raise  # the trials stay RUNNING: whoever resumes re-queues them once (slots.py)
@@ -152,6 +209,8 @@ def run_population(
             on_trial(worker.study.tell(m.trial, state=TrialState.FAIL))
         raise
     for member, outcome in zip(members, result.members, strict=True):
+        if pbt is not None:
+            _record_lineage(member, outcome, members)
         on_trial(_tell(worker.study, member, outcome, f"val_{task.metric}"))
     return True
 
@@ -165,6 +224,18 @@ def _on_epoch(
         for index, record in records.items()
         if members[index].report.stop_after(float(epoch), float(record[key]))
     ]
+
+
+def _record_lineage(member: _Member, outcome: MemberResult, members: list[_Member]) -> None:
+    """The trial's PBT lineage (sources as trial numbers) and final values, as user attrs."""
+    lineage = [
+        {**event, "source_trial": members[event["source"]].trial.number}
+        for event in outcome.lineage
+    ]
+    for event in lineage:
+        del event["source"]
+    member.trial.set_user_attr("pbt_lineage", json_safe(lineage))
+    member.trial.set_user_attr("final_params", json_safe(outcome.final))
 
 
 def _tell(study: optuna.Study, member: _Member, outcome: MemberResult, key: str) -> FrozenTrial:

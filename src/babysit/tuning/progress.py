@@ -95,8 +95,9 @@ class SearchProgress(SearchCallback):
 
     def on_stage_start(self, stage: int, record: dict[str, Any]) -> None:
         ranges = ", ".join(f"{k} {v}" for k, v in record["ranges"].items())
+        pbt = " (population-based training)" if record.get("mode") == "pbt" else ""
         self._line(
-            f"stage {stage}: {record['trials']} trials x {record['epochs']:g} epochs: {ranges}"
+            f"stage {stage}: {record['trials']} trials x {record['epochs']:g} epochs{pbt}: {ranges}"
         )
         if self.console.is_terminal:
             self.live = Live(console=self.console, transient=True, refresh_per_second=4)

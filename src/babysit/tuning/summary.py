@@ -3,7 +3,9 @@
 ``summary.json`` (DESIGN.md) holds ``{best: {params, value, trial}, stages: [{epochs,
 trials, ranges, counts}], border_warnings: [{param, side, value, low, high, stage}]}``,
 plus ``trials`` (one record per trial: number, stage, state, params, value, seconds, and
-``epochs``, ``dir``, ``error``, ``retry_of`` where they apply) and ``study`` (name,
+``epochs``, ``dir``, ``error``, ``retry_of`` where they apply; a trial of a ``mode = "pbt"``
+stage also ``pbt_lineage``, its exploit events, and ``final_params``, the explored values
+it ended with, its ``params`` being those it started with) and ``study`` (name,
 storage, metric, direction). A trial's state is ``complete``, ``pruned``, ``diverged``,
 ``failed`` (an error), ``lost`` (its worker died; re-queued once as ``retry_of`` it),
 ``running`` or ``waiting``. ``ranges`` are distribution strings in the config's syntax,
@@ -28,9 +30,10 @@ from babysit.errors import ReportError
 from babysit.tuning.dimensions import Dimension
 from babysit.tuning.slots import is_lost
 
-__all__ = ["SUMMARY_FILE", "Study", "best_of", "summarize", "trial_record"]
+__all__ = ["PBT_ATTRS", "SUMMARY_FILE", "Study", "best_of", "summarize", "trial_record"]
 
 SUMMARY_FILE = "summary.json"
+PBT_ATTRS = ("pbt_lineage", "final_params")  # a PBT trial's user attributes, kept as they are
 _STATES = {
     TrialState.COMPLETE: "complete",
     TrialState.PRUNED: "pruned",
@@ -104,7 +107,7 @@ def trial_record(trial: FrozenTrial, space: Mapping[str, Dimension]) -> dict[str
         "value": value,
         "seconds": (end - start).total_seconds() if start and end else None,
     }
-    record |= {k: attrs[k] for k in ("epochs", "dir", "error") if k in attrs}
+    record |= {k: attrs[k] for k in ("epochs", "dir", "error", *PBT_ATTRS) if k in attrs}
     if "failed_trial" in trial.system_attrs:
         record["retry_of"] = trial.system_attrs["failed_trial"]
     return record
@@ -123,7 +126,8 @@ def best_of(trials: Sequence[Mapping[str, Any]], *, direction: str) -> dict[str,
     pool = [t for t in complete if (t["stage"] or 0) == last]
     sign = 1.0 if direction == "max" else -1.0
     best = max(pool, key=lambda t: sign * t["value"])
-    return {"params": best["params"], "value": best["value"], "trial": best["number"]}
+    out = {"params": best["params"], "value": best["value"], "trial": best["number"]}
+    return out | ({"final_params": best["final_params"]} if "final_params" in best else {})
 
 
 def summarize(

@@ -72,9 +72,16 @@ class Reporter:
     """The ``report(epoch, value)`` an objective calls after each epoch."""
 
     def __init__(
-        self, trial: optuna.Trial, *, epochs: float, direction: Literal["max", "min"]
+        self,
+        trial: optuna.Trial,
+        *,
+        epochs: float,
+        direction: Literal["max", "min"],
+        prune: bool = True,
     ) -> None:
+        """prune=False: never ask the pruner (a population-based training stage)."""
         self.trial, self.epochs, self.direction = trial, epochs, direction
+        self.prune = prune
         self.values: list[tuple[float, float]] = []  # (epoch, score)
         self.steps: set[int] = set()  # Optuna steps reported
         self.ended: Literal["diverged", "stage", "pruned"] | None = None
@@ -107,7 +114,7 @@ class Reporter:
         if epoch >= self.epochs:
             self.ended = "stage"
             raise StageDone(f"epoch {epoch} reached the stage's {self.epochs} epochs")
-        if self.trial.should_prune():
+        if self.prune and self.trial.should_prune():
             self.ended = "pruned"
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with score {value}")
 
