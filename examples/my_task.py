@@ -20,6 +20,7 @@ class TwoLayerNet(nn.Module):
         return self.fc2(torch.relu(self.fc1(x)))
 
 
+@babysit.task
 def make_task(n: int = 300, seed: int = 0) -> babysit.Task:
     """Three Gaussian blobs in 2-D, split 200 / 100 into train / val."""
     g = torch.Generator().manual_seed(seed)

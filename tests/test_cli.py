@@ -59,7 +59,7 @@ def _bad_inputs(tmp_path: Path) -> list[tuple[str, list[str], str]]:
     user = tmp_path / "mytask.py"
     user.write_text("import does_not_exist_anywhere\n")
     wrong = tmp_path / "wrongtask.py"
-    wrong.write_text("def make():\n    return 42\n")
+    wrong.write_text("import babysit\n@babysit.task\ndef make():\n    return 42\n")
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     corrupt = tmp_path / "corrupt_run"
@@ -152,6 +152,7 @@ import torch
 import babysit
 
 
+@babysit.task
 def make(kind):
     x, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
     train = {

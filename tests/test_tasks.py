@@ -19,6 +19,7 @@ import torch
 from torch import nn
 import babysit
 
+@babysit.task
 def make(width=4):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(40, 3, generator=g)
@@ -29,6 +30,8 @@ def make(width=4):
         loss_fn=nn.functional.cross_entropy, num_classes=2,
     )
 """
+
+DECLARED = "import babysit\n@babysit.task\n"
 
 
 def test_l2_weights_skips_biases() -> None:
@@ -66,10 +69,10 @@ def test_user_task_from_file_and_module(tmp_path: Path, monkeypatch: pytest.Monk
     ("source", "spec", "needle"),
     [
         ("import not_a_real_module_xyz\n", "bad1.py:make", "not_a_real_module_xyz"),
-        ("def make():\n    return 1\n", "bad2.py:make", "returned int"),
+        (f"{DECLARED}def make():\n    return 1\n", "bad2.py:make", "returned int"),
         ("x = 1\n", "bad3.py:make", "no function 'make'"),
         ("def make():\n    return 1\n", "missing.py:make", "not found"),
-        ("def make(a):\n    return a\n", "bad4.py:make", "cannot call"),
+        (f"{DECLARED}def make(a):\n    return a\n", "bad4.py:make", "cannot call"),
     ],
 )
 def test_user_task_errors_are_one_line(tmp_path: Path, source: str, spec: str, needle: str) -> None:

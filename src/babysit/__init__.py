@@ -16,6 +16,7 @@ from babysit.errors import (
     DataError,
     ReportError,
     TaskError,
+    UserCodeError,
 )
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from babysit.ensembles import Ensemble, ensemble
     from babysit.monitor.watch import Monitor, watch
     from babysit.report.html import write_report
-    from babysit.tasks import Task, get_task, l2_weights
+    from babysit.tasks import Task, get_task, l2_weights, task
     from babysit.training.run import Run, train
     from babysit.tuning.master import search
     from babysit.tuning.summary import Study
@@ -53,6 +54,7 @@ _LAZY: dict[str, str] = {
     "Task": "babysit.tasks",
     "get_task": "babysit.tasks",
     "l2_weights": "babysit.tasks",
+    "task": "babysit.tasks",
     "Run": "babysit.training.run",
     "train": "babysit.training.run",
     "rel_error": "babysit.checks.gradcheck",
@@ -95,6 +97,7 @@ __all__ = [
     "Study",
     "Task",
     "TaskError",
+    "UserCodeError",
     "ensemble",
     "get_task",
     "gradcheck",
@@ -107,6 +110,7 @@ __all__ = [
     "sanity_check",
     "sanity_task",
     "search",
+    "task",
     "train",
     "watch",
     "write_report",

@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from babysit._cli_lines import OneLineGroup, bad_input_line
 from babysit._render import print_report
 from babysit.config import Config, load_config
-from babysit.errors import BabysitError, ConfigError
+from babysit.errors import ConfigError
 
 if TYPE_CHECKING:  # torch loads only once the input is valid
     from babysit.training.run import Run
+
 
 app = typer.Typer(
     name="babysit",
@@ -28,7 +30,20 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OneLineGroup,
 )
+_DEBUG = {"on": False}  # babysit --debug: an error's traceback too
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="On an error, also print its traceback.")
+    ] = False,
+) -> None:
+    """Check the gradients, sanity-check the model, babysit the training of a PyTorch model."""
+    _DEBUG["on"] = debug
+
 
 T = TypeVar("T")
 
@@ -46,18 +61,29 @@ DeviceOpt = Annotated[
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"babysit: error: {message}", err=True)
+    one_line = " ".join(message.splitlines())  # a path or a user's message may hold newlines
+    typer.echo(f"babysit: error: {one_line}", err=True)
     return typer.Exit(code)
 
 
 def _guard(fn: Callable[[], T]) -> T:
-    """Run ``fn``; bad input becomes one line on stderr and exit code 2."""
+    """Run ``fn``; bad input becomes one line on stderr and exit code 2.
+
+    Bad input includes the user's own code failing (a task, its model, its loss: the line
+    says where; ``--debug`` adds the traceback) and an allocation too large for this
+    machine (the line says how much was asked). Anything else propagates.
+    """
     try:
         return fn()
-    except BabysitError as exc:
-        raise _fail(str(exc)) from None
+    except typer.Exit:
+        raise
     except KeyboardInterrupt:
         raise _fail("interrupted", 130) from None
+    except Exception as exc:
+        line = bad_input_line(exc, debug=_DEBUG["on"])
+        if line is None:
+            raise
+        raise _fail(line) from None
 
 
 def _resolve_config(config: Path | None, task: str | None, sets: list[str] | None) -> Config:
@@ -115,6 +141,13 @@ def _failure(run: Run) -> str | None:
 
         records = read_metrics(run.dir / "metrics.jsonl")  # streamed: the event is near the end
         e = next(r for r in records if r["kind"] == "event" and r["what"] == "diverged")
+        if e.get("inputs"):  # the data is at fault, not the lr
+            which = "NaN" if e["inputs"] == "NaN" else "inf"
+            return (
+                f"the inputs hold {which} at batch {e['batch']} of epoch {int(e['epoch']) + 1} "
+                f"(step {e['step']}), so the loss became {e['loss']}: run stopped; fix the "
+                "data (babysit sanity refuses non-finite inputs)"
+            )
         return (
             f"loss became {e['loss']} at step {e['step']} (lr {e['lr']:.3g}): run diverged; "
             "lower optim.lr (or add train.clip_grad)"
@@ -191,14 +224,18 @@ def lr_find(
     def go() -> Any:
         if config is None:
             raise ConfigError("give a CONFIG file")
+        if device is not None and device not in ("cpu", "cuda"):
+            raise ConfigError(f"--device {device!r}: use cpu or cuda")
         cfg = load_config(config, set_ or [])
         out_dir = (
             out or Path("runs") / f"lr-find-{cfg.task.name.replace('/', '-').replace(':', '-')}"
         )
+        from babysit.training.lr_find import check_out_dir, check_sweep, plot_lr_find
         from babysit.training.lr_find import lr_find as sweep
-        from babysit.training.lr_find import plot_lr_find
         from babysit.training.run import select_device
 
+        check_sweep(cfg, lr_min=lr_min, lr_max=lr_max, steps=steps)  # all before the sweep
+        check_out_dir(out_dir)
         dev = select_device(device or cfg.train.device)
         from babysit.tasks import task_for
 

@@ -5,6 +5,10 @@ hyperparameters' defaults and ranges come from ``optim/hparams.py`` and the task
 ``tasks.py``'s registry (both torch-free). Every problem raises
 :class:`~babysit.errors.ConfigError` with one line naming the file, the dotted key, the
 value, the reason and the fix.
+
+Types are strict (``epochs = true`` or ``seed = "1"`` is refused, an int stands for a float),
+and the file itself is read as untrusted: at most ``MAX_CONFIG_BYTES`` of it (a config
+pointed at /dev/zero), nested at most ``MAX_DEPTH`` deep, never an empty file.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
+from babysit._toml_input import MAX_CONFIG_BYTES, MAX_DEPTH, TOO_DEEP, check_depth, read_toml
 from babysit.errors import ConfigError
 from babysit.optim.hparams import (
     HPARAMS,
@@ -42,6 +47,8 @@ from babysit.tuning.space import DEFAULT_SPACE, SEARCH_DEFAULTS, SpaceError, par
 
 __all__ = [
     "BUNDLED_TASKS",
+    "MAX_CONFIG_BYTES",
+    "MAX_DEPTH",
     "PRUNER_NAMES",
     "RULE_NAMES",
     "SAMPLER_NAMES",
@@ -60,6 +67,7 @@ RULE_NAMES = tuple(RULE_HPARAMS)
 SCHEDULE_NAMES = tuple(SCHEDULE_KINDS)
 SAMPLER_NAMES = ("random", "tpe", "gp")  # tuning/study.py SAMPLERS
 PRUNER_NAMES = ("none", "median", "sh", "hyperband")  # tuning/study.py PRUNERS
+SEED_LIMIT = 2**63  # torch seeds are 64-bit, and the checks seed with train.seed + 1
 
 
 def _default(key: str, **field: Any) -> Any:
@@ -71,8 +79,16 @@ def _default(key: str, **field: Any) -> Any:
 class _Section(BaseModel):
     """A config table; a key of optim/hparams.py is checked against its range or names there."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
     section: ClassVar[str] = ""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """``cfg.optim.lr = math.inf`` raises ConfigError (one line), as a file's value would."""
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            where = f"{self.section}.{name}" if self.section else name
+            raise _config_error(exc, f"setting {where} in Python") from None
 
     @field_validator("*")
     @classmethod
@@ -135,7 +151,7 @@ class TrainConfig(_Section):
     epochs: float = _default("train.epochs", validate_default=True)  # 0.5: half an epoch
     batch_size: int = _default("train.batch_size")
     reg: float = _default("train.reg")
-    seed: int = 0
+    seed: int = 0  # in [0, 2**63)
     clip_grad: float | None = _default("train.clip_grad")
     early_stop: int | None = _default("train.early_stop")
     eval_batch_size: int = _default("train.eval_batch_size")
@@ -150,6 +166,13 @@ class TrainConfig(_Section):
     sanity: bool = False  # run the sanity checks before training
     gradcheck: bool = False  # run the gradient check before training
     report: bool = True  # write report.html at the end
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_range(cls, value: int) -> int:
+        if not 0 <= value < SEED_LIMIT:
+            raise ValueError("not an integer in [0, 2**63); fix: set train.seed to e.g. 0")
+        return value
 
     @field_validator("epochs")
     @classmethod
@@ -200,7 +223,9 @@ class SearchConfig(_Section):
     """``[search]``: what ``babysit.search`` tries; ``space`` is checked by tuning/space.py."""
 
     sampler: Literal["random", "tpe", "gp"] = "random"  # the notes: random search
-    seed: int = Field(0, ge=0)  # seeds the sampler (the trials' training uses train.seed)
+    seed: int = Field(
+        0, ge=0, lt=2**32
+    )  # seeds the sampler (numpy's range) (the trials' training uses train.seed)
     # dotted config key -> distribution, e.g. "optim.lr" = "loguniform(1e-6, 1e1)"
     space: dict[str, str] = Field(
         default_factory=lambda: {key: SEARCH_DEFAULTS[key] for key in DEFAULT_SPACE}
@@ -345,6 +370,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()  # a bare word such as adam
+    except RecursionError:
+        raise ConfigError(f"--set {key}: the value {TOO_DEEP}") from None
     return key.split("."), value
 
 
@@ -381,17 +408,9 @@ def load_config(
     else:
         path = Path(source)
         name = str(path)
-        if not path.exists():
-            raise ConfigError(f"{name}: config file not found (give the path to a .toml file)")
-        if path.is_dir():
-            raise ConfigError(f"{name}: is a directory, expected a .toml config file")
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{name}: TOML syntax error: {exc}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{name}: cannot read the file: {exc}") from None
+        data = read_toml(path, name)
     if overrides:
         data = apply_overrides(data, overrides)
         name += " (with --set)"
+    check_depth(data, name)
     return Config.from_dict(data, source=name)

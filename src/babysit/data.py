@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from babysit._cifar_pickle import CifarUnpickler, Refused
+from babysit._memory import check_fits
 from babysit.errors import ConfigError, DataError
 
 __all__ = ["Splits", "load_cifar10", "load_digits", "make_spiral"]
@@ -152,6 +152,12 @@ def make_spiral(
             f"make_spiral: n_per_class={n_per_class}, num_classes={num_classes} is too small;"
             " use n_per_class >= 1 and num_classes >= 2"
         )
+    check_fits(  # x, its standardised and float32 copies: about 5 float64 (N K, 2) arrays
+        f"make_spiral(n_per_class={n_per_class}, num_classes={num_classes})",
+        5 * 16 * n_per_class * num_classes,
+        fix="lower task.options.n_per_class",
+        error=DataError,
+    )
     rng = np.random.default_rng(seed)
     x = np.zeros((n_per_class * num_classes, 2))  # (N K, 2)
     y = np.repeat(np.arange(num_classes), n_per_class)  # (N K,)
@@ -175,48 +181,12 @@ _CIFAR_EXPECTED = (
 )
 
 
-def _latin1_encode(text: str, encoding: str) -> bytes:
-    """``_codecs.encode`` as Python 3 protocol-2 pickles use it for bytes, latin-1 only."""
-    if encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
-    return text.encode("latin-1")
-
-
-# numpy's array and scalar rebuild functions, wherever this numpy keeps them (numpy 2 moved them)
-_reconstruct = cast(tuple[Callable[..., Any], ...], np.zeros(0).__reduce__())[0]
-_scalar = cast(tuple[Callable[..., Any], ...], np.int64(0).__reduce__())[0]
-# Everything a CIFAR-10 batch pickle refers to, under numpy 1 and numpy 2 module names.
-_CIFAR_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy.core.multiarray", "scalar"): _scalar,
-    ("numpy._core.multiarray", "scalar"): _scalar,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): _latin1_encode,
-}
-
-
-class _Refused(pickle.UnpicklingError):
-    """A pickle named a global outside ``_CIFAR_GLOBALS``; ``args[0]`` is "module.name"."""
-
-
-class _CifarUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only the numpy globals of CIFAR-10 batches; no imports."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _CIFAR_GLOBALS[(module, name)]
-        except KeyError:
-            raise _Refused(f"{module}.{name}") from None
-
-
 def _read_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
     """One batch file -> data (n, 3072) uint8 and labels (n,) int64, read without trust."""
     try:
         with open(file, "rb") as fh:
-            batch = _CifarUnpickler(fh, encoding="bytes").load()
-    except _Refused as exc:
+            batch = CifarUnpickler(fh, encoding="bytes").load()
+    except Refused as exc:
         raise DataError(
             f"{file}: holds a pickle that refers to {exc.args[0]}; babysit refuses to load it"
             f" (it could run code); expected {_CIFAR_EXPECTED}"

@@ -9,6 +9,7 @@ __all__ = [
     "DataError",
     "ReportError",
     "TaskError",
+    "UserCodeError",
 ]
 
 
@@ -34,3 +35,15 @@ class CheckpointError(BabysitError, ValueError):
 
 class ReportError(BabysitError, ValueError):
     """A report cannot be built: the dir or one of its files is missing or malformed."""
+
+
+class UserCodeError(TaskError):
+    """The user's own code (a task builder, its module, a model factory) raised or exited.
+
+    The message is one line: whose code, where (module:function and line), the exception's
+    type and message. ``traceback`` holds the full text, which ``babysit --debug`` prints.
+    """
+
+    def __init__(self, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.traceback = traceback

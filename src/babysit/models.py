@@ -32,6 +32,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from babysit._memory import check_fits
 from babysit._registry import Registry
 from babysit.errors import ConfigError
 from babysit.optim.hparams import HPARAMS
@@ -106,6 +107,16 @@ def build_model(
             f"model {name!r}: unknown key {unknown[0]!r} = {cfg[unknown[0]]!r};"
             f" allowed keys: {', '.join(allowed)}"
         )
+    with torch.device("meta"):  # sized before it is allocated: no memory behind meta tensors
+        sized = builder(**cfg, input_shape=tuple(input_shape), num_classes=num_classes)
+    n = sum(p.numel() for p in sized.parameters())
+    table = ", ".join(f"{k} = {v!r}" for k, v in cfg.items()) or "defaults"
+    table = table if len(table) < 200 else table[:200] + " ..."
+    check_fits(
+        f"model {name!r} ({table}: {n:,} parameters, with their gradients)",
+        2 * sum(p.numel() * p.element_size() for p in sized.parameters()),
+        fix="make the model smaller",
+    )
     return builder(**cfg, input_shape=tuple(input_shape), num_classes=num_classes)
 
 

@@ -3,18 +3,30 @@
 A task is named in configs as a bundled name (``"digits-mlp"``), ``"pkg.module:fn"``
 or ``"path/to/file.py:fn"``; ``fn(**options)`` returns a :class:`Task`.
 
+A config names code, so what it may name is narrow: a module outside Python's standard
+library, imported as a script would import it, and in it a function that declares itself a
+task, with ``@babysit.task`` or the return annotation ``-> babysit.Task``. Anything else
+(``os:system``, ``subprocess:getoutput``, a class, a builtin) is refused before it is
+called. Whatever the user's code raises while a task is built, or if it calls ``sys.exit``,
+is answered by a one-line :class:`~babysit.errors.UserCodeError` saying where.
+
 This module does not import torch until a task is built or a penalty computed: config.py
 reads ``TASKS`` (the one list of bundled task names) before torch loads.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from babysit._memory import allocation_message
 from babysit._registry import Registry, unknown_name
-from babysit.errors import TaskError
+from babysit._taskcode import declares_task, describe, import_function, task
+from babysit._usercode import wrap_user_call
+from babysit.errors import BabysitError, ConfigError, DataError, TaskError
 
 if TYPE_CHECKING:  # torch is imported where it is used, so that importing tasks stays light
     import torch
@@ -24,10 +36,12 @@ __all__ = [
     "TASKS",
     "Task",
     "check_task_name",
+    "declares_task",
     "get_task",
     "import_function",
     "l2_weights",
     "register_task",
+    "task",
     "task_for",
 ]
 
@@ -81,11 +95,14 @@ class Task:
 
     def __post_init__(self) -> None:
         if self.direction not in ("max", "min"):
-            raise ValueError(f"Task.direction must be 'max' or 'min', got {self.direction!r}")
-        if not callable(self.model_factory) or not callable(self.loss_fn):
-            raise TypeError("Task.model_factory and Task.loss_fn must be callables")
+            raise TaskError(f"Task.direction must be 'max' or 'min', got {self.direction!r}")
+        for name in ("model_factory", "loss_fn", "reg_fn"):
+            if not callable(getattr(self, name)):
+                raise TaskError(
+                    f"Task.{name} must be a callable, got {type(getattr(self, name)).__name__}"
+                )
         if self.ignore_index is not None and type(self.ignore_index) is not int:
-            raise TypeError(f"Task.ignore_index must be an int or None, got {self.ignore_index!r}")
+            raise TaskError(f"Task.ignore_index must be an int or None, got {self.ignore_index!r}")
         if self.train_eval is None:
             self.train_eval = self.train
 
@@ -98,7 +115,7 @@ TASKS: Registry[TaskBuilder] = Registry("task", error=TaskError)
 
 def register_task(name: str) -> Callable[[TaskBuilder], TaskBuilder]:
     """Register a bundled task builder under ``name`` (used as ``[task] name``)."""
-    return TASKS.register(name)
+    return TASKS.register(name, wrap=task)
 
 
 def _classifier_task(model: str, splits: Any, **task_kw: Any) -> Task:
@@ -180,17 +197,37 @@ def check_task_name(name: str) -> str:
 
 
 def get_task(name: str, *, data_dir: str | None = None, **options: Any) -> Task:
-    """Build a task by name: a bundled one, ``"pkg.module:fn"`` or ``"path/file.py:fn"``."""
+    """Build a task by name: a bundled one, ``"pkg.module:fn"`` or ``"path/file.py:fn"``.
+
+    A named function must declare itself a task (:func:`task`); what its code raises, or a
+    ``sys.exit`` in it, becomes a one-line :class:`~babysit.errors.UserCodeError`.
+    """
     if check_task_name(name) in TASKS:
         if data_dir is not None:
             options["data_dir"] = data_dir
         builder = TASKS[name]
+        _check_bundled_options(name, builder, options)
     else:
         builder = import_function(name)
+        if not declares_task(builder):
+            raise TaskError(
+                f"task {name!r}: {describe(builder)} does not declare itself a task, so babysit "
+                "does not call it; fix: decorate your task function with @babysit.task (or "
+                "annotate it '-> babysit.Task')"
+            )
     try:
-        task = builder(**options)
+        inspect.signature(builder).bind(**options)
     except TypeError as exc:
         raise TaskError(f"task {name!r}: cannot call it with options {options}: {exc}") from None
+    try:
+        task = builder(**options)
+    except BabysitError:
+        raise  # babysit's own one-line answer (also when the user's code called babysit)
+    except (Exception, SystemExit) as exc:
+        error = _build_error(name, exc, bundled=name in TASKS)
+        if error is None:
+            raise
+        raise error from exc
     if not isinstance(task, Task):
         raise TaskError(
             f"task {name!r} returned {type(task).__name__}, expected babysit.Task "
@@ -200,6 +237,46 @@ def get_task(name: str, *, data_dir: str | None = None, **options: Any) -> Task:
 
     check_task(task, where=f"task {name!r}")  # a split of the wrong type: DataError, one line
     return task
+
+
+def _build_error(name: str, exc: BaseException, *, bundled: bool) -> BabysitError | None:
+    """The one line for a task whose building failed: the memory it asked for, or the user's
+    code; None for anything else a bundled task raised (babysit's own fault)."""
+    memory = allocation_message(exc)
+    if memory is not None:
+        return DataError(f"task {name!r}: cannot allocate its data: {memory}")
+    return None if bundled else wrap_user_call(exc, f"task {name!r}")
+
+
+def _whole(task: str, key: str, value: Any, low: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(
+            f"task {task!r}: options.{key} = {value!r} is not an integer >= {low}; "
+            f"fix: set task.options.{key} to an integer >= {low}"
+        )
+
+
+def _check_bundled_options(name: str, builder: TaskBuilder, options: dict[str, Any]) -> None:
+    """Strict types for a bundled task's options (a seed of true or 1.5 is refused)."""
+    allowed = [p for p in inspect.signature(builder).parameters]
+    for key, value in options.items():
+        if key not in allowed:
+            raise ConfigError(
+                f"task {name!r}: unknown option {key!r} = {value!r}; "
+                f"allowed options: {', '.join(allowed) or 'none'}"
+            )
+        if key in ("split_seed", "n_per_class"):
+            _whole(name, key, value, 0 if key == "split_seed" else 1)
+        if key == "noise" and (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not 0 <= value < math.inf
+        ):
+            raise ConfigError(
+                f"task {name!r}: options.noise = {value!r} is not a finite number >= 0"
+            )
+        if key == "data_dir" and not isinstance(value, str):
+            raise ConfigError(f"task {name!r}: data_dir = {value!r} is not a path (a string)")
 
 
 class _TaskTable(Protocol):
@@ -225,43 +302,3 @@ def task_for(config: _HasTaskTable) -> Task:
     imports this module (for ``TASKS``) and not the other way round.
     """
     return get_task(config.task.name, data_dir=config.task.data_dir, **config.task.options)
-
-
-def import_function(spec: str, *, what: str = "task") -> Callable[..., Any]:
-    """Import ``fn`` from ``"pkg.module:fn"`` or ``"path/to/file.py:fn"``; cwd is importable.
-
-    ``what`` names the thing in the one-line TaskError (a task, a search objective).
-    """
-    import importlib
-    import importlib.util
-    import os
-    import sys
-    from pathlib import Path
-
-    target, _, attr = spec.rpartition(":")
-    if not target or not attr:
-        raise TaskError(f"{what} {spec!r}: expected 'pkg.module:function' or 'file.py:function'")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        if target.endswith(".py"):
-            path = Path(target)
-            if not path.is_file():
-                raise TaskError(f"{what} {spec!r}: file {target} not found")
-            mod_spec = importlib.util.spec_from_file_location(f"_babysit_task_{path.stem}", path)
-            if mod_spec is None or mod_spec.loader is None:
-                raise TaskError(f"{what} {spec!r}: cannot load {target} as a Python module")
-            module = importlib.util.module_from_spec(mod_spec)
-            mod_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(target)
-    except TaskError:
-        raise
-    except Exception as exc:  # the user's module failed to import: say how
-        raise TaskError(
-            f"{what} {spec!r}: importing {target} failed: {type(exc).__name__}: {exc}"
-        ) from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise TaskError(f"{what} {spec!r}: {target} has no function {attr!r}")
-    return fn

@@ -107,6 +107,7 @@ class Net(nn.Module):
         return DoubledLinear.apply(torch.tanh(self.hidden(x)), self.w, self.b)
 
 
+@babysit.task
 def make():
     x = torch.randn(32, 4)
     y = torch.randint(0, 3, (32,))

@@ -33,6 +33,7 @@ __all__ = [
     "OPTIMIZERS",
     "LRController",
     "OptimizerSpec",
+    "check_lr_fits",
     "create_optimizer",
     "list_optimizers",
     "optimizer",
@@ -153,8 +154,40 @@ def create_optimizer(
     0.999); keys the rule does not use are checked and ignored. Raises ConfigError.
     """
     spec = OPTIMIZERS.get_or_raise(rule, where="optim.rule")
-    resolved = check_hparams(f"optim (rule {rule!r})", spec.hparams, hp)
-    return spec.make(params, {k: float(v) for k, v in resolved.items()})
+    checked = check_hparams(f"optim (rule {rule!r})", spec.hparams, hp)
+    resolved = {k: float(v) for k, v in checked.items()}
+    params = list(params)
+    check_lr_fits(params, rule, resolved)
+    return spec.make(params, resolved)
+
+
+# The largest number each rule's torch.optim step multiplies an update by, as a Python float
+# that torch converts to the parameters' dtype (an overflow there is a RuntimeError): lr,
+# except Adam, whose bias-corrected first step is lr / (1 - beta1).
+_STEP_SCALE: dict[str, Callable[[Mapping[str, float]], float]] = {
+    "adam": lambda hp: hp["lr"] / (1 - hp["beta1"]),
+}
+
+
+def check_lr_fits(params: Iterable[Any], rule: str, hp: Mapping[str, float]) -> None:
+    """ConfigError unless ``rule``'s step scale (lr; Adam: lr / (1 - beta1)) is a finite
+    number of the parameters' floating dtype: optim.lr = 1e39 is refused for float32 (whose
+    largest value is 3.4e38) instead of crashing inside torch.optim's first step."""
+    dtypes = {p.dtype for p in params if isinstance(p, torch.Tensor) and p.is_floating_point()}
+    if not dtypes:
+        return
+    dtype = min(dtypes, key=lambda d: torch.finfo(d).max)
+    largest = torch.finfo(dtype).max
+    scale = _STEP_SCALE.get(rule, lambda h: h["lr"])(hp)
+    if scale <= largest:
+        return
+    name = str(dtype).removeprefix("torch.")
+    how = f"lr / (1 - beta1) = {scale:.3g}" if rule in _STEP_SCALE else "lr"
+    raise ConfigError(
+        f"optim.lr = {hp['lr']!r} is too large for the model's {name} parameters: rule "
+        f"{rule!r} scales each update by {how}, and {name} holds at most {largest:.3g}; "
+        f"fix: set optim.lr to at most {largest * (hp['lr'] / scale):.3g} (usual values: 1e-4..1)"
+    )
 
 
 def _set_momentum(group: dict[str, Any], mu: float) -> None:

@@ -192,7 +192,7 @@ _TABLE = (
     # --- [train] -------------------------------------------------------------------------------
     HParam("train.reg", float, 1e-4, "[0, inf)", "L2 strength: loss = data loss + reg * "
            "sum(w**2)", search_default=_LOG_SCALE),
-    HParam("train.epochs", float, 10.0, "(0, inf)", "passes over the training set; a fraction "
+    HParam("train.epochs", float, 10.0, "(0, 1e6]", "passes over the training set; a fraction "
            "trains that share of the last epoch's steps (the notes: 1 epoch or even less)"),
     HParam("train.batch_size", int, 64, "[1, inf)", "examples per step"),
     HParam("train.clip_grad", float, None, "(0, inf)", "max global gradient norm (None: no "

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,13 +23,13 @@ import torch
 
 from babysit._io import write_bytes_atomic, write_json_atomic
 from babysit.config import Config
-from babysit.errors import ConfigError
+from babysit.errors import ConfigError, DataError
 from babysit.optim.build import create_optimizer
 from babysit.splits import Batches
 from babysit.tasks import Task
 from babysit.training.checkpoint import seed_everything
 
-__all__ = ["LRFindResult", "lr_find", "plot_lr_find"]
+__all__ = ["LRFindResult", "check_out_dir", "check_sweep", "lr_find", "plot_lr_find"]
 
 
 @dataclass
@@ -54,6 +56,46 @@ class LRFindResult:
         )
 
 
+def check_sweep(config: Config, *, lr_min: float, lr_max: float, steps: int) -> None:
+    """ConfigError unless ``0 < lr_min < lr_max < inf``, ``steps >= 5`` and the rule sweeps."""
+    if not 0 < lr_min < lr_max < math.inf:
+        raise ConfigError(
+            f"lr-find: --lr-min {lr_min!r} and --lr-max {lr_max!r}: need finite "
+            "0 < lr_min < lr_max, e.g. --lr-min 1e-7 --lr-max 10"
+        )
+    if steps < 5:
+        raise ConfigError(f"lr-find: --steps {steps!r} is too few for a curve; use >= 5")
+    if config.optim.rule == "lbfgs":
+        raise ConfigError("lr-find: L-BFGS chooses its own step by line search; use another rule")
+
+
+def check_out_dir(out: Path) -> None:
+    """ConfigError unless ``out`` is a writable directory or can be made one (asked before
+    the sweep, so a bad --out is not found only once the minutes of sweeping are spent)."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == out else f"lies under the file {existing}"
+        raise ConfigError(f"lr-find: --out {out}: {what}; give a directory for the plot")
+    try:  # a probe, removed at once: os.access says yes to root even where mkdir fails
+        os.rmdir(tempfile.mkdtemp(prefix=".babysit-probe-", dir=existing))
+    except OSError as exc:
+        raise ConfigError(
+            f"lr-find: --out {out}: cannot write in {existing} ({exc.strerror or exc})"
+        ) from None
+
+
+def _check_finite_inputs(x: torch.Tensor, y: torch.Tensor, *, batch: int) -> None:
+    for what, t in (("inputs", x), ("targets", y)):
+        if t.is_floating_point() and not bool(t.isfinite().all()):
+            which = "NaN" if bool(t.isnan().any()) else "inf"
+            raise DataError(
+                f"lr-find: the {what} hold {which} at batch {batch}, so the loss is not finite "
+                "at any lr; fix the data (babysit sanity refuses non-finite inputs)"
+            )
+
+
 def _smooth(losses: list[float], beta: float) -> list[float]:
     """Bias-corrected exponential moving average (as Adam corrects its first moment)."""
     out, avg = [], 0.0
@@ -75,12 +117,7 @@ def lr_find(
     device: str | torch.device = "cpu",
 ) -> LRFindResult:
     """Sweep the lr of ``config``'s rule over ``steps`` minibatches of ``task.train``."""
-    if not 0 < lr_min < lr_max:
-        raise ConfigError(f"lr-find: need 0 < lr_min < lr_max, got {lr_min!r}, {lr_max!r}")
-    if steps < 5:
-        raise ConfigError(f"lr-find: steps={steps!r} is too few for a curve; use >= 5")
-    if config.optim.rule == "lbfgs":
-        raise ConfigError("lr-find: L-BFGS chooses its own step by line search; use another rule")
+    check_sweep(config, lr_min=lr_min, lr_max=lr_max, steps=steps)
     generator = seed_everything(config.train.seed)
     model = task.model_factory(config.model_table()).to(device)
     model.train()
@@ -111,6 +148,7 @@ def lr_find(
         loss = task.loss_fn(model(x), y) + task.reg_fn(model, config.train.reg)
         value = loss.item()
         if not math.isfinite(value):
+            _check_finite_inputs(x, y, batch=i + 1)  # the data's fault, not the lr's
             stopped = True
             break
         lrs.append(lr)

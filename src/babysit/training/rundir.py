@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -76,6 +77,14 @@ def check_resume_dir(out: Path, config: Config | None) -> Config:
         raise ConfigError(
             f"--resume: the config differs from {saved_path} in {', '.join(differing_keys(a, b))}; "
             "resume with the run's own config (only train.epochs may change)"
+        )
+    found = list_checkpoints(out / "checkpoints")
+    trained = found[-1].epoch if found else 0
+    if math.ceil(epochs) < trained:  # said, not done: config.toml would claim fewer epochs
+        raise ConfigError(
+            f"--resume: train.epochs = {epochs!r} is fewer than the {trained} epochs {out} has "
+            f"trained already, so there is nothing to continue; give train.epochs > {trained}"
+            " to train longer (the run and its config.toml are left as they are)"
         )
     saved.train.epochs = epochs
     return saved

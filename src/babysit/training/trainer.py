@@ -237,13 +237,19 @@ class Trainer:
             out, data_loss, reg_loss, loss = self._forward(x, y)
             value = loss.item()  # one host sync per step: needed for the divergence guard
             if not math.isfinite(value):
-                self._diverge(value, lr, epoch - 1 + i / steps)
+                self._diverge(value, lr, epoch - 1 + i / steps, batch=(i + 1, x, y))
                 return None
-            if self.full_batch:
-                self.optimizer.step(self._closure(x, y))
-            else:
-                self._backward(loss)
-                self.optimizer.step()
+            try:
+                if self.full_batch:
+                    self.optimizer.step(self._closure(x, y))
+                else:
+                    self._backward(loss)
+                    self.optimizer.step()
+            except RuntimeError as exc:  # a step scale past the dtype (a momentum ramp on
+                if "without overflow" not in str(exc):  # Adam's beta1): the run diverged
+                    raise
+                self._diverge(math.inf, lr, epoch - 1 + i / steps)
+                return None
             self.step += 1
             if self.averager is not None:
                 self.averager.update(self.model, self.step)
@@ -287,10 +293,26 @@ class Trainer:
 
         return closure
 
-    def _diverge(self, value: float, lr: float, epoch: float) -> None:
+    def _diverge(
+        self,
+        value: float,
+        lr: float,
+        epoch: float,
+        batch: tuple[int, torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
+        """Stop; the event says when, and ``inputs`` ("NaN" / "Inf") when the minibatch that
+        blew up held non-finite inputs or targets: then the data is at fault, not the lr.
+        (Not "nan" / "inf": the metrics log reads those strings back as floats.)"""
         self.diverged, self.stop = True, "diverged"
+        extra: dict[str, Any] = {}
+        if batch is not None:
+            k, x, y = batch
+            bad = [t for t in (x, y) if t.is_floating_point() and not bool(t.isfinite().all())]
+            if bad:
+                nan = any(bool(t.isnan().any()) for t in bad)
+                extra = {"batch": k, "inputs": "NaN" if nan else "Inf"}
         # the step whose loss blew up: it took no update, so no batch record carries it
-        self.log_event("diverged", step=self.step + 1, loss=value, lr=lr, epoch=epoch)
+        self.log_event("diverged", step=self.step + 1, loss=value, lr=lr, epoch=epoch, **extra)
 
     def fit(self) -> None:
         """Train for the configured epochs (from where a resume left off)."""

@@ -27,6 +27,7 @@ import optuna
 
 from babysit._io import json_restore, json_safe
 from babysit.config import Config
+from babysit.errors import ConfigError
 from babysit.tuning.dimensions import Dimension
 from babysit.tuning.inputs import Setup, prepare
 from babysit.tuning.launch import BACKENDS, LOG_DIR, Pool, sigterm_interrupts
@@ -92,7 +93,12 @@ def search(
 def _create(setup: Setup) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
     """A new study in a new study dir (removed again if the study cannot be made)."""
     created = not setup.dir.exists()
-    setup.dir.mkdir(parents=True, exist_ok=True)
+    try:
+        setup.dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. under /proc, where os.access says yes to root
+        raise ConfigError(
+            f"--out {setup.dir}: cannot create the study directory: {exc.strerror or exc}"
+        ) from None
     try:
         storage = open_storage(setup.url)
         return create_study(

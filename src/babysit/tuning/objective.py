@@ -67,6 +67,8 @@ class TrainObjective:
         self.config = config
         self.task = task_for(config)  # a bad task is answered before anything is written
         self.metric, self.direction = self.task.metric, self.task.direction
+        if not any(key.startswith("model.") for key in space):  # the one [model] every trial has
+            self.task.model_factory(config.model_table())
         for key, dim in space.items():  # [model] keys are free-form: let the factory judge
             if key.startswith("model."):
                 for value in _extremes(dim):
