@@ -22,3 +22,15 @@ def tiny_config() -> dict[str, Any]:
         "optim": {"rule": "adam", "lr": 3e-3},
         "train": {"epochs": 3, "batch_size": 64, "reg": 1e-4, "seed": 0, "report": False},
     }
+
+
+@pytest.fixture(scope="session")
+def fast_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, int, str]:
+    """``babysit demo --fast`` run once through the CLI: (demo dir, exit code, output)."""
+    from typer.testing import CliRunner
+
+    from babysit.cli import app
+
+    out = tmp_path_factory.mktemp("fast-demo") / "demo"
+    result = CliRunner().invoke(app, ["demo", "--fast", "--out", str(out)])
+    return out, result.exit_code, result.output

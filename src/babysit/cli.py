@@ -157,15 +157,29 @@ def _failure(run: Run) -> str | None:
 
 @app.command()
 def demo(
-    fast: Annotated[bool, typer.Option("--fast", help="Fewer epochs, for a quick look.")] = False,
+    fast: Annotated[
+        bool, typer.Option("--fast", help="Fewer trials and epochs (about a third of the time).")
+    ] = False,
     out: OutOpt = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="digits (bundled, default) or cifar10:PATH (a local cifar-10-batches-py folder).",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train the digits MLP end to end and print where its run dir is."""
-    from babysit.demo import run_demo
+    """The whole recipe: gradient check, sanity checks, search, training, ensemble, report."""
+    from babysit.demo import CheckFailed, DemoResult, run_demo
 
-    result = _guard(lambda: run_demo(out=out, fast=fast, quiet=quiet))
-    typer.echo(result.summary())
+    def go() -> DemoResult:
+        try:
+            return run_demo(out=out, fast=fast, quiet=quiet, data=data)
+        except CheckFailed as exc:  # a check the recipe ran failed: exit 1, as train's gates
+            raise _fail(str(exc), 1) from None
+
+    typer.echo(_guard(go).text())
 
 
 def _run_check(name: str, config: Path | None, task: str | None, sets: list[str] | None) -> None:

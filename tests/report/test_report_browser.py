@@ -241,3 +241,16 @@ def test_study_report_works_with_javascript_disabled(
     assert all(i.get_property("complete") and i.get_property("naturalWidth") > 0 for i in images)
     assert len(driver.find_elements("css selector", "#trials tbody tr")) == len(TRIALS)
     assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
+@pytest.mark.xdist_group("fast_demo")  # the same demo run as tests/demo (make test: loadgroup)
+def test_demo_report_in_chromium(browser: Any, fast_demo: tuple[Path, int, str]) -> None:
+    out, code, output = fast_demo
+    assert code == 0, output
+    state = _check_report_in_browser(browser, out / "report.html", "report-demo.png", first="summary")
+    assert state["sections"] == ["summary", "gradcheck", "sanity", "search", "train", "ensemble"]
+    for section in ("gradcheck", "sanity", "search", "ensemble"):
+        assert browser.find_elements("css selector", f"#{section} table"), section
+    for sub in ("study", "final", "ensemble"):  # each step's own page, linked and present
+        link = browser.find_element("css selector", f'a[href="{sub}/report.html"]')
+        assert Path(link.get_attribute("href").removeprefix("file://")).is_file()

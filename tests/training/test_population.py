@@ -32,6 +32,7 @@ from babysit.report.html import write_report
 from babysit.splits import Batches
 from babysit.tasks import Task
 from babysit.training._population_members import plan_groups
+from babysit.training._population_stacked import supports
 from babysit.training._population_model import (
     RateDropout,
     build_models,
@@ -176,6 +177,34 @@ def test_every_engine_gives_the_oracle_with_one_data_order(
         base, members, task=task, out=tmp_path / "pop", device="cpu", engine=engine
     )
     for params, member in zip(members, result.members, strict=True):
+        assert member.dir is not None
+        expected = _oracle(task, _member_config(base, params))
+        _assert_same(_trajectory(member.dir), expected, 1e-10)
+
+
+def _image_task(n: int = 40) -> Task:
+    """The tiny 3-class problem on 1x6x6 images, for the convnet (float64)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n + 24, 1, 6, 6, generator=g, dtype=torch.float64)
+    y = (x[:, 0, 0, 0] > 0).long() + (x[:, 0, 2, 3] > 0.5).long()
+
+    def factory(cfg: dict[str, Any]) -> nn.Module:
+        return build_model("convnet", cfg, input_shape=(1, 6, 6), num_classes=3).double()
+
+    return Task(factory, (x[:n], y[:n]), (x[n:], y[n:]), F.cross_entropy, num_classes=3)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_convnet_members_equal_the_oracle_on_every_engine(tmp_path: Path, engine: str) -> None:
+    """Conv2d and MaxPool2d on stacked members (one grouped convolution), shared and
+    per-member data orders (the seeds differ), against each model trained alone."""
+    task = _image_task()
+    base = {**_base("adam"), "model": {"channels": [3, 4], "hidden": [5]}}
+    result = train_population(
+        base, MEMBERS, task=task, out=tmp_path / "pop", device="cpu", engine=engine
+    )
+    assert supports(task.model_factory({"channels": [3, 4], "hidden": [5]}))  # the fast path
+    for params, member in zip(MEMBERS, result.members, strict=True):
         assert member.dir is not None
         expected = _oracle(task, _member_config(base, params))
         _assert_same(_trajectory(member.dir), expected, 1e-10)

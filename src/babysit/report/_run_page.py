@@ -23,7 +23,7 @@ from babysit.report._probe_sections import probe_sections
 from babysit.report._run_data import RunData
 from babysit.report._series import Series
 
-__all__ = ["RUN", "SEVERITY_RANK", "run_title"]
+__all__ = ["RUN", "SEVERITY_RANK", "gradcheck_parts", "run_title", "sanity_parts"]
 
 RUN = get_page("run")
 
@@ -211,7 +211,11 @@ def _records(report: dict[str, Any], key: str) -> list[dict[str, Any]]:
 
 @RUN.section("gradcheck", title="Gradient check")
 def gradcheck_section(run: RunData) -> list[Part]:
-    report = run.gradcheck
+    return gradcheck_parts(run.gradcheck)
+
+
+def gradcheck_parts(report: dict[str, Any] | None) -> list[Part]:
+    """gradcheck.json as a table, a row per parameter tensor (also on the demo page)."""
     if report is None:
         return [
             note("No gradcheck.json: no gradient check ran with this run (train.gradcheck = true).")
@@ -233,7 +237,11 @@ def gradcheck_section(run: RunData) -> list[Part]:
 
 @RUN.section("sanity", title="Sanity checks")
 def sanity_section(run: RunData) -> list[Part]:
-    report = run.sanity
+    return sanity_parts(run.sanity)
+
+
+def sanity_parts(report: dict[str, Any] | None) -> list[Part]:
+    """sanity.json as a table, a row per check (also on the demo page)."""
     if report is None:
         return [note("No sanity.json: no sanity check ran with this run (train.sanity = true).")]
     checks = _records(report, "checks")

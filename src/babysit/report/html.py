@@ -1,6 +1,6 @@
 """The self-contained HTML report of a run, a study or an ensemble: ``write_report(dir)``.
 
-One file per run, study or ensemble (later also per demo): inline CSS, every figure a
+One file per run, study, ensemble or demo: inline CSS, every figure a
 PNG data URI, no scripts, fonts or network requests, so it opens from disk with no server.
 The page machinery (pages, sections, :func:`~babysit.report._page.render_page`) is in
 :mod:`babysit.report._page`; the run page's sections are in :mod:`babysit.report._run_page`,
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from babysit.report._demo_page import is_demo_dir, load_demo
 from babysit.report._ensemble_page import is_ensemble_dir, load_ensemble
 from babysit.report._page import render_page
 from babysit.report._run_data import load_run
@@ -19,7 +20,7 @@ from babysit.report._run_page import run_title
 from babysit.report._study_data import is_study_dir, load_study
 from babysit.report._study_page import study_subtitle, study_title
 
-__all__ = ["write_ensemble_report", "write_report", "write_study_report"]
+__all__ = ["write_demo_report", "write_ensemble_report", "write_report", "write_study_report"]
 
 
 def write_report(run_dir: str | os.PathLike[str]) -> Path:
@@ -30,10 +31,13 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
     (a :class:`~babysit.errors.BabysitError`) before writing anything when ``run_dir`` is not
     a directory, has no metrics.jsonl, or one of its files is malformed. A study dir (one
     that holds summary.json) gets the study page: see :func:`write_study_report`; an
-    ensemble dir (ensemble.json, no summary.json) the ensemble page.
+    ensemble dir (ensemble.json, no summary.json) the ensemble page; a demo dir (demo.json)
+    the demo's page.
     """
     if is_study_dir(Path(run_dir)):
         return write_study_report(run_dir)
+    if is_demo_dir(Path(run_dir)):
+        return write_demo_report(run_dir)
     if is_ensemble_dir(Path(run_dir)):
         return write_ensemble_report(run_dir)
     run = load_run(Path(run_dir))
@@ -59,3 +63,11 @@ def write_ensemble_report(ensemble_dir: str | os.PathLike[str]) -> Path:
     data = load_ensemble(Path(ensemble_dir))
     subtitle = f"{data.dir.resolve()} - open this file from disk; nothing is fetched."
     return render_page("ensemble", data, data.dir, title="babysit ensemble", subtitle=subtitle)
+
+
+def write_demo_report(demo_dir: str | os.PathLike[str]) -> Path:
+    """Write ``demo_dir/report.html``: the whole recipe, read back from babysit demo's files."""
+    data = load_demo(Path(demo_dir))
+    subtitle = f"{data.dir.resolve()} - open this file from disk; nothing is fetched."
+    title = "babysit demo: the whole recipe"
+    return render_page("demo", data, data.dir, title=title, subtitle=subtitle)

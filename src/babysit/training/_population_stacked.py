@@ -50,6 +50,7 @@ class Layout(Enum):
     SHARED = "shared"  # (B, ...): every member's input is the same tensor
     MEMBERS = "members"  # (P, B, ...): one input per member (members with their own data order)
     FEATURES = "features"  # (P, F, B): feature-major, what the layers below produce
+    CHANNELS = "channels"  # (B, P, C, H, W): images, the members beside the channels
 
 
 Run = Callable[[nn.Module, dict[str, Tensor], Tensor, Layout], tuple[Tensor, Layout]]
@@ -86,6 +87,48 @@ def _linear(module: nn.Module, p: dict[str, Tensor], h: Tensor, layout: Layout) 
     return y, Layout.FEATURES
 
 
+@stacked_layer(nn.Conv2d)
+def _conv2d(module: nn.Module, p: dict[str, Tensor], h: Tensor, layout: Layout) -> tuple:
+    """Every member's convolution as one: W (P, out, in, k, k) -> (P*out, in, k, k).
+
+    A shared input (B, in, H, W) is one convolution with P*out output channels; members'
+    own inputs (B, P*in, H, W) are one grouped convolution, group i member i's channels.
+    Out: (B, P, out, H', W').
+    """
+    assert isinstance(module, nn.Conv2d)
+    if module.groups != 1 or module.padding_mode != "zeros":
+        raise NotImplementedError("Conv2d with groups or a padding mode other than zeros")
+    w, b = p["weight"], p.get("bias")
+    n, out = w.shape[0], w.shape[1]
+    if layout is Layout.FEATURES:
+        raise NotImplementedError("Conv2d after a Linear layer")
+    if layout is Layout.MEMBERS:  # (P, B, in, H, W) -> (B, P, in, H, W)
+        h, layout = h.transpose(0, 1), Layout.CHANNELS
+    groups = n if layout is Layout.CHANNELS else 1
+    x = h.flatten(1, 2) if layout is Layout.CHANNELS else h
+    bias = None if b is None else b.reshape(n * out)
+    pad, stride, dilation = module.padding, module.stride, module.dilation
+    y = F.conv2d(x, w.reshape(n * out, *w.shape[2:]), bias, stride, pad, dilation, groups)  # type: ignore[arg-type]
+    return y.view(y.shape[0], n, out, *y.shape[2:]), Layout.CHANNELS
+
+
+def _pool(module: nn.Module, p: dict[str, Tensor], h: Tensor, layout: Layout) -> tuple:
+    """Pooling acts on each channel of each member alike: on (B, P*C, H, W) at once."""
+    if layout is Layout.SHARED:
+        return module(h), layout
+    if layout is Layout.FEATURES:
+        raise NotImplementedError(f"{type(module).__name__} after a Linear layer")
+    lead = h.shape[:2]  # (B, P) or (P, B)
+    y = module(h.flatten(0, 1) if layout is Layout.MEMBERS else h.flatten(1, 2))
+    if layout is Layout.MEMBERS:
+        return y.view(*lead, *y.shape[1:]), layout
+    return y.view(*lead, h.shape[2], *y.shape[2:]), layout
+
+
+for _pool_cls in (nn.MaxPool2d, nn.AvgPool2d):
+    STACKED_LAYERS.add(_pool_cls.__name__, StackedLayer(_pool_cls, _pool))
+
+
 @stacked_layer(nn.Flatten)
 def _flatten(module: nn.Module, p: dict[str, Tensor], h: Tensor, layout: Layout) -> tuple:
     """Flatten the example's dimensions (start_dim=1, end_dim=-1 only)."""
@@ -96,6 +139,8 @@ def _flatten(module: nn.Module, p: dict[str, Tensor], h: Tensor, layout: Layout)
         return h.flatten(1), layout
     if layout is Layout.MEMBERS:
         return h.flatten(2), layout
+    if layout is Layout.CHANNELS:  # (B, P, C, H, W) -> (P, B, C*H*W)
+        return h.flatten(2).transpose(0, 1), Layout.MEMBERS
     return h, layout  # (P, F, B) is flat already
 
 
@@ -107,7 +152,8 @@ def _dropout(module: nn.Module, p: dict[str, Tensor], h: Tensor, layout: Layout)
         return h, layout
     if layout is Layout.SHARED:  # each member draws its own mask: the input becomes theirs
         h, layout = h.unsqueeze(0).expand(rate.shape[0], *h.shape), Layout.MEMBERS
-    r = rate.view(-1, *([1] * (h.ndim - 1)))
+    member_dim = 1 if layout is Layout.CHANNELS else 0
+    r = rate.view(*([1] * member_dim), -1, *([1] * (h.ndim - 1 - member_dim)))
     keep = torch.rand(h.shape, dtype=h.dtype, device=h.device) >= r
     return h * keep / (1 - r), layout
 
@@ -165,6 +211,8 @@ def stacked_forward(
         h, layout = STACKED_LAYERS[type(module).__name__].run(module, own, h, layout)
     if layout is Layout.FEATURES:
         return h.transpose(1, 2)
+    if layout is Layout.CHANNELS:
+        return h.transpose(0, 1)
     if layout is Layout.SHARED:  # no parameter touched the input: the same for all
         n = next(iter(tensors.values())).shape[0]
         return h.unsqueeze(0).expand(n, *h.shape)
