@@ -59,7 +59,9 @@ def test_bad_data_is_one_line_exit_2_nothing_written(tmp_path: Path, data: str, 
 
 def test_a_cifar_folder_that_is_not_there_is_refused_before_anything(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    result = runner.invoke(app, ["demo", "--data", f"cifar10:{tmp_path / 'none'}", "--out", str(out)])
+    result = runner.invoke(
+        app, ["demo", "--data", f"cifar10:{tmp_path / 'none'}", "--out", str(out)]
+    )
     assert result.exit_code == 2 and not out.exists(), result.output
 
 

@@ -247,7 +247,9 @@ def test_study_report_works_with_javascript_disabled(
 def test_demo_report_in_chromium(browser: Any, fast_demo: tuple[Path, int, str]) -> None:
     out, code, output = fast_demo
     assert code == 0, output
-    state = _check_report_in_browser(browser, out / "report.html", "report-demo.png", first="summary")
+    state = _check_report_in_browser(
+        browser, out / "report.html", "report-demo.png", first="summary"
+    )
     assert state["sections"] == ["summary", "gradcheck", "sanity", "search", "train", "ensemble"]
     for section in ("gradcheck", "sanity", "search", "ensemble"):
         assert browser.find_elements("css selector", f"#{section} table"), section

@@ -32,13 +32,13 @@ from babysit.report.html import write_report
 from babysit.splits import Batches
 from babysit.tasks import Task
 from babysit.training._population_members import plan_groups
-from babysit.training._population_stacked import supports
 from babysit.training._population_model import (
     RateDropout,
     build_models,
     bytes_per_member,
     stack,
 )
+from babysit.training._population_stacked import supports
 from babysit.training.checkpoint import list_checkpoints, load_checkpoint
 from babysit.training.population import train_population
 from babysit.training.run import train

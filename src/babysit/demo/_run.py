@@ -114,7 +114,14 @@ def run_demo(
             header(console, i, count, step.title)
         began = time.perf_counter()
         line = step.run(state)
-        steps.append({"name": step.name, "title": step.title, "seconds": time.perf_counter() - began, "line": line})
+        steps.append(
+            {
+                "name": step.name,
+                "title": step.title,
+                "seconds": time.perf_counter() - began,
+                "line": line,
+            }
+        )
         if console is not None:
             console.print(f"{step.title}: {line}", markup=False, highlight=False)
     # demo.json first (the page reads it), then the page, then demo.json with its time
@@ -126,7 +133,14 @@ def run_demo(
     from babysit.report.html import write_report
 
     report = write_report(out_dir)
-    steps.append({"name": "report", "title": "Report", "seconds": time.perf_counter() - began, "line": str(report)})
+    steps.append(
+        {
+            "name": "report",
+            "title": "Report",
+            "seconds": time.perf_counter() - began,
+            "line": str(report),
+        }
+    )
     seconds = time.perf_counter() - start
     summary.update(seconds=seconds, steps=steps)
     write_json_atomic(out_dir / DEMO_FILE, summary)

@@ -63,7 +63,11 @@ class Step:
 STEPS: Registry[Step] = Registry("demo step")
 
 
-def step(name: str, title: str) -> Callable[[Callable[[DemoState], str]], Step]:
+StepFn = Callable[[DemoState], str]
+
+
+def step(name: str, title: str) -> Callable[[StepFn], StepFn]:
+    """Register ``fn(state) -> line`` as the next step of the recipe."""
     return STEPS.register(name, wrap=lambda fn: Step(name, title, fn))
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from babysit._io import json_restore
+from babysit.report._ensemble_page import EnsemblePageData, load_ensemble
 from babysit.report._page import (
     PAGES,
     Html,
@@ -33,7 +34,6 @@ from babysit.report._page import (
 from babysit.report._run_data import RunData, load_run
 from babysit.report._run_page import gradcheck_parts, sanity_parts
 from babysit.report._study_data import StudyData, load_study
-from babysit.report._ensemble_page import EnsemblePageData, load_ensemble
 from babysit.report._study_ensemble import ENSEMBLE_FILE
 
 __all__ = ["DEMO", "DEMO_FILE", "DemoData", "is_demo_dir", "load_demo"]
@@ -135,7 +135,8 @@ def summary_section(data: DemoData) -> list[Part]:
         f"task {fmt(s.get('task'))}; total {fmt(s.get('seconds'))} s; the test split "
         f"({fmt(size)} examples) is used once, at the end, by the ensemble step."
     )
-    steps = s.get("steps") if isinstance(s.get("steps"), list) else []
+    listed = s.get("steps")
+    steps = listed if isinstance(listed, list) else []
     timing = [[fmt(r.get("title")), fmt(r.get("seconds")), fmt(r.get("line"))]
               for r in steps if isinstance(r, dict)]  # fmt: skip
     return [

@@ -108,7 +108,7 @@ def _conv2d(module: nn.Module, p: dict[str, Tensor], h: Tensor, layout: Layout) 
     x = h.flatten(1, 2) if layout is Layout.CHANNELS else h
     bias = None if b is None else b.reshape(n * out)
     pad, stride, dilation = module.padding, module.stride, module.dilation
-    y = F.conv2d(x, w.reshape(n * out, *w.shape[2:]), bias, stride, pad, dilation, groups)  # type: ignore[arg-type]
+    y = F.conv2d(x, w.reshape(n * out, *w.shape[2:]), bias, stride, pad, dilation, groups)
     return y.view(y.shape[0], n, out, *y.shape[2:]), Layout.CHANNELS
 
 
