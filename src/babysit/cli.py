@@ -1,14 +1,20 @@
 """The ``babysit`` command line: each command parses, calls one Python function, renders.
 
-Exit codes: 0 success, 1 a check failed or a run diverged, 2 bad input (one line on
-stderr naming the file, key and reason; nothing written). torch is imported only after
-the config has been validated, so bad input is answered fast.
+Exit codes (docs/reliability.md): 0 success; 1 a check failed or a run diverged; 2 bad
+input or a refusing environment (one line on stderr naming the file, key and reason;
+nothing half-written): a bad config, a damaged or locked run dir, a full disk, a file
+that cannot be read or written; 3 an internal error (one line; the traceback goes to a
+file, or to stderr with ``BABYSIT_DEBUG=1``); 130 interrupted. torch is imported only
+after the config has been validated, so bad input is answered fast.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -45,19 +51,52 @@ DeviceOpt = Annotated[
 ]
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     typer.echo(f"babysit: error: {message}", err=True)
     return typer.Exit(code)
 
 
+def _crash(exc: BaseException) -> typer.Exit:
+    """An exception nobody expected: one line and exit 3; the traceback to a file.
+
+    With ``BABYSIT_DEBUG=1`` the traceback is printed instead (to stderr).
+    """
+    text = "".join(traceback.format_exception(exc))
+    if os.environ.get("BABYSIT_DEBUG", "") not in ("", "0"):
+        typer.echo(text, err=True, nl=False)
+        where = "printed above"
+    else:
+        try:
+            fd, name = tempfile.mkstemp(prefix="babysit-traceback-", suffix=".txt")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            where = f"in {name}; BABYSIT_DEBUG=1 prints it"
+        except OSError as err:
+            where = f"not saved ({err.strerror}); BABYSIT_DEBUG=1 prints it"
+    lines = str(exc).strip().splitlines()
+    what = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    typer.echo(f"babysit: internal error: {what} (the traceback is {where})", err=True)
+    return typer.Exit(EXIT_INTERNAL)
+
+
 def _guard(fn: Callable[[], T]) -> T:
-    """Run ``fn``; bad input becomes one line on stderr and exit code 2."""
+    """Run ``fn``; bad input becomes one line on stderr and exit code 2, a crash exit 3."""
     try:
         return fn()
+    except (typer.Exit, typer.Abort, typer.TyperException):  # already answered
+        raise
     except BabysitError as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:
-        raise _fail("interrupted", 130) from None
+        raise _fail("interrupted", EXIT_INTERRUPTED) from None
+    except OSError as exc:  # the environment: a file that cannot be read or written
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        raise _fail(f"{where}{exc.strerror or exc}") from None
+    except Exception as exc:
+        raise _crash(exc) from None
 
 
 def _resolve_config(config: Path | None, task: str | None, sets: list[str] | None) -> Config:
@@ -115,11 +154,33 @@ def _failure(run: Run) -> str | None:
 
         records = read_metrics(run.dir / "metrics.jsonl")  # streamed: the event is near the end
         e = next(r for r in records if r["kind"] == "event" and r["what"] == "diverged")
+        if e.get("split") == "val":
+            return _val_failure(e)
         return (
             f"loss became {e['loss']} at step {e['step']} (lr {e['lr']:.3g}): run diverged; "
             "lower optim.lr (or add train.clip_grad)"
         )
     return None
+
+
+def _val_failure(e: dict[str, Any]) -> str:
+    """Why a run whose validation loss or metric became NaN/inf exits 1."""
+    after = f"after epoch {e.get('epoch')}"
+    batch = e.get("nonfinite_inputs_batch")
+    if batch is not None:
+        return (
+            f"the validation inputs hold NaN/inf (batch {batch} of the val split), so "
+            f"val_loss is {e.get('loss')} {after}: fix the validation data"
+        )
+    scores = [("val_loss", e.get("loss"))] + [(k, v) for k, v in e.items() if k.startswith("val_")]
+    key, value = next(((k, v) for k, v in scores if not _finite(v)), scores[0])
+    return (
+        f"{key} became {value} {after}: run diverged; lower optim.lr (or add train.clip_grad)"
+    )
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and abs(value) < float("inf")
 
 
 @app.command()
@@ -299,3 +360,8 @@ def main() -> None:
         app()
     except SystemExit as exc:
         sys.exit(exc.code)
+    except KeyboardInterrupt:
+        typer.echo("babysit: error: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # outside a command's guard (rendering a result): still one line
+        sys.exit(_crash(exc).exit_code)

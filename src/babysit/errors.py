@@ -8,6 +8,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "ReportError",
+    "RunDirError",
     "TaskError",
 ]
 
@@ -34,3 +35,7 @@ class CheckpointError(BabysitError, ValueError):
 
 class ReportError(BabysitError, ValueError):
     """A report cannot be built: the dir or one of its files is missing or malformed."""
+
+
+class RunDirError(BabysitError):
+    """A run dir is in use by another process, damaged, or cannot be written (e.g. disk full)."""

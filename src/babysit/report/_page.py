@@ -260,8 +260,13 @@ def render_page(page: str, data: object, out_dir: Path, *, title: str, subtitle:
     names = [image.name for image in images]
     if len(set(names)) != len(names):
         raise ValueError(f"report page {page!r}: two images share a name in {names}")
+    plots = out_dir / "plots"
+    if images and (plots.exists() or plots.is_symlink()) and not plots.is_dir():
+        raise ReportError(
+            f"{plots}: is not a directory, so the page's figures cannot be saved there; "
+            "move it away"
+        )
     if images:
-        plots = out_dir / "plots"
         plots.mkdir(exist_ok=True)
         for image in images:
             write_bytes_atomic(plots / f"{image.name}.png", image.png)
