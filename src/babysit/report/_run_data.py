@@ -31,7 +31,7 @@ from babysit.monitor import log
 from babysit.monitor.probes import PROBES, ProbeKind, ProbeSpec
 from babysit.report._page import ReportError
 from babysit.report._series import Downsampler, Hist, Keyed, Series, Thinned
-from babysit.report._untrusted import read_json, read_toml
+from babysit.report._untrusted import hist_arrays, read_json, read_toml
 
 __all__ = ["RunData", "json_number", "load_run"]
 
@@ -122,6 +122,19 @@ class _Reader:
         if len(self.bad_lines) < MAX_BAD_LINES_SHOWN:
             self.bad_lines.append(f"line {number}: {reason}")
 
+    def skipped(self) -> dict[str, str]:
+        """What of metrics.jsonl was left out, for the page (:attr:`RunData.skipped`)."""
+        out, more = {}, self.bad_line_count - len(self.bad_lines)
+        if self.bad_line_count:
+            lines = "; ".join(self.bad_lines + ([f"{more} more"] if more else []))
+            out["metrics.jsonl"] = f"{self.bad_line_count} line(s) left out ({lines})"
+        if self.bad_hists:
+            out["metrics.jsonl histograms"] = (
+                f"{self.bad_hists} histogram snapshot(s) with non-finite or unordered edges "
+                "(or counts that are not numbers >= 0) left out"
+            )
+        return out
+
     def _step(self, record: log.Record, *, clock: bool = True) -> float | None:
         """The record's step (None if it has none); its (step, epoch) pair sets the clock."""
         step = json_number(record.get("step"))
@@ -191,18 +204,12 @@ class _Reader:
             for layer, hist in values.items():
                 if not isinstance(hist, dict):
                     continue
-                try:
-                    edges = np.asarray(hist.get("edges", []), dtype=np.float64).reshape(-1)
-                    counts = np.asarray(hist.get("counts", []), dtype=np.float64).reshape(-1)
-                except (TypeError, ValueError):  # not lists of numbers
-                    edges = counts = np.zeros(0)
-                if counts.size == 0 or edges.size != counts.size + 1:
-                    continue  # no snapshot: nothing to draw
-                if not (np.isfinite(edges).all() and (np.diff(edges) > 0).all()) or not (
-                    np.isfinite(counts).all() and (counts >= 0).all()
-                ):
-                    self.bad_hists += 1  # NaN edges, unordered edges, negative counts
+                edges, counts = hist_arrays(hist)
+                if edges is None or counts is None:
+                    self.bad_hists += 1  # NaN / unordered edges, strings, negative counts
                     continue
+                if counts.size == 0:
+                    continue  # an empty snapshot: nothing to draw
                 if layer not in layers:
                     if len(layers) >= MAX_LAYERS:
                         self.dropped += 1
@@ -256,17 +263,7 @@ def load_run(run_dir: str | Path) -> RunData:
         reader.read(metrics)
     except OSError as exc:
         raise ReportError(f"{metrics}: cannot be read ({exc.strerror or exc})") from None
-    if reader.bad_line_count:
-        more = reader.bad_line_count - len(reader.bad_lines)
-        data.skipped["metrics.jsonl"] = (
-            f"{reader.bad_line_count} line(s) left out ({'; '.join(reader.bad_lines)}"
-            f"{f'; {more} more' if more else ''})"
-        )
-    if reader.bad_hists:
-        data.skipped["metrics.jsonl histograms"] = (
-            f"{reader.bad_hists} histogram snapshot(s) with non-finite or unordered edges "
-            "(or negative counts) left out"
-        )
+    data.skipped.update(reader.skipped())
     _finish(data, reader)
     return data
 

@@ -22,7 +22,14 @@ from PIL import Image as PILImage
 
 from babysit._io import MAX_JSON_BYTES, read_json_file
 
-__all__ = ["MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "read_image", "read_json", "read_toml"]
+__all__ = [
+    "MAX_IMAGE_BYTES",
+    "MAX_IMAGE_PIXELS",
+    "hist_arrays",
+    "read_image",
+    "read_json",
+    "read_toml",
+]
 
 MAX_IMAGE_PIXELS = 2048 * 2048  # the monitor's filter grids are a few hundred pixels a side
 MAX_IMAGE_BYTES = 32 * 2**20
@@ -68,6 +75,23 @@ def read_toml(path: Path, skipped: dict[str, str]) -> dict[str, Any] | None:
     return None
 
 
+def hist_arrays(hist: dict[str, Any]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(edges, counts) of a histogram snapshot; (None, None) when they cannot be drawn."""
+    try:
+        edges = np.asarray(hist.get("edges", []), dtype=np.float64).reshape(-1)
+        counts = np.asarray(hist.get("counts", []), dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):  # not lists of numbers
+        return None, None
+    ok = (
+        edges.size == counts.size + 1
+        and np.isfinite(edges).all()
+        and bool((np.diff(edges) > 0).all())
+        and np.isfinite(counts).all()
+        and bool((counts >= 0).all())
+    )
+    return (edges, counts) if ok else (None, None)
+
+
 def read_image(path: Path) -> np.ndarray:
     """Decode the image at ``path`` as matplotlib does, after checking its size.
 
@@ -79,10 +103,13 @@ def read_image(path: Path) -> np.ndarray:
         data = f.read(MAX_IMAGE_BYTES + 1)
     if len(data) > MAX_IMAGE_BYTES:
         raise ValueError(f"larger than {MAX_IMAGE_BYTES // 2**20} MiB")
-    with PILImage.open(io.BytesIO(data)) as image:  # reads the header only
-        width, height = image.size
+    try:
+        with PILImage.open(io.BytesIO(data)) as image:  # reads the header only
+            width, height = image.size
+    except PILImage.DecompressionBombError as exc:  # PIL's own cap, far above ours
+        raise ValueError(f"more pixels than the {MAX_IMAGE_PIXELS} a report decodes ({exc})")
     if width * height > MAX_IMAGE_PIXELS:
         raise ValueError(
-            f"{width} x {height} pixels, more than the {MAX_IMAGE_PIXELS} a report decodes"
+            f"{width} x {height} pixels: more pixels than the {MAX_IMAGE_PIXELS} a report decodes"
         )
     return np.asarray(imread(io.BytesIO(data)))

@@ -76,8 +76,9 @@ def resume(trainer: Trainer) -> None:
         )
     path = trainer.run_dir / "metrics.jsonl"
     if not path.is_file():
+        what = "not a file" if path.exists() else "missing"
         raise RunDirError(
-            f"{path}: missing, so the log of epochs 1-{trainer.epoch} is lost; put it back to "
+            f"{path}: {what}, so the log of epochs 1-{trainer.epoch} is lost; put it back to "
             "resume, or start a new run"
         )
 

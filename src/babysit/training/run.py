@@ -32,6 +32,7 @@ from babysit.training.rundir import (
     LOCK_FILE,
     check_new_run_dir,
     check_resume_dir,
+    check_unlocked,
     clear_remains,
     default_run_dir,
     holds_remains,
@@ -91,6 +92,7 @@ def train(
         if out is None:
             raise ConfigError("--resume needs --out DIR, the run directory to continue")
         run_dir = Path(out)
+        check_unlocked(run_dir)
         given = None
         if config is not None:
             given = load_config(config, overrides)
@@ -100,6 +102,7 @@ def train(
     else:
         cfg = load_config(config, overrides)
         run_dir = Path(out) if out is not None else default_run_dir(cfg)
+        check_unlocked(run_dir)
         if not holds_remains(run_dir):  # the remains of a run that never checkpointed: redo
             check_new_run_dir(run_dir)
     if device is not None:
@@ -143,17 +146,19 @@ def _train_locked(
             )
         raise RunDirError(f"--out {run_dir}: another run was written here meanwhile")
     try:
+        if fresh:  # first: a run killed from here on can be resumed (from epoch 0)
+            write_text_atomic(run_dir / "config.toml", cfg.to_toml())
         trainer = Trainer(cfg, task, run_dir, device=dev, quiet=quiet, callbacks=callbacks)
         if not fresh:
             lifecycle.resume(trainer)
+            write_text_atomic(run_dir / "config.toml", cfg.to_toml())  # epochs may grow
         elif resume:  # no checkpoint to continue: the run starts over, as it was configured
             trainer.log_event("resumed", epoch=0, checkpoint=None)
-        write_text_atomic(run_dir / "config.toml", cfg.to_toml())  # resume may extend epochs
     except BaseException:
         if made:  # bad input found while setting up: leave nothing half-written
             remove_made(made)
-        elif fresh:
-            (run_dir / LOCK_FILE).unlink(missing_ok=True)
+        elif fresh and not resume:
+            (run_dir / "config.toml").unlink(missing_ok=True)
         raise
     failed = lifecycle.before_training(trainer) if fresh else None
     if failed is not None:

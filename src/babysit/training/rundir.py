@@ -29,6 +29,7 @@ __all__ = [
     "LOCK_FILE",
     "check_new_run_dir",
     "check_resume_dir",
+    "check_unlocked",
     "clear_remains",
     "default_run_dir",
     "holds_remains",
@@ -126,6 +127,11 @@ def check_resume_dir(out: Path, config: Config | None) -> Config:
     if not out.is_dir():
         raise ConfigError(f"--resume: {out} is not a run directory")
     saved_path = out / "config.toml"
+    if not saved_path.is_file() and all(p.name == LOCK_FILE for p in out.iterdir()):
+        raise ConfigError(
+            f"--resume: {out} holds no config.toml: its run was stopped before it began; "
+            f"start it again with babysit train CONFIG --out {out}"
+        )
     if not saved_path.is_file():
         raise ConfigError(f"--resume: {out} has no config.toml, so it is not a babysit run")
     saved = load_config(saved_path)
@@ -172,34 +178,85 @@ def sweep_run_dir(out: Path) -> list[Path]:
 
 @contextmanager
 def lock_run_dir(out: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``out`` (``out/.lock`` holds the holder's PID) while inside.
+    """Hold an exclusive lock on ``out`` while inside; ``out/.lock`` names the holder's PID.
 
     Another process holding it: :class:`RunDirError` naming its PID. The kernel releases
-    the lock when this process ends, so a killed run never leaves a stale lock behind.
+    the lock when this process ends, so a killed run never leaves a stale lock behind; a
+    clean exit also removes the file (a lock taken on a file since unlinked is retaken).
     """
     if sys.platform == "win32":  # no flock: one process at a time is up to the user
         yield
         return
     path = out / LOCK_FILE
+    fd = _take_lock(out, path)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise RunDirError(f"{path}: cannot open the run's lock file ({exc.strerror})") from None
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before closing: a waiter then retakes a new file
+        os.close(fd)  # releases the lock
+
+
+def check_unlocked(out: Path) -> None:
+    """RunDirError naming the PID when a live process holds ``out``'s lock; changes nothing.
+
+    Asked first, so that a second ``train`` says who is training there rather than that the
+    dir is not empty.
+    """
+    if sys.platform == "win32":
+        return
+    path = out / LOCK_FILE
     try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # no lock file (nobody holds it), or none we can read
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _held(out, fd) from None
+    finally:
+        os.close(fd)
+
+
+def _held(out: Path, fd: int) -> RunDirError:
+    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    pid = f"PID {holder}" if holder.isdigit() else "PID unknown"
+    return RunDirError(
+        f"{out}: another babysit process ({pid}) is training in this run directory "
+        f"(it holds {LOCK_FILE}); wait for it to end or choose another --out"
+    )
+
+
+def _take_lock(out: Path, path: Path) -> int:
+    """An fd of ``path`` locked with LOCK_EX, the file holding this PID; else RunDirError.
+
+    A lock held with no PID written is a moment's probe (:func:`check_unlocked`) or a
+    holder about to write its PID: tried again a few times before giving up.
+    """
+    tries = 0
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise RunDirError(f"{path}: cannot open the run's lock file ({exc.strerror})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 32).decode("ascii", "replace").strip()
-            pid = f"PID {holder}" if holder.isdigit() else "PID unknown"
-            raise RunDirError(
-                f"{out}: another babysit process ({pid}) is training in this run directory "
-                f"(it holds {LOCK_FILE}); wait for it to end or choose another --out"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+            error = _held(out, fd)
+            os.close(fd)
+            tries += 1
+            if "PID unknown" in str(error) and tries < 50:
+                time.sleep(0.01)
+                continue
+            raise error from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+            return fd
+        os.close(fd)  # the holder removed that file as we locked it: lock the new one
 
 
 def _mount_point(path: str | os.PathLike[str]) -> str:
