@@ -132,7 +132,7 @@ def sweep_stale_temps(directory: str | os.PathLike[str]) -> list[Path]:
     A writer killed mid-write (SIGKILL, power loss) leaves ``.<name>.<pid>-<random>.tmp``;
     a live writer's temp file (another process's, or this one's) is left alone.
     """
-    removed = []
+    removed: list[Path] = []
     d = Path(directory)
     if not d.is_dir():
         return removed

@@ -174,9 +174,7 @@ def _val_failure(e: dict[str, Any]) -> str:
         )
     scores = [("val_loss", e.get("loss"))] + [(k, v) for k, v in e.items() if k.startswith("val_")]
     key, value = next(((k, v) for k, v in scores if not _finite(v)), scores[0])
-    return (
-        f"{key} became {value} {after}: run diverged; lower optim.lr (or add train.clip_grad)"
-    )
+    return f"{key} became {value} {after}: run diverged; lower optim.lr (or add train.clip_grad)"
 
 
 def _finite(value: Any) -> bool:

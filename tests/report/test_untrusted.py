@@ -71,6 +71,11 @@ def _write(name: str, data: bytes) -> Callable[[Path], None]:
     return lambda run: (run / name).write_bytes(data) and None
 
 
+def _replace_by_dir(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
 def _hist_record(edges: list[object], counts: list[object]) -> bytes:
     values = {"fc1.relu": {"edges": edges, "counts": counts}}
     record = {"kind": "probe", "step": 28, "epoch": 1.0, "name": "act_hist", "values": values}
@@ -110,15 +115,12 @@ BROKEN = [
      "GradcheckReport.to_dict()"),
     ("sanity.json not UTF-8", _write("sanity.json", b'{"passed": "\xfe"}'), "sanity.json",
      "not valid UTF-8"),
-    ("findings.json a directory", lambda run: ((run / "findings.json").unlink(),
-                                               (run / "findings.json").mkdir()) and None,
+    ("findings.json a directory", lambda run: _replace_by_dir(run / "findings.json"),
      "findings.json", "cannot be read"),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("label", "damage", "name", "reason"), BROKEN, ids=[b[0] for b in BROKEN]
-)
+@pytest.mark.parametrize(("label", "damage", "name", "reason"), BROKEN, ids=[b[0] for b in BROKEN])
 def test_a_broken_line_or_file_is_left_out_and_the_page_says_so(
     run_copy: Callable[[], Path],
     label: str,
@@ -181,8 +183,8 @@ def _small_run_with_filters(make_run: Callable[..., Path], run: Path, bomb: byte
     with open(run / "metrics.jsonl", "a") as f:
         for step, name in ((10, "good"), (20, "bomb")):
             values = {"path": f"filters/{name}.png"}
-            f.write(json.dumps({"kind": "probe", "step": step, "name": "filters", "values": values}))
-            f.write("\n")
+            record = {"kind": "probe", "step": step, "name": "filters", "values": values}
+            f.write(json.dumps(record) + "\n")
     return run
 
 
@@ -231,8 +233,10 @@ def test_plots_being_a_file_or_a_link_is_one_line_and_nothing_is_written(
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "plots: is not a directory" in lines[0], lines
     assert not (run / "report.html").exists()
-    assert (run / "plots").read_text() == "mine" if kind == "file" else not any(
-        (tmp_path / "elsewhere").iterdir()
+    assert (
+        (run / "plots").read_text() == "mine"
+        if kind == "file"
+        else not any((tmp_path / "elsewhere").iterdir())
     )
 
 

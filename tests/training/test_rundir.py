@@ -26,8 +26,8 @@ from babysit.config import Config
 from babysit.monitor.log import read_metrics
 from babysit.training.callbacks import Callback
 from babysit.training.checkpoint import list_checkpoints, load_checkpoint
-from babysit.training.rundir import LOCK_FILE, lock_run_dir
 from babysit.training.run import train
+from babysit.training.rundir import LOCK_FILE, lock_run_dir
 
 runner = CliRunner()
 GATED_TASK = Path(__file__).parent / "gated_task.py"

@@ -22,8 +22,8 @@ import torch
 from babysit.config import load_config
 from babysit.monitor.log import read_metrics
 from babysit.training.checkpoint import list_checkpoints, load_checkpoint
-from babysit.training.rundir import LOCK_FILE
 from babysit.training.run import train
+from babysit.training.rundir import LOCK_FILE
 
 SLOW_TASK = Path(__file__).parents[1] / "tuning" / "slow_task.py"
 KILLS = 6

@@ -18,7 +18,6 @@ it). Only a run dir without a readable metrics.jsonl is a :class:`ReportError`.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field

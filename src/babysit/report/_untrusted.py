@@ -107,7 +107,9 @@ def read_image(path: Path) -> np.ndarray:
         with PILImage.open(io.BytesIO(data)) as image:  # reads the header only
             width, height = image.size
     except PILImage.DecompressionBombError as exc:  # PIL's own cap, far above ours
-        raise ValueError(f"more pixels than the {MAX_IMAGE_PIXELS} a report decodes ({exc})")
+        raise ValueError(
+            f"more pixels than the {MAX_IMAGE_PIXELS} a report decodes ({exc})"
+        ) from None
     if width * height > MAX_IMAGE_PIXELS:
         raise ValueError(
             f"{width} x {height} pixels: more pixels than the {MAX_IMAGE_PIXELS} a report decodes"

@@ -26,8 +26,8 @@ from babysit.monitor.log import read_metrics
 from babysit.tasks import Task, task_for
 from babysit.training import lifecycle
 from babysit.training.callbacks import Callback
-from babysit.training.evaluate import SCORES
 from babysit.training.checkpoint import list_checkpoints
+from babysit.training.evaluate import SCORES
 from babysit.training.rundir import (
     LOCK_FILE,
     check_new_run_dir,

@@ -160,7 +160,7 @@ def make_run_dir(out: Path) -> list[Path]:
 
 
 def remove_made(made: list[Path]) -> None:
-    """Undo :func:`make_run_dir`: the run dir with what is in it, then each parent made, if empty."""
+    """Undo :func:`make_run_dir`: the run dir and what is in it, then each parent it made."""
     if not made:
         return
     shutil.rmtree(made[-1], ignore_errors=True)
