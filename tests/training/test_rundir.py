@@ -169,14 +169,16 @@ def _wait_for(proc: subprocess.Popen[str], ready: Callable[[], bool]) -> None:
 
 @pytest.mark.slow
 def test_two_real_processes_on_one_run_dir_and_a_sigkill_leaves_no_stale_lock(
-    tmp_path: Path,
+    tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     config, gate = _gated_config(tmp_path)
     out = tmp_path / "run"
     first = _babysit("train", str(config), "--out", str(out), "--quiet")
+    request.addfinalizer(first.kill)  # never left waiting at its gate, whatever fails
+    _wait_for(first, gate.with_suffix(".waiting").exists)  # held at its first step
     lock = out / LOCK_FILE
-    _wait_for(first, lambda: lock.is_file() and lock.read_text().strip().isdigit())
-    for args in ([str(config)], ["--resume"]):  # the first is held at its first step
+    assert lock.read_text().strip() == str(first.pid)
+    for args in ([str(config)], ["--resume"]):
         second = _babysit("train", *args, "--out", str(out), "--quiet")
         _, err = second.communicate()
         assert second.returncode == 2, err
