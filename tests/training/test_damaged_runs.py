@@ -166,9 +166,7 @@ def test_resume_with_an_unreadable_file_or_a_read_only_dir_exits_2(
     assert code == 2 and len(lines) == 1 and lines[0].startswith("babysit: error:"), lines
 
 
-def _failing_fsync(
-    monkeypatch: pytest.MonkeyPatch, needle: str, code: int
-) -> Callable[[], list[str]]:
+def _failing_fsync(monkeypatch: pytest.MonkeyPatch, needle: str, code: int) -> list[str]:
     """os.fsync raises OSError(code) for files whose name holds ``needle`` (a full disk)."""
     real, failed = os.fsync, []
 
@@ -180,24 +178,51 @@ def _failing_fsync(
         real(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    return lambda: failed
+    return failed
 
 
-# defect 10: (the file whose write fails, errno, the last good checkpoint's epoch)
+class _FullFile:
+    """A text file whose writes fail with ENOSPC (what a full disk does to an append)."""
+
+    def __init__(self, f: Any, failed: list[str]) -> None:
+        self.f, self.failed = f, failed
+
+    def write(self, text: str) -> int:
+        self.failed.append(self.f.name)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.f, name)
+
+
+def _failing_metrics(monkeypatch: pytest.MonkeyPatch, needle: str, code: int) -> list[str]:
+    """metrics.jsonl's appends fail: the writer's open() hands out a full file."""
+    failed: list[str] = []
+
+    def full_open(*args: Any, **kwargs: Any) -> _FullFile:
+        return _FullFile(open(*args, **kwargs), failed)  # noqa: SIM115 - closed by the writer
+
+    monkeypatch.setattr("babysit.monitor.log.open", full_open, raising=False)
+    return failed
+
+
+# defect 10: (how the disk fills, the file whose write fails, errno, last good epoch)
 DISK_FULL = [
-    ("epoch=002", errno.ENOSPC, 1),
-    ("epoch=002", errno.EDQUOT, 1),
-    ("epoch=001", errno.ENOSPC, None),
-    ("findings.json", errno.ENOSPC, 2),
+    (_failing_fsync, "epoch=002", errno.ENOSPC, 1),
+    (_failing_fsync, "epoch=002", errno.EDQUOT, 1),
+    (_failing_fsync, "epoch=001", errno.ENOSPC, None),
+    (_failing_fsync, "findings.json", errno.ENOSPC, 2),
+    (_failing_metrics, "metrics.jsonl", errno.ENOSPC, None),
 ]
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name an fd")
-@pytest.mark.parametrize(("needle", "code", "last"), DISK_FULL)
+@pytest.mark.parametrize(("inject", "needle", "code", "last"), DISK_FULL)
 def test_a_full_disk_is_one_line_naming_the_device_file_and_last_good_checkpoint(
     tmp_path: Path,
     tiny_config: dict,
     monkeypatch: pytest.MonkeyPatch,
+    inject: Callable[[pytest.MonkeyPatch, str, int], list[str]],
     needle: str,
     code: int,
     last: int | None,
@@ -207,10 +232,10 @@ def test_a_full_disk_is_one_line_naming_the_device_file_and_last_good_checkpoint
     config = tmp_path / "c.toml"
     config.write_text(Config.from_dict(cfg).to_toml())
     out = tmp_path / "run"
-    failed = _failing_fsync(monkeypatch, needle, code)
+    failed = inject(monkeypatch, needle, code)
     exit_code, lines = _cli("train", str(config), "--out", str(out), "--quiet")
     monkeypatch.undo()
-    assert failed(), "the fault was never injected"
+    assert failed, "the fault was never injected"
     assert exit_code == 2, lines
     line = lines[-1]
     assert line.startswith("babysit: error: no space left on device /") and needle in line

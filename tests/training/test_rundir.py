@@ -102,19 +102,29 @@ def test_a_run_that_never_checkpointed_can_be_trained_again_or_resumed(
     assert not (out / LOCK_FILE).exists()
 
 
-def test_a_dir_with_user_files_and_no_checkpoint_is_still_refused(
-    tmp_path: Path, tiny_config: dict
+@pytest.mark.parametrize(
+    ("kept", "resume_says"),
+    [("a user's file", "notes.txt"), ("a run that diverged in epoch 1", "ended before")],
+)
+def test_a_dir_that_is_more_than_remains_is_still_refused(
+    tmp_path: Path, tiny_config: dict, kept: str, resume_says: str
 ) -> None:
     out = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_config, out=out, quiet=True, callbacks=[_Raise(2, KeyboardInterrupt)])
-    (out / "notes.txt").write_text("mine")
-    config = _write_config(tmp_path / "c.toml", tiny_config)
+    cfg = copy.deepcopy(tiny_config)
+    if kept == "a user's file":
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, out=out, quiet=True, callbacks=[_Raise(2, KeyboardInterrupt)])
+        (out / "notes.txt").write_text("mine")
+    else:
+        cfg["optim"] = {"rule": "sgd", "lr": 1e6}
+        assert train(cfg, out=out, quiet=True).diverged  # a result: findings.json says so
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    config = _write_config(tmp_path / "c.toml", cfg)
     code, lines = _cli("train", str(config), "--out", str(out), "--quiet")
     assert code == 2 and "not empty" in _one_error_line(lines)
     code, lines = _cli("train", "--resume", "--out", str(out), "--quiet")
-    assert code == 2 and "notes.txt" in _one_error_line(lines)
-    assert (out / "notes.txt").read_text() == "mine"
+    assert code == 2 and resume_says in _one_error_line(lines)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 # defect 3: a second process on a locked run dir; (command, how the dir was prepared)

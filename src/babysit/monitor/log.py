@@ -182,11 +182,16 @@ class MetricsWriter:
 
     def flush(self) -> None:
         if self._buffer:
-            if self._file is None:
-                self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - see close()
-            self._file.write("\n".join(self._buffer) + "\n")
-            self._buffer.clear()
-            self._file.flush()
+            try:
+                if self._file is None:
+                    self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - close()
+                self._file.write("\n".join(self._buffer) + "\n")
+                self._buffer.clear()
+                self._file.flush()
+            except OSError as exc:  # a full disk: the error names the file
+                if exc.filename is None:
+                    exc.filename = str(self.path)
+                raise
         self._last_flush = time.monotonic()
 
     def close(self) -> None:

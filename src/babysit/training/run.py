@@ -138,11 +138,16 @@ def _train_locked(
     if fresh and holds_remains(run_dir):
         clear_remains(run_dir)  # under the lock: no one else is writing them
     elif fresh and (extra := sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE)):
+        if resume and "findings.json" in extra:
+            raise RunDirError(
+                f"--resume: {run_dir} holds a run that ended before its first checkpoint "
+                "(findings.json says why): nothing to continue; train with another --out"
+            )
         if resume:
             raise RunDirError(
                 f"--resume: {run_dir} holds no checkpoint to continue from, and "
-                f"{', '.join(extra[:5])} that a run does not write: move them away to start "
-                "the run over"
+                f"{', '.join(extra[:5])} that a run does not write before it ends: move "
+                "them away to start the run over"
             )
         raise RunDirError(f"--out {run_dir}: another run was written here meanwhile")
     try:

@@ -41,15 +41,13 @@ __all__ = [
 ]
 
 LOCK_FILE = ".lock"
-# what a run writes before (or without) its first checkpoint; anything else is the user's
+# what a run writes before its first checkpoint; a run that ended (diverged, or a check
+# failed) also wrote findings.json: its dir is a result, kept. Anything else is the user's.
 _RUN_FILES = {
     "config.toml",
     "metrics.jsonl",
-    "findings.json",
     "sanity.json",
     "gradcheck.json",
-    "report.html",
-    "plots",
     "filters",
     "checkpoints",
     LOCK_FILE,
@@ -97,9 +95,9 @@ def check_new_run_dir(out: Path) -> None:
 def holds_remains(out: Path) -> bool:
     """Whether ``out`` holds only what a run that never wrote a checkpoint leaves behind.
 
-    Its config.toml, and nothing but the files a run writes (metrics.jsonl, the checks'
-    JSONs, filters/, an empty checkpoints/, temp files): a run killed (or whose user code
-    failed) before its first epoch ended. Training there again starts the run over.
+    Its config.toml, and nothing but the files a run writes before it ends (metrics.jsonl,
+    the checks' JSONs, filters/, an empty checkpoints/, temp files): a run killed (or whose
+    user code failed) before its first epoch ended. Training there again starts it over.
     """
     if not (out / "config.toml").is_file() or list_checkpoints(out / "checkpoints"):
         return False
