@@ -200,7 +200,7 @@ def _failing_metrics(monkeypatch: pytest.MonkeyPatch, needle: str, code: int) ->
     failed: list[str] = []
 
     def full_open(*args: Any, **kwargs: Any) -> _FullFile:
-        return _FullFile(open(*args, **kwargs), failed)  # noqa: SIM115 - closed by the writer
+        return _FullFile(open(*args, **kwargs), failed)
 
     monkeypatch.setattr("babysit.monitor.log.open", full_open, raising=False)
     return failed
