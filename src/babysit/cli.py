@@ -11,16 +11,14 @@ after the config has been validated, so bad input is answered fast.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from babysit._crash import EXIT_INTERNAL, crash_line
 from babysit._render import print_report
 from babysit.config import Config, load_config
 from babysit.errors import BabysitError, ConfigError
@@ -51,7 +49,7 @@ DeviceOpt = Annotated[
 ]
 
 
-EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 3, 130
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130  # EXIT_INTERNAL: 3
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
@@ -60,25 +58,8 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
 
 
 def _crash(exc: BaseException) -> typer.Exit:
-    """An exception nobody expected: one line and exit 3; the traceback to a file.
-
-    With ``BABYSIT_DEBUG=1`` the traceback is printed instead (to stderr).
-    """
-    text = "".join(traceback.format_exception(exc))
-    if os.environ.get("BABYSIT_DEBUG", "") not in ("", "0"):
-        typer.echo(text, err=True, nl=False)
-        where = "printed above"
-    else:
-        try:
-            fd, name = tempfile.mkstemp(prefix="babysit-traceback-", suffix=".txt")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            where = f"in {name}; BABYSIT_DEBUG=1 prints it"
-        except OSError as err:
-            where = f"not saved ({err.strerror}); BABYSIT_DEBUG=1 prints it"
-    lines = str(exc).strip().splitlines()
-    what = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-    typer.echo(f"babysit: internal error: {what} (the traceback is {where})", err=True)
+    """An exception nobody expected: one line and exit 3; the traceback to a file."""
+    typer.echo(f"babysit: {crash_line(exc)}", err=True)
     return typer.Exit(EXIT_INTERNAL)
 
 
