@@ -235,7 +235,10 @@ def _take_lock(out: Path, path: Path) -> int:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise RunDirError(f"{path}: cannot open the run's lock file ({exc.strerror})") from None
+            raise RunDirError(
+                f"{out}: cannot write in the run directory ({exc.strerror}): a run writes its "
+                f"lock file ({LOCK_FILE}), log and checkpoints there"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
