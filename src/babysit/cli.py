@@ -1,13 +1,17 @@
 """The ``babysit`` command line: each command parses, calls one Python function, renders.
 
-Exit codes: 0 success, 1 a check failed or a run diverged, 2 bad input (one line on
-stderr naming the file, key and reason; nothing written). torch is imported only after
-the config has been validated, so bad input is answered fast.
+Exit codes (docs/reliability.md): 0 success; 1 a check failed or a run diverged; 2 bad
+input or a refusing environment (one line on stderr naming the file, key and reason;
+nothing half-written): a bad config, a damaged or locked run dir, a full disk, a file
+that cannot be read or written; 3 an internal error (one line; the traceback goes to a
+file, or to stderr with ``BABYSIT_DEBUG=1``); 130 interrupted. torch is imported only
+after the config has been validated, so bad input is answered fast.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from babysit._cli_lines import OneLineGroup, bad_input_line
+from babysit._crash import EXIT_INTERNAL, crash_line, debugging
 from babysit._render import print_report
 from babysit.config import Config, load_config
 from babysit.errors import ConfigError
@@ -32,7 +37,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     cls=OneLineGroup,
 )
-_DEBUG = {"on": False}  # babysit --debug: an error's traceback too
 
 
 @app.callback()
@@ -42,7 +46,8 @@ def _options(
     ] = False,
 ) -> None:
     """Check the gradients, sanity-check the model, babysit the training of a PyTorch model."""
-    _DEBUG["on"] = debug
+    if debug:  # the one switch: babysit/_crash.py's debugging()
+        os.environ["BABYSIT_DEBUG"] = "1"
 
 
 T = TypeVar("T")
@@ -60,30 +65,42 @@ DeviceOpt = Annotated[
 ]
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130  # EXIT_INTERNAL: 3
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     one_line = " ".join(message.splitlines())  # a path or a user's message may hold newlines
     typer.echo(f"babysit: error: {one_line}", err=True)
     return typer.Exit(code)
 
 
+def _crash(exc: BaseException) -> typer.Exit:
+    """An exception nobody expected: one line and exit 3; the traceback to a file."""
+    typer.echo(f"babysit: {crash_line(exc)}", err=True)
+    return typer.Exit(EXIT_INTERNAL)
+
+
 def _guard(fn: Callable[[], T]) -> T:
-    """Run ``fn``; bad input becomes one line on stderr and exit code 2.
+    """Run ``fn``; bad input becomes one line on stderr and exit code 2, a crash exit 3.
 
     Bad input includes the user's own code failing (a task, its model, its loss: the line
-    says where; ``--debug`` adds the traceback) and an allocation too large for this
-    machine (the line says how much was asked). Anything else propagates.
+    says where; ``--debug`` adds the traceback), an allocation too large for this machine
+    (the line says how much was asked) and a file that cannot be read or written.
     """
     try:
         return fn()
-    except typer.Exit:
+    except (typer.Exit, typer.Abort, typer.TyperException):  # already answered
         raise
     except KeyboardInterrupt:
-        raise _fail("interrupted", 130) from None
+        raise _fail("interrupted", EXIT_INTERRUPTED) from None
     except Exception as exc:
-        line = bad_input_line(exc, debug=_DEBUG["on"])
-        if line is None:
-            raise
-        raise _fail(line) from None
+        line = bad_input_line(exc, debug=debugging())
+        if line is not None:
+            raise _fail(line) from None
+        if isinstance(exc, OSError):  # the environment: a file that cannot be read or written
+            where = f"{exc.filename}: " if exc.filename is not None else ""
+            raise _fail(f"{where}{exc.strerror or exc}") from None
+        raise _crash(exc) from None
 
 
 def _resolve_config(config: Path | None, task: str | None, sets: list[str] | None) -> Config:
@@ -141,6 +158,8 @@ def _failure(run: Run) -> str | None:
 
         records = read_metrics(run.dir / "metrics.jsonl")  # streamed: the event is near the end
         e = next(r for r in records if r["kind"] == "event" and r["what"] == "diverged")
+        if e.get("split") == "val":
+            return _val_failure(e)
         if e.get("inputs"):  # the data is at fault, not the lr
             which = "NaN" if e["inputs"] == "NaN" else "inf"
             return (
@@ -153,6 +172,24 @@ def _failure(run: Run) -> str | None:
             "lower optim.lr (or add train.clip_grad)"
         )
     return None
+
+
+def _val_failure(e: dict[str, Any]) -> str:
+    """Why a run whose validation loss or metric became NaN/inf exits 1."""
+    after = f"after epoch {e.get('epoch')}"
+    batch = e.get("nonfinite_inputs_batch")
+    if batch is not None:
+        return (
+            f"the validation inputs hold NaN/inf (batch {batch} of the val split), so "
+            f"val_loss is {e.get('loss')} {after}: fix the validation data"
+        )
+    scores = [("val_loss", e.get("loss"))] + [(k, v) for k, v in e.items() if k.startswith("val_")]
+    key, value = next(((k, v) for k, v in scores if not _finite(v)), scores[0])
+    return f"{key} became {value} {after}: run diverged; lower optim.lr (or add train.clip_grad)"
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and abs(value) < float("inf")
 
 
 @app.command()
@@ -433,3 +470,8 @@ def main() -> None:
         app()
     except SystemExit as exc:
         sys.exit(exc.code)
+    except KeyboardInterrupt:
+        typer.echo("babysit: error: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # outside a command's guard (rendering a result): still one line
+        sys.exit(_crash(exc).exit_code)

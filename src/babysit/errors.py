@@ -8,6 +8,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "ReportError",
+    "RunDirError",
     "TaskError",
     "UserCodeError",
 ]
@@ -47,3 +48,7 @@ class UserCodeError(TaskError):
     def __init__(self, message: str, traceback: str = "") -> None:
         super().__init__(message)
         self.traceback = traceback
+
+
+class RunDirError(BabysitError):
+    """A run dir is in use by another process, damaged, or cannot be written (e.g. disk full)."""

@@ -6,8 +6,11 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from babysit.monitor.log import (
     BATCH_VALUES,
+    MAX_LINE_BYTES,
     MetricsWriter,
     batch_record,
     epoch_record,
@@ -59,3 +62,36 @@ def test_record_constructors_write_the_documented_fields_in_order() -> None:
     event = event_record(5, "checkpoint", path="epoch=001.pt")
     assert event == {"kind": "event", "step": 5, "what": "checkpoint", "path": "epoch=001.pt"}
     assert dict(measurements(batch)) == {k: v for k, v in batch.items() if k in BATCH_VALUES}
+
+
+# issue 13, defects 5 and 7: a line that is no record; (bytes, reason handed to on_bad)
+BAD_LINES = [
+    (b'{"kind": "batch", "step": 2, "x": "\xff"}\n', "not valid UTF-8"),
+    (b"[1, 2]\n", "a JSON array, not an object"),
+    (b'"text"\n', "a JSON string, not an object"),
+    (b"null\n", "a JSON null, not an object"),
+    (b"{oops\n", "not valid JSON"),
+    (b"[" * 100_000 + b"]" * 100_000 + b"\n", "nested deeper than 64 levels"),
+    (b'{"kind": "event", "s": "' + b"x" * (MAX_LINE_BYTES + 10) + b'"}\n', "longer than 8 MiB"),
+]
+
+
+@pytest.mark.parametrize(("line", "reason"), BAD_LINES, ids=[r for _, r in BAD_LINES])
+def test_a_line_that_is_no_record_is_skipped_and_reported(
+    tmp_path: Path, line: bytes, reason: str
+) -> None:
+    path = tmp_path / "metrics.jsonl"
+    good = b'{"kind": "batch", "step": 1, "loss": 1.0}\n'
+    path.write_bytes(good + line + good.replace(b"1,", b"3,"))
+    bad: list[tuple[int, str]] = []
+    records = list(read_metrics(path, on_bad=lambda n, why: bad.append((n, why))))
+    assert [r["step"] for r in records] == [1, 3]
+    assert len(bad) == 1 and bad[0][0] == 2 and reason in bad[0][1], bad
+
+
+def test_a_torn_last_line_is_skipped_without_a_word(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"kind": "batch", "step": 1, "loss": 1.0}\n{"kind": "batch", "st')
+    bad: list[tuple[int, str]] = []
+    assert [r["step"] for r in read_metrics(path, on_bad=lambda *a: bad.append(a))] == [1]
+    assert bad == []  # a live (or killed) run's partly written line is no damage

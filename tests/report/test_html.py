@@ -247,10 +247,6 @@ def _tiny_figure() -> object:
     [
         (lambda d: _replace_by_file(d), "not a directory"),
         (lambda d: None, "no metrics.jsonl"),
-        (lambda d: _write(d, "findings.json", "[{oops"), "not valid JSON"),
-        (lambda d: _write(d, "findings.json", '{"code": 1}'), "expected a list"),
-        (lambda d: _write(d, "config.toml", "[optim\nlr = "), "not valid TOML"),
-        (lambda d: _write(d, "gradcheck.json", "[]"), "GradcheckReport.to_dict()"),
     ],
 )
 def test_bad_run_dir_raises_one_line_and_writes_nothing(
@@ -274,10 +270,6 @@ def _replace_by_file(run: Path) -> None:
     (run / "metrics.jsonl").unlink()
     run.rmdir()
     run.write_text('{"kind": "batch", "step": 1, "loss": 1.0}\n')
-
-
-def _write(run: Path, name: str, text: str) -> None:
-    (run / name).write_text(text, encoding="utf-8")
 
 
 def test_report_is_replaced_atomically(run_copy: Callable[[], Path]) -> None:

@@ -19,11 +19,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, Protocol, Required, TextIO, TypedDict, cast
+from typing import IO, Any, Literal, Protocol, Required, TextIO, TypedDict, cast
 
-from babysit._io import atomic_open, json_restore, json_safe
+from babysit._io import atomic_open, json_safe, loads_json
 
 __all__ = [
     "AVERAGE_KINDS",
@@ -31,6 +31,7 @@ __all__ = [
     "BATCH_VALUES",
     "EPOCH",
     "EVENT",
+    "MAX_LINE_BYTES",
     "PROBE",
     "BatchRecord",
     "EpochRecord",
@@ -50,6 +51,7 @@ __all__ = [
 
 BATCH, EPOCH, PROBE, EVENT = "batch", "epoch", "probe", "event"  # the record kinds
 AVERAGE_KINDS = ("ema", "swa")  # an epoch record's averaged-weights key prefixes
+MAX_LINE_BYTES = 8 * 2**20  # a record is a few KB (a histogram probe's: ~100 KB at most)
 
 
 # Values are typed as they are on disk. The monitor hands 0-d tensors to the constructors
@@ -186,11 +188,16 @@ class MetricsWriter:
 
     def flush(self) -> None:
         if self._buffer:
-            if self._file is None:
-                self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - see close()
-            self._file.write("\n".join(self._buffer) + "\n")
-            self._buffer.clear()
-            self._file.flush()
+            try:
+                if self._file is None:
+                    self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - close()
+                self._file.write("\n".join(self._buffer) + "\n")
+                self._buffer.clear()
+                self._file.flush()
+            except OSError as exc:  # a full disk: the error names the file
+                if exc.filename is None:
+                    exc.filename = str(self.path)
+                raise
         self._last_flush = time.monotonic()
 
     def close(self) -> None:
@@ -214,18 +221,58 @@ def rewrite_metrics(path: str | os.PathLike[str], records: Iterable[Mapping[str,
             f.write(_STRICT.encode(json_safe(record)) + "\n")
 
 
+BadLine = Callable[[int, str], None]  # (line number from 1, what is wrong with it)
+_JSON_TYPES: dict[type, str] = {list: "array", str: "string", int: "number", float: "number"}
+_JSON_TYPES.update({bool: "boolean", type(None): "null"})
+
+
 def read_metrics(
-    path: str | os.PathLike[str], *, kind: str | None = None
+    path: str | os.PathLike[str], *, kind: str | None = None, on_bad: BadLine | None = None
 ) -> Iterator[dict[str, Any]]:
-    """Stream the records of a metrics.jsonl (bounded memory); a torn last line is skipped."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
+    """Stream the records of a metrics.jsonl (bounded memory); a torn last line is skipped.
+
+    The file is untrusted (a run dir may come from anywhere): a line that is not UTF-8,
+    not JSON, nested too deep (:func:`babysit._io.loads_json`), longer than
+    :data:`MAX_LINE_BYTES` or not a JSON object is skipped and, when given, passed to
+    ``on_bad(line_number, reason)``. The last line of a live or killed run may be torn
+    (no newline yet): it is skipped without a word.
+    """
+    with open(path, "rb") as f:
+        for number, raw, whole in _lines(f):
+            complete = raw.endswith(b"\n")
+            raw = raw.strip()
+            if not raw:
                 continue
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a live run's partly written last line
-            if kind is None or record.get("kind") == kind:
-                yield json_restore(record)
+                record = loads_json(raw) if whole else None
+            except UnicodeDecodeError:
+                reason = "not valid UTF-8"
+            except ValueError as exc:
+                if not complete:
+                    continue  # a live run's partly written last line
+                reason = f"not valid JSON ({exc})"
+            else:
+                if isinstance(record, dict):
+                    if kind is None or record.get("kind") == kind:
+                        yield record
+                    continue
+                reason = (
+                    f"a JSON {_JSON_TYPES.get(type(record), 'value')}, not an object"
+                    if whole
+                    else f"longer than {MAX_LINE_BYTES // 2**20} MiB"
+                )
+            if on_bad is not None:
+                on_bad(number, reason)
+
+
+def _lines(f: IO[bytes]) -> Iterator[tuple[int, bytes, bool]]:
+    """(line number, bytes, whole?) per line; a line past MAX_LINE_BYTES is read no further."""
+    number = 0
+    while raw := f.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        if len(raw) <= MAX_LINE_BYTES or raw.endswith(b"\n"):
+            yield number, raw, True
+            continue
+        while (rest := f.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+            pass  # skip to the end of the overlong line without holding it
+        yield number, b"-\n", False

@@ -238,6 +238,12 @@ def render_page(page: str, data: object, out_dir: Path, *, title: str, subtitle:
     specs = PAGES.get_or_raise(page, where="render_page").sections()
     if not specs:
         raise ValueError(f"report page {page!r} has no sections")
+    plots = out_dir / "plots"
+    if plots.is_symlink() or (plots.exists() and not plots.is_dir()):  # checked before drawing
+        raise ReportError(
+            f"{plots}: is not a directory (a file or a link), so the page's figures are "
+            "not saved there; move it away"
+        )
     bodies = []
     images: list[Image] = []
     for spec in specs:
@@ -261,7 +267,6 @@ def render_page(page: str, data: object, out_dir: Path, *, title: str, subtitle:
     if len(set(names)) != len(names):
         raise ValueError(f"report page {page!r}: two images share a name in {names}")
     if images:
-        plots = out_dir / "plots"
         plots.mkdir(exist_ok=True)
         for image in images:
             write_bytes_atomic(plots / f"{image.name}.png", image.png)

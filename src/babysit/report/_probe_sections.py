@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from matplotlib.image import imread
 
 from babysit.monitor.probes import PROBES, ProbeKind, ProbeSpec
 from babysit.report import _probe_plots, plots
 from babysit.report._page import Html, Part, SectionSpec, figure, note
 from babysit.report._run_data import RunData
+from babysit.report._untrusted import read_image
 
 __all__ = ["PROBE_SECTIONS", "probe_sections"]
 
@@ -71,7 +71,11 @@ def _hist_section(run: RunData, specs: list[ProbeSpec]) -> list[Part]:
 
 
 def _image_section(run: RunData, specs: list[ProbeSpec]) -> list[Part]:
-    """The images the monitor saved (first, middle, last), read from the run dir."""
+    """The images the monitor saved (first, middle, last), read from the run dir.
+
+    Each is untrusted: one outside the run dir, too large or not an image is left out
+    with a note (:func:`~babysit.report._untrusted.read_image` caps its pixels).
+    """
     (spec,) = specs
     saved = run.images.get(spec.name)
     if not saved:
@@ -85,7 +89,7 @@ def _image_section(run: RunData, specs: list[ProbeSpec]) -> list[Part]:
             problems.append(note(f"Image {rel} is outside the run dir: not shown."))
             continue
         try:
-            images.append((f"{run.unit} {x:.3g}", imread(path)))
+            images.append((f"{run.unit} {x:.3g}", read_image(path)))
         except (OSError, ValueError, SyntaxError) as exc:
             problems.append(note(f"Image {rel} could not be read ({exc})."))
     if not images:

@@ -11,13 +11,17 @@ writes its first epoch's records before the monitor knows an epoch's length: the
 ``log_epoch`` sets it (``steps_per_epoch = its step - the start``, epoch = step /
 steps_per_epoch, as the monitor does from then on), and the report maps that epoch's steps
 the same way instead of drawing them all at its end.
+
+Every file of a run dir is untrusted input (a run dir may come from anywhere): a line of
+metrics.jsonl that is not a record (not UTF-8, not JSON, nested too deep, not an object),
+a histogram with non-finite or unordered edges, an optional file that is malformed or
+cannot be read are left out, and :attr:`RunData.skipped` says what and why (the page shows
+it). Only a run dir without a readable metrics.jsonl is a :class:`ReportError`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import tomllib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,15 +30,16 @@ from typing import Any
 
 import numpy as np
 
-from babysit._io import json_restore
 from babysit.monitor import log
 from babysit.monitor.probes import PROBES, ProbeKind, ProbeSpec
 from babysit.report._page import ReportError
 from babysit.report._series import Downsampler, Hist, Keyed, Series, Thinned
+from babysit.report._untrusted import hist_arrays, read_json, read_toml
 
 __all__ = ["RunData", "json_number", "load_run"]
 
 MAX_EVENTS_PER_KIND = 50
+MAX_BAD_LINES_SHOWN = 3  # the first few bad lines of metrics.jsonl are named on the page
 MAX_LAYERS = 64  # per probe: histograms of more layers are counted in ``dropped``
 
 Layers = dict[str, Series]  # layer (or parameter) name -> its series
@@ -62,6 +67,7 @@ class RunData:
     dropped: int = 0  # probe records of names past the per-probe cap
     last_step: float = math.nan
     unit: str = "iteration"  # x unit of per-step series: "epoch" when epochs were logged
+    skipped: dict[str, str] = field(default_factory=dict)  # file -> what was left out, why
 
 
 ProbeHandler = Callable[[float, dict[str, Any]], None]  # (step, values)
@@ -92,6 +98,9 @@ class _Reader:
         self.events: dict[str, list[float]] = {}
         self.event_counts: Counter[str] = Counter()
         self.dropped = 0
+        self.bad_lines: list[str] = []  # "line N: reason" of the first few bad lines
+        self.bad_line_count = 0
+        self.bad_hists = 0  # histogram snapshots with non-finite or unordered edges
         self.last_step = -math.inf
         self.handlers: dict[str, Callable[[Any], None]] = {
             log.BATCH: self.on_batch,
@@ -108,12 +117,30 @@ class _Reader:
         self.probes = {name: readers[spec.kind](spec) for name, spec in PROBES.items()}
 
     def read(self, path: Path) -> None:
-        for record in log.read_metrics(path):
+        for record in log.read_metrics(path, on_bad=self.on_bad_line):
             kind = record.get("kind")
             handler = self.handlers.get(kind) if isinstance(kind, str) else None
             if handler is not None:
                 self.kinds[str(kind)] += 1
                 handler(record)
+
+    def on_bad_line(self, number: int, reason: str) -> None:
+        self.bad_line_count += 1
+        if len(self.bad_lines) < MAX_BAD_LINES_SHOWN:
+            self.bad_lines.append(f"line {number}: {reason}")
+
+    def skipped(self) -> dict[str, str]:
+        """What of metrics.jsonl was left out, for the page (:attr:`RunData.skipped`)."""
+        out, more = {}, self.bad_line_count - len(self.bad_lines)
+        if self.bad_line_count:
+            lines = "; ".join(self.bad_lines + ([f"{more} more"] if more else []))
+            out["metrics.jsonl"] = f"{self.bad_line_count} line(s) left out ({lines})"
+        if self.bad_hists:
+            out["metrics.jsonl histograms"] = (
+                f"{self.bad_hists} histogram snapshot(s) with non-finite or unordered edges "
+                "(or counts that are not numbers >= 0) left out"
+            )
+        return out
 
     def _step(self, record: log.Record, *, clock: bool = True) -> float | None:
         """The record's step (None if it has none); its (step, epoch) pair sets the clock."""
@@ -189,10 +216,12 @@ class _Reader:
             for layer, hist in values.items():
                 if not isinstance(hist, dict):
                     continue
-                edges = np.asarray(hist.get("edges", []), dtype=np.float64).reshape(-1)
-                counts = np.asarray(hist.get("counts", []), dtype=np.float64).reshape(-1)
-                if counts.size == 0 or edges.size != counts.size + 1:
-                    continue  # malformed snapshot: nothing to draw
+                edges, counts = hist_arrays(hist)
+                if edges is None or counts is None:
+                    self.bad_hists += 1  # NaN / unordered edges, strings, negative counts
+                    continue
+                if counts.size == 0:
+                    continue  # an empty snapshot: nothing to draw
                 if layer not in layers:
                     if len(layers) >= MAX_LAYERS:
                         self.dropped += 1
@@ -225,22 +254,8 @@ class _Reader:
             xs.append(step)
 
 
-def _read_json(path: Path, expect: type, what: str) -> Any:
-    if not path.is_file():
-        return None
-    try:
-        value = json_restore(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ReportError(
-            f"{path}: not valid JSON ({exc}); rewrite it or delete it to leave it out"
-        ) from exc
-    if not isinstance(value, expect):
-        raise ReportError(f"{path}: expected {what}, got {type(value).__name__}")
-    return value
-
-
 def load_run(run_dir: str | Path) -> RunData:
-    """Read ``run_dir`` (metrics.jsonl required; config.toml and the JSONs optional)."""
+    """Read ``run_dir`` (a readable metrics.jsonl required; config.toml and the JSONs optional)."""
     root = Path(run_dir)
     if not root.is_dir():
         raise ReportError(f"{root}: not a directory; pass the run dir that holds metrics.jsonl")
@@ -250,19 +265,20 @@ def load_run(run_dir: str | Path) -> RunData:
             f"{root}: no metrics.jsonl; is this a run dir (written by babysit train or watch)?"
         )
     data = RunData(run_dir=root)
-    config = root / "config.toml"
-    if config.is_file():
-        try:
-            data.config = tomllib.loads(config.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ReportError(f"{config}: not valid TOML ({exc}); fix or delete it") from exc
-    data.findings = _read_json(root / "findings.json", list, "a list of findings")
+    skipped = data.skipped
+    data.config = read_toml(root / "config.toml", skipped)
+    data.findings = read_json(root / "findings.json", list, "a list of findings", skipped)
     if data.findings is not None and not all(isinstance(f, dict) for f in data.findings):
-        raise ReportError(f"{root / 'findings.json'}: every finding must be a JSON object")
-    data.gradcheck = _read_json(root / "gradcheck.json", dict, "GradcheckReport.to_dict()")
-    data.sanity = _read_json(root / "sanity.json", dict, "SanityReport.to_dict()")
+        data.findings = [f for f in data.findings if isinstance(f, dict)]
+        skipped["findings.json"] = "its entries that are not JSON objects were left out"
+    data.gradcheck = read_json(root / "gradcheck.json", dict, "GradcheckReport.to_dict()", skipped)
+    data.sanity = read_json(root / "sanity.json", dict, "SanityReport.to_dict()", skipped)
     reader = _Reader()
-    reader.read(metrics)
+    try:
+        reader.read(metrics)
+    except OSError as exc:
+        raise ReportError(f"{metrics}: cannot be read ({exc.strerror or exc})") from None
+    data.skipped.update(reader.skipped())
     _finish(data, reader)
     return data
 

@@ -50,13 +50,27 @@ def _finding_html(finding: dict[str, Any]) -> str:
     )
 
 
+def _skipped_notes(run: RunData) -> list[Part]:
+    """What of the run dir was left out as unusable (the page is drawn without it), and why."""
+    return [note(f"Left out of this page: {name}: {why}.") for name, why in run.skipped.items()]
+
+
 @RUN.section("findings", title="Findings")
 def findings_section(run: RunData) -> list[Part]:
-    """Diagnoses with advice, most severe first (then by step)."""
+    """Diagnoses with advice, most severe first (then by step); first, what was left out."""
+    skipped = _skipped_notes(run)
     if run.findings is None:
-        return [note("No findings.json: this run was not diagnosed (babysit.watch writes it).")]
+        if "findings.json" in run.skipped:
+            return skipped
+        return [
+            *skipped,
+            note("No findings.json: this run was not diagnosed (babysit.watch writes it)."),
+        ]
     if not run.findings:
-        return [paragraph("No findings: nothing in the monitored quantities looked wrong.")]
+        return [
+            *skipped,
+            paragraph("No findings: nothing in the monitored quantities looked wrong."),
+        ]
 
     def order(f: dict[str, Any]) -> tuple[int, float]:
         step = f.get("step")
@@ -66,7 +80,7 @@ def findings_section(run: RunData) -> list[Part]:
     ordered = sorted(run.findings, key=order)
     counts = {s: sum(f.get("severity") == s for f in ordered) for s in SEVERITY_RANK}
     head = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    return [paragraph(head), Html("".join(_finding_html(f) for f in ordered))]
+    return [*skipped, paragraph(head), Html("".join(_finding_html(f) for f in ordered))]
 
 
 def _flatten(table_: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

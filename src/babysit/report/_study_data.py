@@ -259,4 +259,10 @@ def _read_curves(data: StudyData) -> None:
             continue
         name = "data_loss" if "data_loss" in run.batch else "loss"
         val = {k: s for k, s in run.epochs.items() if k in ("val_loss", data.metric)}
+        if "metrics.jsonl" in run.skipped:  # its broken lines were left out: say so
+            data.curve_notes.append(
+                f"trial {trial.number}: metrics.jsonl: {run.skipped['metrics.jsonl']}"
+            )
+            if name not in run.batch and not val:
+                continue  # nothing of it could be read
         data.curves.append(Curve(trial, run.batch.get(name), name, val))

@@ -12,7 +12,6 @@ an error: the rest of the page stands.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from babysit._io import json_restore
+from babysit._io import read_json_file
 from babysit.report import plots
 from babysit.report._page import Html, Part, figure, fmt, note, paragraph, table
 from babysit.report._run_data import json_number
@@ -84,7 +83,7 @@ def read_ensemble(path: Path) -> tuple[EnsembleData | None, str | None]:
     if not path.is_file():
         return None, None
     try:
-        value = json_restore(json.loads(path.read_text(encoding="utf-8")))
+        value = read_json_file(path)  # untrusted: size and depth capped
     except (OSError, ValueError, RecursionError) as exc:
         return None, f"{path}: not valid JSON ({exc}); rewrite it or delete it"
     ok = (

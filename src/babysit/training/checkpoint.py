@@ -9,6 +9,7 @@ captured and restored here.
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import re
@@ -64,11 +65,17 @@ def list_checkpoints(directory: str | os.PathLike[str]) -> list[CheckpointFile]:
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
-    """Write ``state`` atomically: a temp file in the same dir, fsync, then rename."""
+    """Write ``state`` atomically: a temp file in the same dir, fsync, then rename.
+
+    The state is serialised in memory first, so a failed write (a full disk) is an
+    OSError naming the file rather than torch's "unexpected pos" from inside its writer.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = io.BytesIO()
+    torch.save(state, data)
     with atomic_open(path, "wb") as f:
-        torch.save(state, f)
+        f.write(data.getbuffer())
     return path
 
 

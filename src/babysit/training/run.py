@@ -1,13 +1,17 @@
 """``babysit.train()``: validate the input, make the run dir, train, diagnose, report.
 
 Bad input raises ConfigError / TaskError / DataError / CheckpointError before any file
-is written; a :class:`Run` describes what the run left behind in its directory.
+is written (a failure while setting up removes exactly the dirs it made); a :class:`Run`
+describes what the run left behind in its directory. The run holds the dir's lock
+(:func:`~babysit.training.rundir.lock_run_dir`) from creating it until it returns, and
+first sweeps the temp files that killed writers left. A full disk is a
+:class:`~babysit.errors.RunDirError` naming the device, the file and the last good
+checkpoint.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +21,27 @@ import torch
 
 from babysit._io import write_text_atomic
 from babysit.config import Config, load_config
-from babysit.errors import ConfigError, TaskError
+from babysit.errors import ConfigError, RunDirError, TaskError
 from babysit.monitor.log import read_metrics
 from babysit.tasks import Task, task_for
 from babysit.training import lifecycle
 from babysit.training.callbacks import Callback
+from babysit.training.checkpoint import list_checkpoints
 from babysit.training.evaluate import SCORES
-from babysit.training.rundir import check_new_run_dir, check_resume_dir, default_run_dir
+from babysit.training.rundir import (
+    LOCK_FILE,
+    check_new_run_dir,
+    check_resume_dir,
+    check_unlocked,
+    clear_remains,
+    default_run_dir,
+    holds_remains,
+    lock_run_dir,
+    make_run_dir,
+    remove_made,
+    sweep_run_dir,
+    write_error,
+)
 from babysit.training.trainer import Trainer
 
 __all__ = ["Run", "select_device", "train"]
@@ -72,13 +90,15 @@ def train(
     """Train a task as the config says and return the :class:`Run` (its dir holds everything).
 
     Bad input raises ConfigError / TaskError / DataError / CheckpointError before any file
-    is written. ``resume=True`` continues the run in ``out`` from its newest checkpoint.
+    is written. ``resume=True`` continues the run in ``out`` from its newest checkpoint
+    (from epoch 0 when it has none: it was killed before its first epoch ended).
     ``trainer_factory``: called as Trainer is; a subclass changes the loss (distillation).
     """
     if resume:
         if out is None:
             raise ConfigError("--resume needs --out DIR, the run directory to continue")
         run_dir = Path(out)
+        check_unlocked(run_dir)
         given = None
         if config is not None:
             given = load_config(config, overrides)
@@ -88,7 +108,9 @@ def train(
     else:
         cfg = load_config(config, overrides)
         run_dir = Path(out) if out is not None else default_run_dir(cfg)
-        check_new_run_dir(run_dir)
+        check_unlocked(run_dir)
+        if not holds_remains(run_dir):  # the remains of a run that never checkpointed: redo
+            check_new_run_dir(run_dir)
     if device is not None:
         cfg.train.device = device  # type: ignore[assignment]
     dev = select_device(cfg.train.device)
@@ -98,21 +120,61 @@ def train(
         known = ", ".join([*SCORES.names(), "loss"])
         raise TaskError(f"Task.metric {task.metric!r} is unknown: use one of {known}")
 
-    created = not run_dir.exists()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--out {run_dir}: cannot create the run directory: {exc}") from None
-    try:
-        trainer = trainer_factory(cfg, task, run_dir, device=dev, quiet=quiet, callbacks=callbacks)
+    made = make_run_dir(run_dir)
+    with lock_run_dir(run_dir):  # a second process gets RunDirError: nothing is removed
+        try:
+            return _train_locked(
+                run_dir, cfg, task, dev, made, resume, quiet, callbacks, trainer_factory
+            )
+        except OSError as exc:
+            raise write_error(exc, run_dir) from None
+
+
+def _train_locked(
+    run_dir: Path,
+    cfg: Config,
+    task: Task,
+    dev: torch.device,
+    made: list[Path],
+    resume: bool,
+    quiet: bool,
+    callbacks: Iterable[Callback],
+    trainer_factory: Callable[..., Trainer],
+) -> Run:
+    """The run, in its locked dir: set up (undone on failure), check, fit, diagnose."""
+    sweep_run_dir(run_dir)  # temp files of writers killed mid-write
+    fresh = not resume or not list_checkpoints(run_dir / "checkpoints")
+    if fresh and holds_remains(run_dir):
+        clear_remains(run_dir)  # under the lock: no one else is writing them
+    elif fresh and (extra := sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE)):
+        if resume and "findings.json" in extra:
+            raise RunDirError(
+                f"--resume: {run_dir} holds a run that ended before its first checkpoint "
+                "(findings.json says why): nothing to continue; train with another --out"
+            )
         if resume:
+            raise RunDirError(
+                f"--resume: {run_dir} holds no checkpoint to continue from, and "
+                f"{', '.join(extra[:5])} that a run does not write before it ends: move "
+                "them away to start the run over"
+            )
+        raise RunDirError(f"--out {run_dir}: another run was written here meanwhile")
+    try:
+        if fresh:  # first: a run killed from here on can be resumed (from epoch 0)
+            write_text_atomic(run_dir / "config.toml", cfg.to_toml())
+        trainer = trainer_factory(cfg, task, run_dir, device=dev, quiet=quiet, callbacks=callbacks)
+        if not fresh:
             lifecycle.resume(trainer)
-        write_text_atomic(run_dir / "config.toml", cfg.to_toml())  # resume may extend epochs
+            write_text_atomic(run_dir / "config.toml", cfg.to_toml())  # epochs may grow
+        elif resume:  # no checkpoint to continue: the run starts over, as it was configured
+            trainer.log_event("resumed", epoch=0, checkpoint=None)
     except BaseException:
-        if created:  # bad input found while setting up: leave nothing half-written
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if made:  # bad input found while setting up: leave nothing half-written
+            remove_made(made)
+        elif fresh and not resume:
+            (run_dir / "config.toml").unlink(missing_ok=True)
         raise
-    failed = None if resume else lifecycle.before_training(trainer)
+    failed = lifecycle.before_training(trainer) if fresh else None
     if failed is not None:
         trainer.writer.close()
         run = Run(dir=run_dir, stopped=failed, failed_check=failed)

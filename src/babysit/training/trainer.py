@@ -314,6 +314,25 @@ class Trainer:
         # the step whose loss blew up: it took no update, so no batch record carries it
         self.log_event("diverged", step=self.step + 1, loss=value, lr=lr, epoch=epoch, **extra)
 
+    def _diverge_val(self, epoch: int, val_loss: float, val_value: float) -> None:
+        """A NaN/inf validation loss or metric: the run diverged as for a NaN training loss.
+
+        The event says whether the validation inputs hold NaN/inf (bad data, not a bad lr).
+        """
+        self.diverged, self.stop = True, "diverged"
+        bad = next(
+            (i for i, (x, _) in enumerate(self.val_batches) if not torch.isfinite(x).all()), None
+        )
+        self.log_event(
+            "diverged",
+            split="val",
+            epoch=epoch,
+            loss=val_loss,
+            **{self.metric_key: val_value},
+            lr=self.optimizer.param_groups[0]["lr"],
+            nonfinite_inputs_batch=bad,
+        )
+
     def fit(self) -> None:
         """Train for the configured epochs (from where a resume left off)."""
         monitor = self.monitor = self._start_monitor()
@@ -334,6 +353,10 @@ class Trainer:
                 record = {"epoch": epoch, **record}
                 record["val_loss"] = val_loss
                 record[self.metric_key] = val_value
+                if not (math.isfinite(val_loss) and math.isfinite(val_value)):
+                    monitor.log_epoch(**record)  # shown, but no checkpoint holds this epoch
+                    self._diverge_val(epoch, val_loss, val_value)
+                    break
                 if self.averager is not None:  # ema_val_loss, ema_val_acc (or swa_)
                     record.update(self.averager.end_epoch(epoch, self.step, self.val_batches))
                 if math.isfinite(val_value) and is_better(

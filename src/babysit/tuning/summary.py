@@ -15,7 +15,6 @@ strings (babysit's JSON convention).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from babysit._io import json_restore, write_json_atomic
+from babysit._io import json_restore, read_json_file, write_json_atomic
 from babysit.errors import ReportError
 from babysit.tuning.dimensions import Dimension
 from babysit.tuning.slots import is_lost
@@ -72,7 +71,7 @@ class Study:
         """Read ``summary.json`` of a study dir."""
         root = Path(path)
         try:
-            data = json_restore(json.loads((root / SUMMARY_FILE).read_text(encoding="utf-8")))
+            data = read_json_file(root / SUMMARY_FILE)  # untrusted: size and depth capped
         except (OSError, ValueError) as exc:
             raise ReportError(
                 f"{root / SUMMARY_FILE}: cannot read the study summary: {exc}"
