@@ -95,9 +95,8 @@ def run_demo(
     """
     from rich.console import Console
 
-    from babysit.demo._progress import header
     from babysit.demo._recipe import recipe_config
-    from babysit.demo._steps import STEPS, DemoState
+    from babysit.demo._steps import DemoState
     from babysit.tasks import task_for
 
     start = time.perf_counter()
@@ -107,6 +106,25 @@ def run_demo(
     console = None if quiet else Console()
     out_dir.mkdir(parents=True, exist_ok=True)
     state = DemoState(dir=out_dir, config=config, task=task, console=console)
+    import torch  # loaded by the task already; bad input above is answered before it
+
+    threads = torch.get_num_threads()
+    if not torch.cuda.is_available():
+        # the digits models are tiny: a step is a few small kernels, and a second intra-op
+        # thread costs more in synchronisation than it saves (on a busy 2-core machine, 10x)
+        torch.set_num_threads(1)
+    try:
+        return _run_steps(state, start)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_steps(state: Any, start: float) -> DemoResult:
+    """Each step with its header and time, then demo.json and the page (run_demo's body)."""
+    from babysit.demo._progress import header
+    from babysit.demo._steps import STEPS
+
+    console, out_dir = state.console, state.dir
     steps: list[dict[str, Any]] = []
     count = len(STEPS) + 1
     for i, step in enumerate(STEPS.values(), 1):
