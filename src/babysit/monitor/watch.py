@@ -138,7 +138,9 @@ class Monitor:
 
             self._own(TensorBoardSink(self.dir / "tensorboard", run_dir=self.dir))
         settings = {"every": self.every, "window": window, "steps_per_epoch": self.steps_per_epoch}
-        self.event("watch", **settings, chance_loss=chance_loss)
+        self.event(
+            "watch", **settings, chance_loss=chance_loss, **_training_setup(model, optimizer)
+        )
         self._windows = ProbeWindows(
             model,
             optimizer,
@@ -150,6 +152,7 @@ class Monitor:
             out_dir=self.dir,
             start_step=start_step,
             emit=self._probe,
+            event=lambda what, step, fields: self.event(what, step=step, **fields),
         )
 
     def _own(self, sink: Sink) -> None:
@@ -197,6 +200,7 @@ class Monitor:
         step = scores.pop("step", self._step)
         self._pending.append(epoch_record(self._epoch, step, **scores))
         self.flush()
+        self._write_findings()
 
     def event(self, what: str, **fields: Any) -> None:
         """Write an ``{"kind": "event", "step", "what", **fields}`` record (diverged, ...)."""
@@ -218,12 +222,14 @@ class Monitor:
                 sink.flush()
 
     def close(self) -> None:
-        """Remove every hook, write what is buffered, close the sinks it opened; idempotent."""
+        """Remove every hook, write what is buffered and findings.json, close the sinks it
+        opened; idempotent."""
         if not self._active:
             return
         if self._windows is not None:
             self._windows.close()
         self.flush()
+        self._write_findings()
         self._active = False
         for sink in self._owned:
             sink.close()
@@ -243,6 +249,13 @@ class Monitor:
         return self._history
 
     # --- records ---------------------------------------------------------------------
+    def _write_findings(self) -> None:
+        """``<dir>/findings.json``: the diagnoses so far, the one to act on first (atomic)."""
+        if self.dir is not None:
+            from babysit.monitor.diagnose import write_findings
+
+            write_findings(self.dir / "findings.json", self.findings())
+
     def _epoch_at(self, step: int) -> float | None:
         return step / self.steps_per_epoch if self.steps_per_epoch else None
 
@@ -262,6 +275,18 @@ class Monitor:
             for sink in self._sinks:
                 sink.write(record)
             self._history.add(record)
+
+
+def _training_setup(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+    """What the diagnoses need to know of the setup: the optimizer's class and largest
+    ``weight_decay`` (AdamW's decoupled one included), and the parameters frozen by
+    ``requires_grad=False``."""
+    groups = optimizer.param_groups if optimizer is not None else []
+    return {
+        "optimizer": None if optimizer is None else type(optimizer).__name__,
+        "weight_decay": max((float(g.get("weight_decay") or 0.0) for g in groups), default=None),
+        "frozen": [name for name, p in model.named_parameters() if not p.requires_grad],
+    }
 
 
 def watch(
