@@ -43,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # diagnosis_cases, run
 import babysit
 from babysit.monitor.diagnose import Finding, diagnose
 from babysit.monitor.log import read_metrics
-from diagnosis_cases import HEALTHY, PATHOLOGIES, Setup, load
+from diagnosis_cases import HEALTHY, PATHOLOGIES, Setup
+from diagnosis_kit import load
 
 GOALS = {"recall": 0.95, "first": 0.85, "alarms": 0.05}
 ALARM = ("warning", "error")  # the severities that count (recall, first, false alarms)

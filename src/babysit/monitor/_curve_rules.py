@@ -10,6 +10,7 @@ message says which.
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
 
@@ -111,6 +112,7 @@ def lr_too_high(
     m: RunHistory,
     *,
     explode: float = 1.5,
+    spikes: float = 6.0,
     rebound: float = 0.15,
     rebound_rel: float = 0.25,
     high: float = 10 * UPDATE_RATIO_TARGET,
@@ -120,9 +122,11 @@ def lr_too_high(
 
     On the medians c_0..c_9 of 10 consecutive chunks of the curve:
     exploding -- a running median over 1 % of the logged losses (at least 3) exceeds
-    ``explode`` x max(chance, start);
-    bouncing -- some c_i exceeds the lowest earlier chunk by ``rebound`` x the drop to that low
-    and by ``rebound_rel`` x that low;
+    ``explode`` x max(chance, start), or a running median of 3 does and stands ``spikes``
+    batch-noise sd above it (a brief blow-up in the first steps, after which units die);
+    bouncing -- some c_i exceeds the lowest earlier chunk by ``rebound`` x the drop from the
+    initial loss to that low, by ``rebound_rel`` x that low, and by 4 standard errors of a
+    chunk median (1.25 sd / sqrt(chunk length), sd the batch-to-batch noise);
     stalled -- the notes' "decays faster, but gets stuck at worse values": the second half
     (c_5 - c_9) gave less than ``stalled`` of the drop from the initial loss while the
     update:weight ratio of the second half is still above ``high`` (10x the notes' ~1e-3, the
@@ -138,6 +142,10 @@ def lr_too_high(
     base = max(ref[0], start)
     w = max(3, len(v) // 100)  # sustained over 1 % of the run: one bad batch is not enough
     peak = max(statistics.median(v[i : i + w]) for i in range(len(v) - w + 1))
+    spike = max(statistics.median(v[i : i + 3]) for i in range(len(v) - 2))
+    sd = noise_level(list(m.recent))  # batch-to-batch noise: a spike must stand far out of it
+    if spike > explode * base and spike > base + spikes * sd:
+        peak = max(peak, spike)
     c = chunk_medians(v, 10)
     evidence: dict[str, Any] = {"chunk_medians": c, "peak": peak, "reference_loss": ref[0]}
     if peak > explode * base:
@@ -145,7 +153,9 @@ def lr_too_high(
         evidence["shape"] = "exploding"
         return [Finding("lr_too_high", "warning", m.last_step, msg, advice, evidence)]
     rise, low, high_c = max((c[i] - min(c[:i]), min(c[:i]), c[i]) for i in range(1, len(c)))
-    if rise > rebound * (c[0] - low) and rise > rebound_rel * low:
+    chunk = max(len(v) * m.curve.stride / len(c), 1.0)
+    se = 1.25 * sd / math.sqrt(chunk)  # of a chunk median
+    if rise > rebound * (start - low) and rise > rebound_rel * low and rise > 4 * se:
         msg = f"the loss fell to {num(low)}, then went back up to {num(high_c)}"
         evidence["shape"] = "bouncing"
         return [Finding("lr_too_high", "warning", m.last_step, msg, advice, evidence)]
@@ -170,6 +180,8 @@ def lr_too_low(
     max_drop: float = 0.9,
     linear: float = 1.5,
     low: float = UPDATE_RATIO_TARGET / 10,
+    small_fit: float = 0.5,
+    fit: float = 0.3,
 ) -> list[Finding]:
     """The loss falls slowly and nearly linearly (the notes: "low learning rates ... linear").
 
@@ -177,8 +189,9 @@ def lr_too_low(
     ``min_drop`` and ``max_drop`` x chance and the first half fell less than ``linear`` x the
     second (L_0 - c_4 < linear (c_5 - c_9), c_5 > c_9): no sign of the usual fast-then-slow
     shape (a fast drop in the first steps, then a slow decline, is not linear).
-    Or the loss still falls at the end while the early updates are below ``low`` (a decade
-    under the notes' ~1e-3) for most weight tensors.
+    Or, on the median early update:weight ratio r: r < ``low`` (a decade under the notes'
+    ~1e-3) while the loss still falls; or r < ``small_fit`` x 1e-3 while the loss is still
+    above ``fit`` x chance (small steps, and the data not fit: the lr holds it back).
     """
     ref = reference(m)
     if ref is None or len(m.curve) < MIN_POINTS or m.nonfinite is not None:
@@ -196,10 +209,13 @@ def lr_too_low(
             f" {ref[1]}), at a nearly constant rate"
         )
         return [Finding("lr_too_low", "warning", m.last_step, msg, advice, evidence)]
-    if ratio is not None and ratio < low and second > 0 and drop > min_drop * ref[0]:
+    small = ratio is not None and ratio < low
+    unfit = ratio is not None and ratio < small_fit * UPDATE_RATIO_TARGET and c[-1] > fit * ref[0]
+    if (small and second > 0 and drop > min_drop * ref[0]) or unfit:
+        assert ratio is not None
         msg = (
-            f"the updates are only {num(ratio, 2)} of the weights (the notes: ~1e-3) and the"
-            f" loss is still falling ({num(c[5])} -> {num(c[-1])} over the second half)"
+            f"the updates are only {num(ratio, 2)} of the weights (the notes: ~1e-3) while the"
+            f" loss is still at {num(c[-1])} ({share(c[-1] / ref[0])} of {ref[1]})"
         )
         return [Finding("lr_too_low", "warning", m.last_step, msg, advice, evidence)]
     return []

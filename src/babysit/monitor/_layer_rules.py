@@ -84,8 +84,9 @@ def dead_relu(m: RunHistory, *, dead: float = 0.5, fitted: float = 0.5) -> list[
 
 
 @diagnosis("saturation")
-def saturation(m: RunHistory, *, saturated: float = 0.5, fitted: float = 0.5) -> list[Finding]:
-    """More than ``saturated`` of a tanh / sigmoid layer's outputs beyond 0.95 of the range."""
+def saturation(m: RunHistory, *, saturated: float = 0.3, fitted: float = 0.5) -> list[Finding]:
+    """More than ``saturated`` of a tanh / sigmoid layer's outputs beyond 0.95 of the range
+    (a healthy layer has a few percent there: its units sit in the slope)."""
     advice = (
         f"saturated units pass almost no gradient: smaller init ({INIT_ADVICE}), normalised inputs"
     )

@@ -11,9 +11,10 @@ turns the rules' findings into what findings.json holds:
    Dead or saturated units that appeared during training (not at initialisation) are
    themselves explained by a too-high learning rate; a penalty that collapsed the weights
    explains a stall with large update ratios.
-3. The rest is ordered by :data:`TIERS` -- wiring bugs, divergence, structural causes, the
-   learning rate, the fit, generic symptoms -- then errors before warnings, then by step;
-   ``info`` findings come last. The first finding is the one to act on.
+3. The rest is ordered by :data:`TIERS` -- wiring bugs, divergence, structural causes, a
+   batch too small to read the curve, the learning rate, the fit, generic symptoms -- then
+   errors before warnings, then by step; ``info`` findings come last. The first finding is
+   the one to act on.
 
 Together with (2), lr advice never points both ways: ``lr_too_high`` / ``update_ratio_high``
 explain (and so remove) ``lr_too_low`` / ``update_ratio_low``.
@@ -34,15 +35,16 @@ TIERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "structure",
         ("dead_relu", "saturation", "vanishing_gradients", "exploding_gradients", "reg_too_strong"),
     ),
+    ("batch", ("loss_noisy",)),
     ("learning rate", ("lr_too_high", "lr_too_low", "update_ratio_high", "update_ratio_low")),
-    ("fit", ("overfitting", "underfitting", "loss_noisy")),
+    ("fit", ("overfitting", "underfitting")),
     ("generic", ("not_learning", "frozen_parameters")),
 )
 _TIER = {code: i for i, (_, codes) in enumerate(TIERS) for code in codes}
 _PLACE = {code: i for i, code in enumerate(c for _, codes in TIERS for c in codes)}
 
 _ROOT = frozenset({"grads_not_zeroed", "labels_suspect", "diverged"})
-_STRUCTURE = frozenset(TIERS[2][1])
+_STRUCTURE = frozenset(TIERS[2][1])  # the tier after wiring and divergence
 _HIGH = frozenset({"lr_too_high", "update_ratio_high"})
 _LOW = frozenset({"lr_too_low", "update_ratio_low"})
 # what survives a divergence (besides info findings)
@@ -58,7 +60,7 @@ EXPLAINED_BY: dict[str, frozenset[str]] = {
     "loss_noisy": _ROOT | _HIGH,
     "overfitting": frozenset({"grads_not_zeroed", "labels_suspect", "diverged", "lr_too_high"}),
     "underfitting": _ROOT | _STRUCTURE | _HIGH | _LOW,
-    "vanishing_gradients": _ROOT | {"dead_relu", "saturation"},
+    "vanishing_gradients": _ROOT | {"dead_relu", "saturation", "reg_too_strong"},
     "exploding_gradients": frozenset({"grads_not_zeroed", "diverged"}),
     "dead_relu": frozenset({"grads_not_zeroed"}),
     "saturation": frozenset({"grads_not_zeroed"}),
