@@ -31,9 +31,12 @@ def test_dead_units_come_before_the_generic_error_and_absorb_the_update_ratios()
     assert found[0].evidence["explains"] == ["not_learning", "update_ratio_low"]
 
 
-def test_overfitting_comes_before_the_batch_noise() -> None:
-    found = rank([_f("loss_noisy"), _f("overfitting"), _f("dead_relu", "info")])
-    assert [f.code for f in found] == ["overfitting", "loss_noisy", "dead_relu"]
+def test_overfitting_comes_first_and_absorbs_the_low_update_ratios() -> None:
+    # the old order: update_ratio_low (step 201) "raise the lr" before overfitting (step 3000)
+    found = rank(
+        [_f("update_ratio_low", step=201), _f("overfitting", step=3000), _f("dead_relu", "info")]
+    )
+    assert [f.code for f in found] == ["overfitting", "dead_relu"]
 
 
 def test_lr_advice_never_points_both_ways() -> None:
@@ -75,3 +78,16 @@ def test_units_killed_during_training_defer_to_a_too_high_lr() -> None:
 def test_errors_first_within_a_tier_then_the_tier_order_then_the_step() -> None:
     found = rank([_f("saturation", step=5), _f("dead_relu", step=50), _f("reg_too_strong", step=1)])
     assert [f.code for f in found] == ["dead_relu", "saturation", "reg_too_strong"]
+
+
+def test_collapsed_weights_explain_a_stall_with_large_updates_but_not_an_explosion() -> None:
+    # weights near 0 make any update large next to them: the penalty, not the lr
+    stalled = rank([_f("lr_too_high", shape="stalled"), _f("reg_too_strong")])
+    assert [f.code for f in stalled] == ["reg_too_strong"]
+    exploding = rank([_f("lr_too_high", shape="exploding"), _f("reg_too_strong")])
+    assert [f.code for f in exploding] == ["reg_too_strong", "lr_too_high"]
+
+
+def test_a_tiny_batch_comes_before_the_lr_read_from_its_noisy_curve() -> None:
+    found = rank([_f("lr_too_low"), _f("loss_noisy")])
+    assert [f.code for f in found] == ["loss_noisy", "lr_too_low"]

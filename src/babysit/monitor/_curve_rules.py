@@ -43,16 +43,19 @@ def _lead_up(m: RunHistory, step: int | None) -> tuple[str, dict[str, float | No
     if len(losses) >= 10:
         low, last = min(chunk_medians(losses, 10)), statistics.median(losses[-5:])
         evidence.update(lowest_loss=low, last_finite_loss=last)
-        trend = "had risen" if last > 1.5 * low else "was"
-        parts.append(f"the loss {trend} at {num(last)} just before (lowest {num(low)})")
+        trend = "had risen to" if last > 1.5 * low else "was"
+        parts.append(f"the loss {trend} {num(last)} just before (lowest {num(low)})")
     grads = m.probes.get(GRAD_NORM)
     if grads is not None and step is not None:
         before = [(s, v) for s, v in [grads.first, *grads.latest] if s < step]
-        first = probe_median(before[0][1]) if before else None
-        last = probe_median(before[-1][1]) if before else None
-        if first and last and first > 0:
-            evidence["grad_norm_growth"] = last / first
-            parts.append(f"gradient norms had changed {times(last / first)} since the start")
+        g0 = probe_median(before[0][1]) if len(before) > 1 else None
+        g1 = probe_median(before[-1][1]) if len(before) > 1 else None
+        if g0 and g1 and g0 > 0:
+            evidence["grad_norm_growth"] = g1 / g0
+            verb = "grown" if g1 >= g0 else "shrunk"
+            parts.append(
+                f"gradient norms had {verb} {times(max(g1 / g0, g0 / g1))} since the start"
+            )
     return "; ".join(parts), evidence
 
 

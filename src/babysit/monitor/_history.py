@@ -168,17 +168,19 @@ class RunHistory:
     def _event(self, record: log.EventRecord) -> None:
         self.events.append(record)
         what = record.get("what")
+        fields: dict[str, Any] = dict(record)  # each kind of event has its own fields
         if what == "watch":  # the monitor's settings, written first
             for key in ("chance_loss", "steps_per_epoch", "weight_decay"):
-                value = record.get(key)
+                value = fields.get(key)
                 if isinstance(value, int | float):
                     setattr(self, key, float(value))
-            self.optimizer = record.get("optimizer")
-            self.frozen = list(record.get("frozen") or [])
-        elif what == "batch_size" and isinstance(record.get("size"), int):
-            self.batch_size = int(record["size"])
+            optimizer = fields.get("optimizer")
+            self.optimizer = optimizer if isinstance(optimizer, str) else None
+            self.frozen = [str(n) for n in fields.get("frozen") or []]
+        elif what == "batch_size" and isinstance(fields.get("size"), int):
+            self.batch_size = int(fields["size"])
         elif what == "frozen":
-            self.no_grad = sorted(set(self.no_grad) | set(record.get("params") or []))
+            self.no_grad = sorted(set(self.no_grad) | {str(n) for n in fields.get("params") or []})
         elif what == "diverged" and self.nonfinite is None:
             self.nonfinite = {"step": record.get("step"), "loss": record.get("loss")}
 

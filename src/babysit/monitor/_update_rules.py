@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from babysit.monitor._curve_rules import MIN_POINTS
 from babysit.monitor._findings import Finding, diagnosis
-from babysit.monitor._format import num, share
+from babysit.monitor._format import num, share, times
 from babysit.monitor._history import RunHistory
 from babysit.monitor._readings import chance_accuracy, chunk_medians, layer_ratios, series
 from babysit.monitor.probes import GRAD_CARRYOVER, UPDATE_RATIO, UPDATE_RATIO_TARGET, WEIGHT_NORM
@@ -150,7 +150,7 @@ def reg_too_strong(
     evidence = {"weight_norm_ratio": ratio, "reg_share": reg, "weight_decay": m.weight_decay}
     if ratio is not None and ratio < shrunk and (stall or at_chance):
         msg = (
-            f"the weights shrank to {share(ratio)} of their initial norm while learning"
+            f"the weights shrank {times(1 / ratio)} from their initial norm while learning"
             f" stalled (loss {num(c[-1])}): {source} outweighs the data"
         )
     elif reg is not None and reg > dominant and stall:

@@ -32,7 +32,7 @@ from torch.utils.hooks import RemovableHandle
 
 from babysit.monitor._stats import to_python, update_ratios
 
-__all__ = ["StepReading", "UpdateProbe", "named_parameters"]
+__all__ = ["StepReading", "UpdateProbe", "named_parameters", "training_setup"]
 
 
 @dataclass
@@ -55,6 +55,18 @@ def named_parameters(
     else:
         params = [p for group in optimizer.param_groups for p in group["params"]]
     return [(names.get(id(p), f"param{i}"), p) for i, p in enumerate(params)]
+
+
+def training_setup(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+    """What the diagnoses need to know of the setup: the optimizer's class and largest
+    ``weight_decay`` (AdamW's decoupled one included), and the parameters frozen by
+    ``requires_grad=False``."""
+    groups = optimizer.param_groups if optimizer is not None else []
+    return {
+        "optimizer": None if optimizer is None else type(optimizer).__name__,
+        "weight_decay": max((float(g.get("weight_decay") or 0.0) for g in groups), default=None),
+        "frozen": [name for name, p in model.named_parameters() if not p.requires_grad],
+    }
 
 
 class UpdateProbe:

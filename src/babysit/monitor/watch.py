@@ -41,6 +41,7 @@ from babysit.errors import ConfigError
 from babysit.monitor._findings import Finding
 from babysit.monitor._history import RunHistory
 from babysit.monitor._stats import to_python
+from babysit.monitor._updates import training_setup
 from babysit.monitor._windows import SLOW_FACTOR, ProbeWindows
 from babysit.monitor.log import (
     MetricsWriter,
@@ -138,9 +139,7 @@ class Monitor:
 
             self._own(TensorBoardSink(self.dir / "tensorboard", run_dir=self.dir))
         settings = {"every": self.every, "window": window, "steps_per_epoch": self.steps_per_epoch}
-        self.event(
-            "watch", **settings, chance_loss=chance_loss, **_training_setup(model, optimizer)
-        )
+        self.event("watch", **settings, chance_loss=chance_loss, **training_setup(model, optimizer))
         self._windows = ProbeWindows(
             model,
             optimizer,
@@ -275,18 +274,6 @@ class Monitor:
             for sink in self._sinks:
                 sink.write(record)
             self._history.add(record)
-
-
-def _training_setup(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
-    """What the diagnoses need to know of the setup: the optimizer's class and largest
-    ``weight_decay`` (AdamW's decoupled one included), and the parameters frozen by
-    ``requires_grad=False``."""
-    groups = optimizer.param_groups if optimizer is not None else []
-    return {
-        "optimizer": None if optimizer is None else type(optimizer).__name__,
-        "weight_decay": max((float(g.get("weight_decay") or 0.0) for g in groups), default=None),
-        "frozen": [name for name, p in model.named_parameters() if not p.requires_grad],
-    }
 
 
 def watch(
