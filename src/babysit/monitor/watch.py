@@ -23,7 +23,8 @@ the filters again at close. Between windows no hook is installed: a step costs o
 record, and losses stay on the device until they are written (every 64 steps, each second,
 and at every epoch end), with one host sync for all of them. GradScaler-skipped steps and
 gradient accumulation are handled by the optimizer step hooks (see ``_updates``). Under DDP
-only rank 0 logs; the other ranks' monitors do nothing.
+only rank 0 logs; the other ranks' monitors do nothing. ``findings.json`` (the diagnoses, the
+one to act on first) is written next to metrics.jsonl at every ``log_epoch`` and on ``close``.
 """
 
 from __future__ import annotations
@@ -184,7 +185,8 @@ class Monitor:
             self._sync()
 
     def log_epoch(self, **metrics: Any) -> None:
-        """Write an ``{"kind": "epoch", "epoch", "step", **metrics}`` record and flush.
+        """Write an ``{"kind": "epoch", "epoch", "step", **metrics}`` record, flush, and
+        rewrite ``<log dir>/findings.json`` with the diagnoses so far.
 
         ``epoch`` counts the calls unless given. Without ``steps_per_epoch``, the steps up to
         the first call set it (later records then carry fractional epochs).
