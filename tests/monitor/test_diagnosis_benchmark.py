@@ -49,7 +49,6 @@ def test_the_benchmark_has_both_halves_of_enough_setups(bench: ModuleType) -> No
     assert len(data) >= 6 and "digits-image" in data
 
 
-@pytest.mark.slow
 def test_a_few_setups_are_named_first_and_healthy_ones_stay_quiet(
     bench: ModuleType, tmp_path: Path
 ) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "EPOCH",
     "EVENT",
     "PROBE",
+    "SETUP_EVENTS",
     "BatchRecord",
     "EpochRecord",
     "EventRecord",
@@ -48,6 +49,9 @@ __all__ = [
 ]
 
 BATCH, EPOCH, PROBE, EVENT = "batch", "epoch", "probe", "event"  # the record kinds
+# events the monitor writes about the setup it watches, not about the training: its settings
+# and the optimizer's ("watch"), the batch size it saw, the parameters that get no gradient
+SETUP_EVENTS = ("watch", "batch_size", "frozen")
 
 
 # Values are typed as they are on disk. The monitor hands 0-d tensors to the constructors

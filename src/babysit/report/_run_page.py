@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from babysit.monitor.diagnose import SEVERITIES
+from babysit.monitor.log import SETUP_EVENTS
 from babysit.report import plots
 from babysit.report._page import Html, Part, figure, fmt, get_page, note, paragraph, table
 from babysit.report._probe_sections import probe_sections
@@ -123,7 +124,8 @@ def loss_section(run: RunData) -> list[Part]:
     epoch_losses: dict[str, Series] = {
         k: run.epochs[k] for k in ("train_loss", "val_loss") if k in run.epochs
     }
-    events = {w: xs for w, xs in run.events.items() if w != "checkpoint"}
+    # training events only: not checkpoints, not the monitor's notes on the setup
+    events = {w: xs for w, xs in run.events.items() if w not in ("checkpoint", *SETUP_EVENTS)}
     fig = plots.loss_figure(minibatch, epoch_losses=epoch_losses, events=events)
     main = next(iter(minibatch.values()))
     how = (
