@@ -52,9 +52,28 @@ def _codes(
     return {f.code for f in diagnose(records) if f.severity in severity}
 
 
-def test_the_registry_holds_exactly_the_designed_codes() -> None:
+DESIGNED = [  # DESIGN.md's fixed codes, in its order; issues add codes after them
+    "lr_too_high",
+    "lr_too_low",
+    "loss_noisy",
+    "overfitting",
+    "underfitting",
+    "update_ratio_high",
+    "update_ratio_low",
+    "dead_relu",
+    "saturation",
+    "vanishing_gradients",
+    "exploding_gradients",
+    "diverged",
+    "not_learning",
+]
+ADDED = ("grads_not_zeroed", "reg_too_strong", "labels_suspect", "frozen_parameters")
+
+
+def test_the_registry_holds_the_designed_codes_then_the_added_ones() -> None:
     assert sorted(DIAGNOSES) == sorted(CODES)
-    assert len(CODES) == 13
+    assert list(CODES[:13]) == DESIGNED
+    assert CODES[13:] == ADDED
 
 
 def test_a_healthy_curve_raises_nothing() -> None:
@@ -76,17 +95,32 @@ def test_a_loss_that_falls_then_bounces_back_up_is_lr_too_high() -> None:
 
 def test_a_slow_nearly_linear_decrease_is_lr_too_low() -> None:
     losses = CHANCE - 0.0004 * np.arange(500)  # falls 0.2 in 10 epochs, at a constant rate
-    assert _codes(_stream(losses)) == {"lr_too_low", "not_learning"}
+    assert _codes(_stream(losses)) == {"lr_too_low"}  # which explains the not_learning
     assert "lr_too_low" not in _codes(_stream(_healthy()))
 
 
-def test_batch_to_batch_wiggle_is_loss_noisy() -> None:
-    noisy = _healthy() + np.random.default_rng(1).normal(0, 0.4, 500)
-    assert "loss_noisy" in _codes(_stream(noisy))
-    # threshold 0.08 x chance on the wiggle std(diff) / sqrt(2): 0.3 x chance is beyond it
-    (rule,) = [DIAGNOSES["loss_noisy"]]
+def _batch_size(size: int) -> dict[str, Any]:
+    return {"kind": "event", "step": 1, "what": "batch_size", "size": size}
+
+
+def test_batch_to_batch_wiggle_of_a_tiny_batch_is_loss_noisy() -> None:
+    noisy = np.abs(_healthy() + np.random.default_rng(1).normal(0, 0.4, 500))
+    assert "loss_noisy" in _codes([*_stream(noisy), _batch_size(2)])
+    assert "loss_noisy" in _codes(_stream(noisy))  # batch size unknown: the wiggle decides
+    # threshold 0.3 x the level: a wiggle of about the level itself is beyond it
     m = RunHistory.from_records(_stream(noisy))
-    assert rule(m, noisy=0.5) == []
+    assert DIAGNOSES["loss_noisy"](m, noisy=5.0) == []
+
+
+def test_the_irreducible_wiggle_of_a_batch_of_32_is_no_alarm() -> None:
+    # class overlap: the per-example losses spread ~0.7 around 0.6, a batch of 32 averages
+    # them to a wiggle of 0.7 / sqrt(32) = 0.12 -- 18 % of chance (ln 2), a fifth of the level
+    rng = np.random.default_rng(2)
+    level = 0.6 + 0.1 * np.exp(-np.arange(600) / 50)
+    losses = level + rng.normal(0, 0.7 / math.sqrt(32), 600)
+    records = _stream(losses, chance=math.log(2))
+    assert "loss_noisy" not in _codes([*records, _batch_size(32)])
+    assert "loss_noisy" not in _codes(records)  # and below 0.3 x the level without it
 
 
 def test_a_nan_loss_is_diverged_at_its_first_step() -> None:
@@ -109,83 +143,37 @@ def test_loss_at_chance_after_an_epoch_is_not_learning() -> None:
     assert _codes(_stream(flat[:40])) == set()  # under one epoch: too early to say
 
 
-def _epochs(
-    train_acc: list[float], val_acc: list[float], train_loss: list[float], val_loss: list[float]
-) -> list[dict[str, Any]]:
-    return [
-        {
-            "kind": "epoch",
-            "epoch": i + 1,
-            "step": 50 * (i + 1),
-            "train_acc": ta,
-            "val_acc": va,
-            "train_loss": tl,
-            "val_loss": vl,
-        }
-        for i, (ta, va, tl, vl) in enumerate(
-            zip(train_acc, val_acc, train_loss, val_loss, strict=True)
-        )
-    ]
-
-
-def test_val_loss_rising_while_train_loss_falls_is_overfitting() -> None:
-    train_loss = [1.0 / (e + 1) for e in range(10)]
-    val_loss = [0.8, 0.6, 0.5, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75]  # best at epoch 4
-    acc = [0.9] * 10
-    (finding,) = diagnose(_epochs(acc, acc, train_loss, val_loss))
-    assert finding.code == "overfitting" and finding.evidence["best_epoch"] == 4
-    assert "regularization" in finding.advice
-
-
-def test_a_growing_accuracy_gap_is_overfitting() -> None:
-    train_acc = [0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0, 1.0]
-    val_acc = [0.68, 0.77, 0.80, 0.79, 0.78, 0.78, 0.77, 0.77]
-    flat = [0.5] * 8
-    assert _codes(_epochs(train_acc, val_acc, flat, flat)) == {"overfitting"}
-    val_close = [a - 0.02 for a in train_acc]  # val tracks train: no gap
-    assert _codes(_epochs(train_acc, val_close, flat, flat)) == set()
-
-
-def test_low_train_accuracy_tracked_by_val_is_underfitting() -> None:
-    train_acc = [0.40, 0.50, 0.54, 0.55, 0.55, 0.55]
-    val_acc = [0.42, 0.52, 0.55, 0.56, 0.56, 0.55]
-    records = [
-        *_stream(_healthy(300) * 0.3 + 0.5, chance=math.log(3)),
-        *_epochs(train_acc, val_acc, [0.8] * 6, [0.8] * 6),
-    ]
-    (finding,) = [f for f in diagnose(records) if f.code == "underfitting"]
-    assert "larger" in finding.advice
-    rising = [0.40, 0.45, 0.50, 0.55, 0.60, 0.65]  # still learning: not (yet) underfitting
-    records = [
-        *_stream(_healthy(300) * 0.3 + 0.5, chance=math.log(3)),
-        *_epochs(rising, rising, [0.8] * 6, [0.8] * 6),
-    ]
-    assert "underfitting" not in _codes(records)
-
-
 def _probe(name: str, step: int, values: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "probe", "step": step, "name": name, "values": values}
 
 
 @pytest.mark.parametrize(
-    ("ratio", "code"), [(0.3, "update_ratio_high"), (3e-5, "update_ratio_low"), (1e-3, None)]
+    ("early", "late", "code"),
+    [
+        (1e-2, 2e-2, "update_ratio_high"),  # 10x above 1e-3 after the first steps
+        (3e-5, 3e-5, "update_ratio_low"),  # 10x below it from the start
+        (1e-2, 2e-3, None),  # Adam's large first steps, then ~1e-3: healthy
+        (1e-3, 5e-5, None),  # a decayed lr late in the run: healthy
+    ],
 )
-def test_update_ratios_far_from_1e3_are_flagged_per_parameter(
-    ratio: float, code: str | None
+def test_update_ratios_beyond_the_symmetric_band_are_one_finding(
+    early: float, late: float, code: str | None
 ) -> None:
-    records = [*_stream(_healthy(200))]
-    records.append(
-        _probe("update_ratio", 1, {"w1": 50.0, "w2": 50.0})
-    )  # the step from init: ignored
-    for step in (51, 101, 151):
-        records.append(_probe("update_ratio", step, {"w1": ratio, "w2": 1e-3}))
+    flat = 0.1 + np.random.default_rng(0).normal(0, 1e-3, 200)  # the curve says nothing
+    records = [*_stream(flat)]
+    records.append(_probe("update_ratio", 1, {"w1": 50.0, "w2": 50.0, "w3": 1e-3}))
+    for step in (51, 81, 121, 151, 191):  # 200 steps: the second half starts after step 100
+        ratio = early if step <= 100 else late
+        records.append(_probe("update_ratio", step, {"w1": ratio, "w2": ratio, "w3": 1e-3}))
     found = [f for f in diagnose(records) if f.code.startswith("update_ratio")]
     if code is None:
         assert found == []
     else:
-        (finding,) = found
-        assert finding.code == code and finding.evidence["param"] == "w1"
-        assert finding.evidence["ratio"] == pytest.approx(ratio)
+        (finding,) = found  # one finding for all the tensors, not one per tensor
+        assert finding.code == code and sorted(finding.evidence["ratios"]) == ["w1", "w2"]
+        assert "w1" in finding.message and "w2" in finding.message
+    one = [_probe("update_ratio", s, {"w1": 3e-5, "w2": 1e-3, "w3": 1e-3}) for s in (51, 81)]
+    assert diagnose([*_stream(flat), *one]) == []  # one tensor of three: no verdict
 
 
 def _act(dead: float | None = None, saturated: float | None = None) -> dict[str, Any]:
@@ -207,9 +195,10 @@ def test_layer_problems_are_warnings_at_the_latest_probe_and_info_if_recovered(
 def test_gradients_shrinking_layer_by_layer_are_vanishing() -> None:
     norms = {"fc1": 1e-9, "fc2": 1e-7, "fc3": 1e-5, "fc4": 1e-3, "out": 0.1}  # x100 per layer
     (finding,) = diagnose([_probe("grad_norm", 4, norms)])
-    assert finding.code == "vanishing_gradients" and finding.evidence["factor"] == pytest.approx(
-        0.01
-    )
+    assert finding.code == "vanishing_gradients"
+    assert finding.evidence["per_layer"] == pytest.approx(0.01)
+    assert finding.evidence["total"] == pytest.approx(1e-6)
+    assert "1e6x across 4 layers" in finding.message and "100x per layer" in finding.message
     grow = {"fc1": 1e3, "fc2": 10.0, "fc3": 0.1, "out": 0.1}
     assert _codes([_probe("grad_norm", 4, grow)]) == {"exploding_gradients"}
     # the output layer's small init scale alone is not a shrink

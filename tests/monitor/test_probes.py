@@ -25,6 +25,8 @@ def test_probes_are_registered_in_page_order_with_their_kind_and_cadence() -> No
     assert {n: (p.kind, p.cadence, p.fn is not None) for n, p in PROBES.items()} == {
         "update_ratio": ("per_layer_scalar", "every", False),  # the optimizer's step hooks
         "update_ratio_1d": ("per_layer_scalar", "every", False),
+        "weight_norm": ("per_layer_scalar", "every", False),  # the same step hooks
+        "grad_carryover": ("per_layer_scalar", "every", False),  # a hook on each parameter
         "act_stats": ("per_layer_stats", "every", True),
         "grad_norm": ("per_layer_scalar", "every", True),
         "act_hist": ("histogram", "hist", True),

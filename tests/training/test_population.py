@@ -24,7 +24,7 @@ from torch import nn
 from babysit.config import Config
 from babysit.errors import ConfigError
 from babysit.models import build_model
-from babysit.monitor.log import read_metrics
+from babysit.monitor.log import SETUP_EVENTS, read_metrics
 from babysit.optim import rules
 from babysit.optim.hparams import RULE_HPARAMS, SCHEDULE_KINDS
 from babysit.optim.schedules import SCHEDULES, momentum_at
@@ -239,7 +239,11 @@ def _same_run(single: Path, member: Path, tol: float) -> None:
             assert ra.keys() == rb.keys()
             for key in keys or [k for k in ra if k != "kind"]:
                 assert ra[key] == pytest.approx(rb[key], rel=tol, abs=tol), (kind, key)
-    events = [(r["what"], r["step"]) for r in _records(single, "event") if r["what"] != "watch"]
+    events = [
+        (r["what"], r["step"])
+        for r in _records(single, "event")
+        if r["what"] not in SETUP_EVENTS  # the monitor's own (a population has no monitor)
+    ]
     assert [(r["what"], r["step"]) for r in _records(member, "event")][2:] == events
     assert [c.path.name for c in list_checkpoints(single / "checkpoints")] == [
         c.path.name for c in list_checkpoints(member / "checkpoints")

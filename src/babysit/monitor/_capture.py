@@ -57,6 +57,7 @@ class Capture:
         self.acts: dict[str, ActivationStats] = {}  # insertion order = forward order
         self.grads: dict[str, GradStats] = {}
         self.rows = 0  # samples seen by the model in this window
+        self.batch = 0  # the most samples one forward pass saw (the batch size)
         self.steps = 0  # monitor steps since the window opened
         self.input_shape: tuple[int, ...] | None = None  # per sample, e.g. (1, 8, 8)
         self.data_layer: nn.Module | None = None
@@ -97,6 +98,7 @@ class Capture:
         x = next((a for a in args if isinstance(a, Tensor)), None)
         if x is not None and x.ndim > 0:
             self.rows += x.shape[0]
+            self.batch = max(self.batch, x.shape[0])
             self.input_shape = tuple(x.shape[1:])
 
     def _on_activation(

@@ -1,54 +1,84 @@
-"""Diagnoses from the loss curve and the per-epoch accuracies (the notes' first two plots).
+"""Diagnoses from the loss curve (the notes' first plot) and the update sizes behind it.
 
-The loss is read as the notes' cartoon does: exploding or stuck high (lr too high), nearly
-linear and slow (lr too low), wiggling batch to batch (batch too small), still at chance after
-an epoch (not learning). Train/val accuracy: a growing gap is overfitting; low train accuracy
-tracked closely by val accuracy is underfitting.
+The loss is read as the notes' cartoon does: NaN (diverged), exploding, bouncing back up, or a
+fast drop that then stalls while the updates stay large (lr too high); nearly linear and slow,
+with tiny updates (lr too low); wiggling batch to batch far more than its level (batch too
+small); still at chance after an epoch (not learning, a symptom whose cause other rules name).
+The reference "chance" is the chance loss given to ``watch()``, else the initial loss; every
+message says which.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import statistics
-from collections.abc import Sequence
+from typing import Any
 
 from babysit.monitor._findings import Finding, diagnosis
+from babysit.monitor._format import num, share, times
 from babysit.monitor._history import RunHistory
+from babysit.monitor._readings import (
+    chunk_medians,
+    latest_loss,
+    layer_ratios,
+    noise_level,
+    probe_median,
+    reference,
+)
+from babysit.monitor.probes import GRAD_NORM, UPDATE_RATIO, UPDATE_RATIO_TARGET
 
-__all__ = ["chunk_medians", "noise_level"]
+__all__ = ["MIN_POINTS"]
 
 MIN_POINTS = 20  # fewer logged steps than this: the curve's shape says nothing yet
+LOWER = "lower the learning rate (3-10x)"
+RAISE = "raise the learning rate (3-10x)"
 
 
-def chunk_medians(values: Sequence[float], k: int) -> list[float]:
-    """Median of each of ``k`` consecutive, nearly equal chunks of ``values``."""
-    n = len(values)
-    bounds = [round(i * n / k) for i in range(k + 1)]
-    return [statistics.median(values[a:b]) for a, b in itertools.pairwise(bounds) if b > a]
-
-
-def noise_level(values: Sequence[float]) -> float:
-    """Batch-to-batch noise: std of successive differences / sqrt(2) (immune to a slow trend)."""
-    diffs = [b - a for a, b in itertools.pairwise(values)]
-    return statistics.pstdev(diffs) / math.sqrt(2) if len(diffs) > 1 else 0.0
+def _lead_up(m: RunHistory, step: int | None) -> tuple[str, dict[str, float | None]]:
+    """What led to a divergence at ``step``: the lr, the loss before it, gradient-norm growth."""
+    losses = list(m.recent)
+    parts, evidence = [], {"lr": m.lr}
+    if m.lr is not None:
+        parts.append(f"the learning rate was {num(m.lr)}")
+    if len(losses) >= 10:
+        low, last = min(chunk_medians(losses, 10)), statistics.median(losses[-5:])
+        evidence.update(lowest_loss=low, last_finite_loss=last)
+        trend = "had risen to" if last > 1.5 * low else "was"
+        parts.append(f"the loss {trend} {num(last)} just before (lowest {num(low)})")
+    grads = m.probes.get(GRAD_NORM)
+    if grads is not None and step is not None:
+        before = [(s, v) for s, v in [grads.first, *grads.latest] if s < step]
+        g0 = probe_median(before[0][1]) if len(before) > 1 else None
+        g1 = probe_median(before[-1][1]) if len(before) > 1 else None
+        if g0 and g1 and g0 > 0:
+            evidence["grad_norm_growth"] = g1 / g0
+            verb = "grown" if g1 >= g0 else "shrunk"
+            parts.append(
+                f"gradient norms had {verb} {times(max(g1 / g0, g0 / g1))} since the start"
+            )
+    return "; ".join(parts), evidence
 
 
 @diagnosis("diverged")
 def diverged(m: RunHistory) -> list[Finding]:
-    """A NaN / inf loss (or a "diverged" event): the run is lost from that step on."""
+    """A NaN / inf loss (or a "diverged" event): the run is lost from that step on.
+
+    The message says what led to it (the lr, the loss just before, gradient-norm growth);
+    every other finding about the wreck is left out (see ``_ranking``).
+    """
     if m.nonfinite is None:
         return []
     step, loss = m.nonfinite.get("step"), m.nonfinite.get("loss")
+    lead, evidence = _lead_up(m, step)
     return [
         Finding(
             "diverged",
             "error",
             step,
-            f"the loss became {loss} at step {step}",
+            f"the loss became {loss} at step {step}" + (f": {lead}" if lead else ""),
             "lower the learning rate (10x), check the inputs for NaN/inf and the loss for log(0);"
             " restart from the last good checkpoint",
-            {"loss": loss, "last_finite_loss": m.recent[-1] if m.recent else None},
+            {"loss": loss, **evidence},
         )
     ]
 
@@ -59,210 +89,186 @@ def not_learning(
 ) -> list[Finding]:
     """After ``min_epochs`` the loss of the last epoch is still >= ``at_chance`` x chance.
 
-    Chance is the given chance loss (ln C for C classes: 2.302 for 10), else the initial loss.
-    A loss that grew beyond ``grown`` x its start is exploding (lr_too_high), not stuck.
+    A symptom: the rules that name a cause (dead units, lr, labels, ...) replace it. A loss
+    that grew beyond ``grown`` x its start is exploding (lr_too_high), not stuck.
     """
-    ref, start = m.reference_loss, m.initial_loss
-    if ref is None or start is None or ref <= 0 or m.nonfinite is not None:
+    ref, start, latest = reference(m), m.initial_loss, latest_loss(m)
+    if ref is None or start is None or latest is None or m.nonfinite is not None:
         return []
-    if m.epochs_done < min_epochs:
-        return []
-    per_epoch = int(m.steps_per_epoch) if m.steps_per_epoch else len(m.recent) // 4
-    latest = statistics.median(list(m.recent)[-max(per_epoch, 1) :])
-    if not at_chance * ref <= latest <= grown * max(ref, start):
+    if m.epochs_done < min_epochs or not at_chance * ref[0] <= latest <= grown * max(ref[0], start):
         return []
     return [
         Finding(
             "not_learning",
             "error",
             m.last_step,
-            f"after {m.epochs_done:.3g} epochs the loss {latest:.4g} is still at chance"
-            f" ({ref:.4g})",
+            f"after {num(m.epochs_done, 3)} epochs the loss {num(latest)} is still at {ref[1]}",
             "check that the gradient flows (gradcheck), that labels match inputs, that the"
             " optimizer holds the model's parameters, and that the learning rate is not tiny",
-            {"loss": latest, "chance_loss": ref, "epochs": m.epochs_done},
+            {"loss": latest, "reference_loss": ref[0], "epochs": m.epochs_done},
         )
     ]
 
 
 @diagnosis("lr_too_high")
 def lr_too_high(
-    m: RunHistory, *, explode: float = 1.5, rebound: float = 0.05, rebound_rel: float = 0.25
+    m: RunHistory,
+    *,
+    explode: float = 1.5,
+    spikes: float = 6.0,
+    rebound: float = 0.15,
+    rebound_rel: float = 0.25,
+    high: float = 10 * UPDATE_RATIO_TARGET,
+    stalled: float = 0.1,
 ) -> list[Finding]:
-    """The loss explodes, or falls and then bounces back up (stuck at a worse value).
+    """The loss explodes, bounces back up, or stalls early while the updates stay large.
 
-    Exploding: a running median of 3 logged losses (one bad batch is not enough) exceeds
-    ``explode`` x max(chance, initial loss). Bouncing, on the medians c_0..c_9 of 10
-    consecutive chunks of the curve: some c_i exceeds the lowest earlier chunk by more than
-    ``rebound`` x chance and by more than ``rebound_rel`` of that low.
+    On the medians c_0..c_9 of 10 consecutive chunks of the curve:
+    exploding -- a running median over 1 % of the logged losses (at least 3) exceeds
+    ``explode`` x max(chance, start), or a running median of 3 does and stands ``spikes``
+    batch-noise sd above it (a brief blow-up in the first steps, after which units die);
+    bouncing -- some c_i exceeds the lowest earlier chunk by ``rebound`` x the drop from the
+    initial loss to that low, by ``rebound_rel`` x that low, and by 4 standard errors of a
+    chunk median (1.25 sd / sqrt(chunk length), sd the batch-to-batch noise);
+    stalled -- the notes' "decays faster, but gets stuck at worse values": the second half
+    (c_5 - c_9) gave less than ``stalled`` of the drop from the initial loss while the
+    update:weight ratio of the second half is still above ``high`` (10x the notes' ~1e-3, the
+    band's upper edge: a healthy run's updates shrink once the first steps are over).
     """
-    ref, start = m.reference_loss, m.initial_loss
-    v = m.curve.values
-    if ref is None or start is None or ref <= 0 or len(v) < MIN_POINTS:
+    ref, start, v = reference(m), m.initial_loss, m.curve.values
+    if ref is None or start is None or len(v) < MIN_POINTS:
         return []
     advice = (
-        "lower the learning rate (3-10x): with a high learning rate the loss decays fast but"
-        " gets stuck at a worse value, bouncing around with too much 'energy'"
+        f"{LOWER}: with a high learning rate the loss decays fast but gets stuck at a worse"
+        " value, bouncing around with too much 'energy'"
     )
-    base = max(ref, start)
-    peak = max(statistics.median(v[i : i + 3]) for i in range(len(v) - 2))
+    base = max(ref[0], start)
+    w = max(3, len(v) // 100)  # sustained over 1 % of the run: one bad batch is not enough
+    peak = max(statistics.median(v[i : i + w]) for i in range(len(v) - w + 1))
+    spike = max(statistics.median(v[i : i + 3]) for i in range(len(v) - 2))
+    sd = noise_level(list(m.recent))  # batch-to-batch noise: a spike must stand far out of it
+    if spike > explode * base and spike > base + spikes * sd:
+        peak = max(peak, spike)
     c = chunk_medians(v, 10)
-    evidence = {"chunk_medians": c, "peak": peak, "initial_loss": start, "reference_loss": ref}
+    evidence: dict[str, Any] = {"chunk_medians": c, "peak": peak, "reference_loss": ref[0]}
     if peak > explode * base:
-        msg = f"the loss grew to {peak:.4g}, {peak / base:.3g}x its start ({base:.4g})"
+        msg = f"the loss grew to {num(peak)}, {times(peak / base)} its start ({num(base)})"
+        evidence["shape"] = "exploding"
         return [Finding("lr_too_high", "warning", m.last_step, msg, advice, evidence)]
-    rise, low, high = max((c[i] - min(c[:i]), min(c[:i]), c[i]) for i in range(1, len(c)))
-    if rise > rebound * ref and rise > rebound_rel * low:
-        msg = f"the loss fell to {low:.4g}, then went back up to {high:.4g}"
+    rise, low, high_c = max((c[i] - min(c[:i]), min(c[:i]), c[i]) for i in range(1, len(c)))
+    chunk = max(len(v) * m.curve.stride / len(c), 1.0)
+    se = 1.25 * sd / math.sqrt(chunk)  # of a chunk median
+    if rise > rebound * (start - low) and rise > rebound_rel * low and rise > 4 * se:
+        msg = f"the loss fell to {num(low)}, then went back up to {num(high_c)}"
+        evidence["shape"] = "bouncing"
+        return [Finding("lr_too_high", "warning", m.last_step, msg, advice, evidence)]
+    late, _ = layer_ratios(m, UPDATE_RATIO, late=True)
+    ratio = statistics.median(late.values()) if late else None
+    drop = start - c[-1]  # from the very first loss: the fast early drop included
+    if ratio is not None and ratio > high and drop > 0 and c[5] - c[9] < stalled * drop:
+        msg = (
+            f"the loss fell fast to {num(c[4])}, then stalled ({num(c[-1])} at the end) while"
+            f" the updates are still {num(ratio, 2)} of the weights (the notes: ~1e-3)"
+        )
+        evidence.update(late_update_ratio=ratio, shape="stalled")
         return [Finding("lr_too_high", "warning", m.last_step, msg, advice, evidence)]
     return []
 
 
 @diagnosis("lr_too_low")
 def lr_too_low(
-    m: RunHistory, *, min_drop: float = 0.01, max_drop: float = 0.3, linear: float = 1.5
+    m: RunHistory,
+    *,
+    min_drop: float = 0.01,
+    max_drop: float = 0.9,
+    linear: float = 1.5,
+    low: float = UPDATE_RATIO_TARGET / 10,
+    small_fit: float = 0.5,
+    fit: float = 0.3,
 ) -> list[Finding]:
     """The loss falls slowly and nearly linearly (the notes: "low learning rates ... linear").
 
-    On the 10 chunk medians c_0..c_9: the total drop c_0 - c_9 lies between ``min_drop`` and
-    ``max_drop`` x chance, and the first half fell less than ``linear`` x the second
-    (c_0 - c_4 < linear (c_5 - c_9), with c_5 > c_9): no sign of the usual fast-then-slow shape.
+    On the initial loss L_0 and the 10 chunk medians c_0..c_9: the drop L_0 - c_9 lies between
+    ``min_drop`` and ``max_drop`` x chance and the first half fell less than ``linear`` x the
+    second (L_0 - c_4 < linear (c_5 - c_9), c_5 > c_9): no sign of the usual fast-then-slow
+    shape (a fast drop in the first steps, then a slow decline, is not linear).
+    Or, on the median early update:weight ratio r: r < ``low`` (a decade under the notes'
+    ~1e-3) while the loss still falls; or r < ``small_fit`` x 1e-3 while the loss is still
+    above ``fit`` x chance (small steps, and the data not fit: the lr holds it back).
     """
-    ref = m.reference_loss
-    if ref is None or ref <= 0 or len(m.curve) < MIN_POINTS or m.nonfinite is not None:
+    ref = reference(m)
+    if ref is None or len(m.curve) < MIN_POINTS or m.nonfinite is not None:
         return []
     c = chunk_medians(m.curve.values, 10)
-    drop, first, second = c[0] - c[-1], c[0] - c[4], c[5] - c[9]
-    if not (min_drop * ref < drop < max_drop * ref and second > 0 and first < linear * second):
-        return []
-    return [
-        Finding(
-            "lr_too_low",
-            "warning",
-            m.last_step,
-            f"the loss fell only from {c[0]:.4g} to {c[-1]:.4g}, at a nearly constant rate",
-            "raise the learning rate (3-10x): with a low learning rate the improvements are linear",
-            {
-                "chunk_medians": c,
-                "drop": drop,
-                "first_half_drop": first,
-                "second_half_drop": second,
-            },
+    start = m.initial_loss if m.initial_loss is not None else c[0]
+    drop, first, second = start - c[-1], start - c[4], c[5] - c[9]
+    early, _steps = layer_ratios(m, UPDATE_RATIO, late=False)
+    ratio = statistics.median(early.values()) if early else None
+    evidence = {"chunk_medians": c, "drop": drop, "early_update_ratio": ratio}
+    advice = f"{RAISE}: with a low learning rate the improvements are linear"
+    if min_drop * ref[0] < drop < max_drop * ref[0] and second > 0 and first < linear * second:
+        msg = (
+            f"the loss fell only from {num(start)} to {num(c[-1])} ({share(drop / ref[0])} of"
+            f" {ref[1]}), at a nearly constant rate"
         )
-    ]
+        return [Finding("lr_too_low", "warning", m.last_step, msg, advice, evidence)]
+    small = ratio is not None and ratio < low
+    unfit = ratio is not None and ratio < small_fit * UPDATE_RATIO_TARGET and c[-1] > fit * ref[0]
+    if (small and second > 0 and drop > min_drop * ref[0]) or unfit:
+        assert ratio is not None
+        msg = (
+            f"the updates are only {num(ratio, 2)} of the weights (the notes: ~1e-3) while the"
+            f" loss is still at {num(c[-1])} ({share(c[-1] / ref[0])} of {ref[1]})"
+        )
+        return [Finding("lr_too_low", "warning", m.last_step, msg, advice, evidence)]
+    return []
 
 
 @diagnosis("loss_noisy")
-def loss_noisy(m: RunHistory, *, noisy: float = 0.08, min_steps: int = 50) -> list[Finding]:
-    """Batch-to-batch wiggle of the loss above ``noisy`` x chance over the latest steps.
+def loss_noisy(
+    m: RunHistory,
+    *,
+    noisy: float = 0.3,
+    floor: float = 0.05,
+    max_batch: int = 8,
+    min_steps: int = 50,
+) -> list[Finding]:
+    """Batch-to-batch wiggle that a larger batch would remove.
 
-    The wiggle is :func:`noise_level` of the second half of the last raw losses (up to 1000).
+    The wiggle s is :func:`noise_level` of the second half of the last raw losses (up to 1000),
+    against their median level L. Sampling B examples gives s = sd / sqrt(B), sd the spread of
+    the per-example losses: whatever the data, a batch of 32 has a sixth of the wiggle of a
+    batch of 1, and with classes that overlap sd stays large however long one trains (that
+    part is irreducible). So it fires for a batch of at most ``max_batch`` examples (when the
+    monitor saw the batch size) whose wiggle is above ``noisy`` x L and ``floor`` x chance (the
+    spikes of a loss near 0 do not count).
     """
-    ref = m.reference_loss
+    ref = reference(m)
     recent = list(m.recent)[len(m.recent) // 2 :]
-    if ref is None or ref <= 0 or len(recent) < min_steps:
+    if ref is None or len(recent) < min_steps or m.nonfinite is not None:
         return []
-    noise = noise_level(recent)
-    if noise <= noisy * ref:
+    if m.batch_size is not None and m.batch_size > max_batch:
         return []
+    noise, level = noise_level(recent), statistics.median(recent)
+    if noise <= noisy * level or noise <= floor * ref[0]:
+        return []
+    batch = f"a batch of {m.batch_size}" if m.batch_size else "the batch size"
     return [
         Finding(
             "loss_noisy",
             "warning",
             m.last_step,
-            f"the loss wiggles by {noise:.3g} from batch to batch ({noise / ref:.0%} of chance)",
-            "raise the batch size: the wiggle in the loss is related to the batch size"
-            " (or lower the learning rate if it also bounces up)",
-            {"noise": noise, "reference_loss": ref, "steps": len(recent)},
-        )
-    ]
-
-
-def _series(m: RunHistory, key: str) -> list[float]:
-    values = [e.get(key) for e in m.epochs]
-    return [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
-
-
-@diagnosis("overfitting")
-def overfitting(
-    m: RunHistory,
-    *,
-    rise: float = 0.25,
-    gap: float = 0.15,
-    growth: float = 0.1,
-    min_epochs: int = 5,
-) -> list[Finding]:
-    """A growing train/val gap: val loss up by ``rise`` from its best while train loss falls,
-    or train - val accuracy >= ``gap`` and grown by ``growth`` since the best val accuracy.
-
-    Ends are means of the last 3 epochs, so one noisy validation does not decide.
-    """
-    val, train = _series(m, "val_loss"), _series(m, "train_loss")
-    advice = (
-        "increase regularization (stronger L2, dropout) or collect more data; stop early and"
-        " keep the checkpoint with the best validation score"
-    )
-    if len(val) >= min_epochs and len(train) == len(val):
-        best = min(range(len(val)), key=val.__getitem__)
-        end = statistics.fmean(val[-3:])
-        if best < len(val) - 3 and end > (1 + rise) * val[best] and train[-1] < train[best]:
-            msg = (
-                f"val loss rose from {val[best]:.4g} (epoch {best + 1}) to {end:.4g}"
-                " while train loss fell"
-            )
-            ev = {"best_val_loss": val[best], "best_epoch": best + 1, "val_loss": end}
-            return [Finding("overfitting", "warning", m.last_step, msg, advice, ev)]
-    tr, va = _series(m, "train_acc"), _series(m, "val_acc")
-    if len(va) >= min_epochs and len(tr) == len(va):
-        gaps = [t - v for t, v in zip(tr, va, strict=True)]
-        best = max(range(len(va)), key=va.__getitem__)
-        end = statistics.fmean(gaps[-3:])
-        if end >= gap and end - gaps[best] >= growth:
-            msg = (
-                f"train accuracy exceeds val accuracy by {end:.0%} (gap grew from {gaps[best]:.0%})"
-            )
-            ev = {"gap": end, "gap_at_best_val": gaps[best], "best_epoch": best + 1}
-            return [Finding("overfitting", "warning", m.last_step, msg, advice, ev)]
-    return []
-
-
-@diagnosis("underfitting")
-def underfitting(
-    m: RunHistory,
-    *,
-    low: float = 0.8,
-    gap: float = 0.05,
-    plateau: float = 0.02,
-    min_epochs: int = 3,
-) -> list[Finding]:
-    """Train accuracy below ``low`` that val accuracy tracks (gap < ``gap``), no longer rising.
-
-    "No longer rising": train accuracy gained less than ``plateau`` over the last third of the
-    epochs. Runs whose loss is still at chance are left to not_learning.
-    """
-    tr, va = _series(m, "train_acc"), _series(m, "val_acc")
-    ref = m.reference_loss
-    if len(tr) < min_epochs or len(va) != len(tr) or ref is None or not m.recent:
-        return []
-    third = max(len(tr) // 3, 1)
-    end_train, end_val = statistics.fmean(tr[-3:]), statistics.fmean(va[-3:])
-    learning = statistics.median(list(m.recent)[-50:]) < 0.9 * ref
-    if not (
-        learning
-        and end_train < low
-        and end_train - end_val < gap
-        and tr[-1] - tr[-1 - third] < plateau
-    ):
-        return []
-    return [
-        Finding(
-            "underfitting",
-            "warning",
-            m.last_step,
-            f"train accuracy plateaued at {end_train:.0%} and val accuracy tracks it"
-            f" ({end_val:.0%})",
-            "the model's capacity is too low: make it larger (more or wider hidden layers), or"
-            " lower the regularization",
-            {"train_acc": end_train, "val_acc": end_val},
+            f"the loss wiggles by {num(noise, 3)} from batch to batch, {share(noise / level)} of"
+            f" its level ({num(level)}; {share(noise / ref[0])} of {ref[1]}): {batch} is too"
+            " few examples to average over",
+            "raise the batch size (the wiggle shrinks as 1 / sqrt(batch size)); lower the"
+            " learning rate with it if the loss also bounces up",
+            {
+                "noise": noise,
+                "level": level,
+                "reference_loss": ref[0],
+                "batch_size": m.batch_size,
+                "steps": len(recent),
+            },
         )
     ]

@@ -11,7 +11,8 @@ from babysit.monitor._history import RunHistory
 
 __all__ = ["CODES", "DIAGNOSES", "SEVERITIES", "Diagnosis", "Finding", "diagnosis"]
 
-# findings.json codes, fixed by DESIGN.md
+# findings.json codes: DESIGN.md's fixed thirteen, then the ones added since (a code keeps its
+# meaning once added)
 CODES = (
     "lr_too_high",
     "lr_too_low",
@@ -26,6 +27,10 @@ CODES = (
     "exploding_gradients",
     "diverged",
     "not_learning",
+    "grads_not_zeroed",  # .grad still holds the last step's gradient: zero_grad() never runs
+    "reg_too_strong",  # the weight decay / L2 penalty outweighs the data
+    "labels_suspect",  # validation at chance while training fits: labels vs inputs
+    "frozen_parameters",  # info: parameters that never get a gradient (deliberately frozen?)
 )
 SEVERITIES = ("info", "warning", "error")  # least to most severe
 

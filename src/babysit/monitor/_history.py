@@ -97,6 +97,14 @@ class RunHistory:
     head: list[float] = field(default_factory=list)
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
     nonfinite: dict[str, Any] | None = None  # the first NaN/inf loss: {"step", "loss"}
+    # the watch event's optimizer (class name), largest weight_decay, requires_grad=False names
+    optimizer: str | None = None
+    weight_decay: float | None = None
+    frozen: list[str] = field(default_factory=list)
+    no_grad: list[str] = field(default_factory=list)  # held by the optimizer, never a gradient
+    batch_size: int | None = None  # the most examples in one forward pass ("batch_size" events)
+    lr: float | None = None  # the latest step's learning rate
+    reg_share: deque[float] = field(default_factory=lambda: deque(maxlen=100))  # reg / loss
     last_step: int = 0
     last_epoch: float | None = None
     epochs: deque[log.EpochRecord] = field(default_factory=lambda: deque(maxlen=EPOCH_KEEP))
@@ -127,6 +135,11 @@ class RunHistory:
             epoch = step / self.steps_per_epoch
         self.last_step = step
         self.last_epoch = None if epoch is None else float(epoch)
+        lr, reg = record.get("lr"), record.get("reg_loss")
+        if isinstance(lr, int | float):
+            self.lr = float(lr)
+        if isinstance(reg, int | float) and math.isfinite(reg) and loss > 0:
+            self.reg_share.append(float(reg) / loss)
         if not math.isfinite(loss):
             if self.nonfinite is None:
                 self.nonfinite = {"step": step, "loss": loss}
@@ -155,11 +168,19 @@ class RunHistory:
     def _event(self, record: log.EventRecord) -> None:
         self.events.append(record)
         what = record.get("what")
+        fields: dict[str, Any] = dict(record)  # each kind of event has its own fields
         if what == "watch":  # the monitor's settings, written first
-            for key in ("chance_loss", "steps_per_epoch"):
-                value = record.get(key)
+            for key in ("chance_loss", "steps_per_epoch", "weight_decay"):
+                value = fields.get(key)
                 if isinstance(value, int | float):
                     setattr(self, key, float(value))
+            optimizer = fields.get("optimizer")
+            self.optimizer = optimizer if isinstance(optimizer, str) else None
+            self.frozen = [str(n) for n in fields.get("frozen") or []]
+        elif what == "batch_size" and isinstance(fields.get("size"), int):
+            self.batch_size = int(fields["size"])
+        elif what == "frozen":
+            self.no_grad = sorted(set(self.no_grad) | {str(n) for n in fields.get("params") or []})
         elif what == "diverged" and self.nonfinite is None:
             self.nonfinite = {"step": record.get("step"), "loss": record.get("loss")}
 
@@ -172,8 +193,10 @@ class RunHistory:
 
     @property
     def initial_loss(self) -> float | None:
-        """Median of the first :data:`HEAD` finite batch losses."""
-        return statistics.median(self.head) if self.head else None
+        """The loss at the start: the first finite batch loss, or the median of the first
+        :data:`HEAD` when that is lower (a noisy first batch). Not the median alone: a too-high
+        lr can blow the loss up from the second step on."""
+        return min(self.head[0], statistics.median(self.head)) if self.head else None
 
     @property
     def reference_loss(self) -> float | None:

@@ -18,8 +18,15 @@ from torch import nn
 
 from babysit.monitor._capture import Capture
 from babysit.monitor._filters import save_filters
-from babysit.monitor._updates import UpdateProbe, named_parameters
-from babysit.monitor.probes import FILTERS, PROBES, UPDATE_RATIO, UPDATE_RATIO_1D
+from babysit.monitor._updates import StepReading, UpdateProbe, named_parameters
+from babysit.monitor.probes import (
+    FILTERS,
+    GRAD_CARRYOVER,
+    PROBES,
+    UPDATE_RATIO,
+    UPDATE_RATIO_1D,
+    WEIGHT_NORM,
+)
 
 __all__ = ["SLOW_FACTOR", "Emit", "ProbeWindows"]
 
@@ -27,6 +34,8 @@ SLOW_FACTOR = 10  # histograms and filters in every 10th window
 
 # emit(name, values, step): hand a probe record to the monitor
 Emit = Callable[[str, dict[str, Any], int], None]
+# event(what, step, fields): hand an event record to the monitor
+EmitEvent = Callable[[str, int, dict[str, Any]], None]
 
 
 class ProbeWindows:
@@ -45,18 +54,21 @@ class ProbeWindows:
         out_dir: Path | None,
         start_step: int,
         emit: Emit,
+        event: EmitEvent,
     ) -> None:
         self.model, self.every, self.window = model, every, window
         self.bins, self.hist_every, self.image_shape = bins, hist_every, image_shape
-        self.out_dir, self.emit = out_dir, emit
+        self.out_dir, self.emit, self.event = out_dir, emit, event
         self.start = self.step = start_step
         self._capture: Capture | None = None
         self._window_start = 0
         self._data_layer: nn.Module | None = None
         self._input_shape: tuple[int, ...] | None = None
         self._filters_step: int | None = None
+        self._no_grad: list[str] = []  # the last "frozen" event's parameters
+        self._batch = 0  # the last "batch_size" event's size
         params = named_parameters(model, optimizer)
-        self._updates = UpdateProbe(params, optimizer, self._emit_updates)
+        self._updates = UpdateProbe(params, optimizer, self._emit_updates, self._emit_carryover)
         self._open()
 
     def after_step(self, step: int) -> None:
@@ -93,6 +105,9 @@ class ProbeWindows:
         capture.close()
         if capture.data_layer is not None:
             self._data_layer, self._input_shape = capture.data_layer, capture.input_shape
+        if capture.batch > self._batch:  # said once (and if a larger batch comes)
+            self._batch = capture.batch
+            self.event("batch_size", self.step, {"size": capture.batch})
         slow = self._slow_due()
         for spec in PROBES.values():
             if spec.fn is not None and (spec.cadence == "every" or slow):
@@ -102,13 +117,25 @@ class ProbeWindows:
         if slow:
             self._save_filters()
 
-    def _emit_updates(self, weights: dict[str, float], one_dim: dict[str, float | None]) -> None:
+    def _hook_step(self) -> int:
         # step hooks run inside optimizer.step(), before the monitor counts that step
-        step = self.step + 1 if self._updates.hooked else self.step
-        if weights:
-            self.emit(UPDATE_RATIO, weights, step)
-        if one_dim:
-            self.emit(UPDATE_RATIO_1D, one_dim, step)
+        return self.step + 1 if self._updates.hooked else self.step
+
+    def _emit_updates(self, reading: StepReading) -> None:
+        step = self._hook_step()
+        for name, values in (
+            (UPDATE_RATIO, reading.ratios),
+            (UPDATE_RATIO_1D, reading.one_dim),
+            (WEIGHT_NORM, reading.weight_norms),
+        ):
+            if values:
+                self.emit(name, dict(values), step)
+        if reading.no_grad != self._no_grad:  # said once, and again when it changes
+            self._no_grad = reading.no_grad
+            self.event("frozen", step, {"params": reading.no_grad})
+
+    def _emit_carryover(self, shares: dict[str, float]) -> None:
+        self.emit(GRAD_CARRYOVER, shares, self._hook_step())
 
     def _save_filters(self) -> None:
         if self.out_dir is None or self._data_layer is None:

@@ -33,6 +33,7 @@ __all__ = [
     "EVENT",
     "MAX_LINE_BYTES",
     "PROBE",
+    "SETUP_EVENTS",
     "BatchRecord",
     "EpochRecord",
     "EventRecord",
@@ -52,6 +53,9 @@ __all__ = [
 BATCH, EPOCH, PROBE, EVENT = "batch", "epoch", "probe", "event"  # the record kinds
 AVERAGE_KINDS = ("ema", "swa")  # an epoch record's averaged-weights key prefixes
 MAX_LINE_BYTES = 8 * 2**20  # a record is a few KB (a histogram probe's: ~100 KB at most)
+# events the monitor writes about the setup it watches, not about the training: its settings
+# and the optimizer's ("watch"), the batch size it saw, the parameters that get no gradient
+SETUP_EVENTS = ("watch", "batch_size", "frozen")
 
 
 # Values are typed as they are on disk. The monitor hands 0-d tensors to the constructors

@@ -8,6 +8,10 @@ one registration here:
 
 - ``update_ratio``: ``||dw|| / ||w||`` per weight tensor for one optimizer step (want ~1e-3);
   1-D tensors (biases, norms) go to ``update_ratio_1d``, with ``None`` where ``||w|| = 0``.
+  Tensors that got no gradient (frozen) are left out.
+- ``weight_norm``: ``||w||`` per weight tensor at the same steps.
+- ``grad_carryover``: per tensor, the share of the last step's gradient that ``.grad`` still
+  holds when the next backward pass starts (0: zeroed between steps; 1: never zeroed).
 - ``act_stats``: per activation, mean, std, ``dead`` (fraction of ReLU units never active over
   the capture window) and ``saturated`` (fraction of tanh / sigmoid outputs beyond
   ``_stats.SATURATION`` of their range); ``None`` where the kind of activation makes it moot.
@@ -39,12 +43,14 @@ __all__ = [
     "ACT_HIST",
     "ACT_STATS",
     "FILTERS",
+    "GRAD_CARRYOVER",
     "GRAD_HIST",
     "GRAD_NORM",
     "PROBES",
     "UPDATE_RATIO",
     "UPDATE_RATIO_1D",
     "UPDATE_RATIO_TARGET",
+    "WEIGHT_NORM",
     "Cadence",
     "ProbeFn",
     "ProbeKind",
@@ -137,6 +143,24 @@ UPDATE_RATIO = declare(
 )
 UPDATE_RATIO_1D = declare(
     "update_ratio_1d", "per_layer_scalar", "Update : weight ratio", section=UPDATE_RATIO
+)
+WEIGHT_NORM = declare(
+    "weight_norm",
+    "per_layer_scalar",
+    "Weight norms",
+    label="||w||",
+    log_y=True,
+    caption="||w|| per weight tensor at each measured step; a steady fall to a fraction of the"
+    " initial norm means the regularisation outweighs the data.",
+)
+GRAD_CARRYOVER = declare(
+    "grad_carryover",
+    "per_layer_scalar",
+    "Gradient left over from the previous step",
+    label="share of the last step's gradient",
+    caption="What .grad still holds when the next backward pass starts, as a share of the"
+    " gradient the last step used: 0 when zero_grad() runs between steps, 1 when it never does"
+    " (gradients then add up across steps).",
 )
 
 ACT_STATS, GRAD_NORM, ACT_HIST, GRAD_HIST = "act_stats", "grad_norm", "act_hist", "grad_hist"

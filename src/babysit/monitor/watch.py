@@ -23,7 +23,8 @@ the filters again at close. Between windows no hook is installed: a step costs o
 record, and losses stay on the device until they are written (every 64 steps, each second,
 and at every epoch end), with one host sync for all of them. GradScaler-skipped steps and
 gradient accumulation are handled by the optimizer step hooks (see ``_updates``). Under DDP
-only rank 0 logs; the other ranks' monitors do nothing.
+only rank 0 logs; the other ranks' monitors do nothing. ``findings.json`` (the diagnoses, the
+one to act on first) is written next to metrics.jsonl at every ``log_epoch`` and on ``close``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from babysit.errors import ConfigError
 from babysit.monitor._findings import Finding
 from babysit.monitor._history import RunHistory
 from babysit.monitor._stats import to_python
+from babysit.monitor._updates import training_setup
 from babysit.monitor._windows import SLOW_FACTOR, ProbeWindows
 from babysit.monitor.log import (
     MetricsWriter,
@@ -138,7 +140,7 @@ class Monitor:
 
             self._own(TensorBoardSink(self.dir / "tensorboard", run_dir=self.dir))
         settings = {"every": self.every, "window": window, "steps_per_epoch": self.steps_per_epoch}
-        self.event("watch", **settings, chance_loss=chance_loss)
+        self.event("watch", **settings, chance_loss=chance_loss, **training_setup(model, optimizer))
         self._windows = ProbeWindows(
             model,
             optimizer,
@@ -150,6 +152,7 @@ class Monitor:
             out_dir=self.dir,
             start_step=start_step,
             emit=self._probe,
+            event=lambda what, step, fields: self.event(what, step=step, **fields),
         )
 
     def _own(self, sink: Sink) -> None:
@@ -182,7 +185,8 @@ class Monitor:
             self._sync()
 
     def log_epoch(self, **metrics: Any) -> None:
-        """Write an ``{"kind": "epoch", "epoch", "step", **metrics}`` record and flush.
+        """Write an ``{"kind": "epoch", "epoch", "step", **metrics}`` record, flush, and
+        rewrite ``<log dir>/findings.json`` with the diagnoses so far.
 
         ``epoch`` counts the calls unless given. Without ``steps_per_epoch``, the steps up to
         the first call set it (later records then carry fractional epochs).
@@ -197,6 +201,7 @@ class Monitor:
         step = scores.pop("step", self._step)
         self._pending.append(epoch_record(self._epoch, step, **scores))
         self.flush()
+        self._write_findings()
 
     def event(self, what: str, **fields: Any) -> None:
         """Write an ``{"kind": "event", "step", "what", **fields}`` record (diverged, ...)."""
@@ -218,12 +223,14 @@ class Monitor:
                 sink.flush()
 
     def close(self) -> None:
-        """Remove every hook, write what is buffered, close the sinks it opened; idempotent."""
+        """Remove every hook, write what is buffered and findings.json, close the sinks it
+        opened; idempotent."""
         if not self._active:
             return
         if self._windows is not None:
             self._windows.close()
         self.flush()
+        self._write_findings()
         self._active = False
         for sink in self._owned:
             sink.close()
@@ -243,6 +250,13 @@ class Monitor:
         return self._history
 
     # --- records ---------------------------------------------------------------------
+    def _write_findings(self) -> None:
+        """``<dir>/findings.json``: the diagnoses so far, the one to act on first (atomic)."""
+        if self.dir is not None:
+            from babysit.monitor.diagnose import write_findings
+
+            write_findings(self.dir / "findings.json", self.findings())
+
     def _epoch_at(self, step: int) -> float | None:
         return step / self.steps_per_epoch if self.steps_per_epoch else None
 

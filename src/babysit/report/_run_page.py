@@ -17,6 +17,7 @@ import numpy as np
 
 from babysit.monitor import log
 from babysit.monitor.diagnose import SEVERITIES
+from babysit.monitor.log import SETUP_EVENTS
 from babysit.report import plots
 from babysit.report._page import Html, Part, figure, fmt, get_page, note, paragraph, table
 from babysit.report._probe_sections import probe_sections
@@ -57,7 +58,8 @@ def _skipped_notes(run: RunData) -> list[Part]:
 
 @RUN.section("findings", title="Findings")
 def findings_section(run: RunData) -> list[Part]:
-    """Diagnoses with advice, most severe first (then by step); first, what was left out."""
+    """Diagnoses with advice in findings.json's order (the monitor ranks them by cause: the
+    first is the one to act on); first, what was left out."""
     skipped = _skipped_notes(run)
     if run.findings is None:
         if "findings.json" in run.skipped:
@@ -72,14 +74,11 @@ def findings_section(run: RunData) -> list[Part]:
             paragraph("No findings: nothing in the monitored quantities looked wrong."),
         ]
 
-    def order(f: dict[str, Any]) -> tuple[int, float]:
-        step = f.get("step")
-        at = float(step) if isinstance(step, int | float) else math.inf
-        return SEVERITY_RANK.get(str(f.get("severity")), len(SEVERITY_RANK)), at
-
-    ordered = sorted(run.findings, key=order)
+    ordered = run.findings  # findings.json's order: ranked by cause, the one to act on first
     counts = {s: sum(f.get("severity") == s for f in ordered) for s in SEVERITY_RANK}
-    head = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    head = (
+        ", ".join(f"{n} {s}" for s, n in counts.items() if n) + "; the first is the one to act on"
+    )
     return [*skipped, paragraph(head), Html("".join(_finding_html(f) for f in ordered))]
 
 
@@ -138,7 +137,8 @@ def loss_section(run: RunData) -> list[Part]:
     epoch_losses: dict[str, Series] = {
         k: run.epochs[k] for k in ("train_loss", "val_loss") if k in run.epochs
     }
-    events = {w: xs for w, xs in run.events.items() if w != "checkpoint"}
+    # training events only: not checkpoints, not the monitor's notes on the setup
+    events = {w: xs for w, xs in run.events.items() if w not in ("checkpoint", *SETUP_EVENTS)}
     fig = plots.loss_figure(minibatch, epoch_losses=epoch_losses, events=events)
     main = next(iter(minibatch.values()))
     how = (
