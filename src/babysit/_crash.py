@@ -13,14 +13,22 @@ import sys
 import tempfile
 import traceback
 
-__all__ = ["EXIT_INTERNAL", "crash_line", "debugging"]
+__all__ = ["EXIT_INTERNAL", "crash_line", "debugging", "set_debug"]
 
 EXIT_INTERNAL = 3
 
 
+_FLAG = {"debug": False}  # babysit --debug, set for each command line
+
+
+def set_debug(on: bool) -> None:
+    """``babysit --debug``: tracebacks on stderr for this command (as BABYSIT_DEBUG=1)."""
+    _FLAG["debug"] = on
+
+
 def debugging() -> bool:
-    """Whether ``BABYSIT_DEBUG`` asks for tracebacks on stderr."""
-    return os.environ.get("BABYSIT_DEBUG", "") not in ("", "0")
+    """Whether ``--debug`` or ``BABYSIT_DEBUG`` asks for tracebacks on stderr."""
+    return _FLAG["debug"] or os.environ.get("BABYSIT_DEBUG", "") not in ("", "0")
 
 
 def crash_line(exc: BaseException) -> str:

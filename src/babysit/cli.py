@@ -11,7 +11,6 @@ after the config has been validated, so bad input is answered fast.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from babysit._cli_lines import OneLineGroup, bad_input_line
-from babysit._crash import EXIT_INTERNAL, crash_line, debugging
+from babysit._crash import EXIT_INTERNAL, crash_line, debugging, set_debug
 from babysit._render import print_report
 from babysit.config import Config, load_config
 from babysit.errors import ConfigError
@@ -46,8 +45,7 @@ def _options(
     ] = False,
 ) -> None:
     """Check the gradients, sanity-check the model, babysit the training of a PyTorch model."""
-    if debug:  # the one switch: babysit/_crash.py's debugging()
-        os.environ["BABYSIT_DEBUG"] = "1"
+    set_debug(debug)  # the one switch with BABYSIT_DEBUG: babysit/_crash.py's debugging()
 
 
 T = TypeVar("T")
