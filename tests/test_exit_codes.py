@@ -28,10 +28,18 @@ GOOD = '[task]\nname = "digits-mlp"\n[model]\nhidden = [16]\n[train]\nepochs = 1
 
 
 def _raiser(exc: BaseException) -> Callable[..., Any]:
-    def boom(*args: Any, **kwargs: Any) -> Any:
-        raise exc
+    """A function that raises ``exc`` from babysit's own source (so the fault is babysit's
+    bug, not "your code": the CLI names a user's frame as the user's, exit 2)."""
+    import babysit
 
-    return boom
+    where = str(Path(babysit.__file__).parent / "_injected_fault.py")
+    namespace: dict[str, Any] = {}
+    exec(
+        compile("def boom(*args, **kwargs):\n    raise exc\n", where, "exec"),
+        {"exc": exc},
+        namespace,
+    )
+    return namespace["boom"]  # type: ignore[no-any-return]
 
 
 # (command, the function it calls that fails, the exception, exit code, the one line's start)

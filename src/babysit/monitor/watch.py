@@ -105,6 +105,7 @@ class Monitor:
         chance_loss: float | None,
         image_shape: tuple[int, ...] | None,
         start_step: int,
+        write_findings: bool = True,
     ) -> None:
         # every option is checked before anything is written (and on every rank)
         self.optimizer = optimizer
@@ -121,6 +122,7 @@ class Monitor:
             raise ConfigError("watch(tensorboard=True) needs log_dir= (or writer=) to write to")
         self._active = _is_logging_rank()  # False on DDP ranks other than 0, and once closed
         self._start = self._step = start_step
+        self.write_findings = write_findings  # False: the caller owns findings.json
         self._epoch = 0
         self._history = RunHistory()
         self._pending: list[Record] = []  # values may be 0-d tensors until the next sync
@@ -252,7 +254,7 @@ class Monitor:
     # --- records ---------------------------------------------------------------------
     def _write_findings(self) -> None:
         """``<dir>/findings.json``: the diagnoses so far, the one to act on first (atomic)."""
-        if self.dir is not None:
+        if self.dir is not None and self.write_findings:
             from babysit.monitor.diagnose import write_findings
 
             write_findings(self.dir / "findings.json", self.findings())
@@ -293,6 +295,7 @@ def watch(
     chance_loss: float | None = None,
     image_shape: tuple[int, ...] | None = None,
     start_step: int = 0,
+    write_findings: bool = True,
 ) -> Monitor:
     """Start babysitting ``model`` (and ``optimizer``'s steps); returns the :class:`Monitor`.
 
@@ -304,7 +307,8 @@ def watch(
     window: samples per capture window; bins: histogram bins; hist_every: steps between the
     windows that take histograms and filters (default 10 x every); chance_loss: the loss at chance
     (ln C for C classes) for the not_learning diagnosis; image_shape: (C, H, W) or (H, W) of
-    flat inputs, to draw a dense first layer's filters; start_step: steps already done (resume).
+    flat inputs, to draw a dense first layer's filters; start_step: steps already done (resume);
+    write_findings: False when the caller writes findings.json itself (babysit's trainer).
     """
     return Monitor(
         model,
@@ -320,4 +324,5 @@ def watch(
         chance_loss=chance_loss,
         image_shape=image_shape,
         start_step=start_step,
+        write_findings=write_findings,
     )

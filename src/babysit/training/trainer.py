@@ -139,6 +139,7 @@ class Trainer:
             chance_loss=chance_loss(self.task),
             image_shape=image_shape(self.task),
             start_step=self.step,
+            write_findings=False,  # the run's findings.json is written once it ends (lifecycle)
         )
 
     def _call(self, hook: str, *args: Any) -> None:
