@@ -105,3 +105,21 @@ def test_underfitting_needs_no_fixed_accuracy_but_a_converged_loss_with_no_gap()
     # the same accuracies while the loss still falls: training is still paying off
     falling = _falling(40, 1.1, 0.3)
     assert "underfitting" not in _codes(_run(falling, train_acc=train_acc, val_acc=val_acc))
+
+
+def test_a_penalty_that_is_most_of_a_small_loss_after_a_good_fit_is_not_reg_too_strong() -> None:
+    """The demo's final run: the data loss fell to ~0.02 (val acc 0.99) and L2 4e-5 is half
+    of what is left. Learning did not stall on the penalty: no reg_too_strong."""
+    data = _falling(10, 2.3, 0.01)
+    reg = np.full(data.size, 0.05)
+    records = _run(data + reg, val_acc=list(np.linspace(0.9, 0.99, 10)))
+    for r, d, g in zip(records[1:], data, reg, strict=False):
+        r.update(data_loss=float(d), reg_loss=float(g))
+    assert "reg_too_strong" not in _codes(records)
+    # the same share of a loss that stays at chance is the penalty's doing
+    stuck = np.full(data.size, 1.2)
+    records = _run(stuck + 1.3, val_acc=[0.1] * 10)
+    for r in records[1:]:
+        if r["kind"] == "batch":
+            r.update(data_loss=1.2, reg_loss=1.3)
+    assert "reg_too_strong" in _codes(records)

@@ -127,12 +127,18 @@ def _norm_ratio(m: RunHistory) -> float | None:
 
 @diagnosis("reg_too_strong")
 def reg_too_strong(
-    m: RunHistory, *, shrunk: float = 0.5, stalled: float = 0.1, dominant: float = 0.5
+    m: RunHistory,
+    *,
+    shrunk: float = 0.5,
+    stalled: float = 0.1,
+    dominant: float = 0.5,
+    fitted: float = 0.1,
 ) -> list[Finding]:
     """The penalty outweighs the data: the weights shrank below ``shrunk`` x their initial
     norm (median over tensors) while learning stalled (the second half of the curve gave less
     than ``stalled`` of its drop, or val accuracy at chance); or babysit's logged reg_loss is
-    more than ``dominant`` of the loss at the end."""
+    more than ``dominant`` of the loss at the end while the data loss stays above ``fitted``
+    x the initial loss."""
     if len(m.curve) < MIN_POINTS or m.nonfinite is not None:
         return []
     c = chunk_medians(m.curve.values, 10)
@@ -153,7 +159,9 @@ def reg_too_strong(
             f"the weights shrank {times(1 / ratio)} from their initial norm while learning"
             f" stalled (loss {num(c[-1])}): {source} outweighs the data"
         )
-    elif reg is not None and reg > dominant and stall:
+    elif reg is not None and reg > dominant and stall and c[-1] * (1 - reg) > fitted * c[0]:
+        # the data loss still high: a run that fitted its data (data loss near 0) leaves a
+        # small penalty most of a small loss, and has learned, not stalled
         msg = f"the regularisation is {share(reg)} of the loss while learning stalled ({source})"
     else:
         return []
