@@ -86,6 +86,7 @@ class Objective:
     batch_failed: set[int] = field(default_factory=set)
     verified: set[int] = field(default_factory=set)  # batched form matched the loop
     noise: float | None = None  # see estimate_noise; computed once, when first needed
+    loss_dtype: torch.dtype | None = None  # as the closure returned it
 
     def magnitude(self, k: int) -> float:
         return self.magnitudes[k] if k < len(self.magnitudes) else 1.0
@@ -100,6 +101,7 @@ class Objective:
         """One call of the closure; a forward that writes to a leaf in place is refused."""
         before = [x._version for x in self.leaves]
         loss = scalar_loss(self.closure())
+        self.loss_dtype = loss.dtype
         for name, x, v in zip(self.names, self.leaves, before, strict=True):
             if x._version != v:
                 raise DataError(

@@ -142,7 +142,14 @@ def prepare(
             f"the loss was scaled by 2**{exponent} for the check"
         )
     base = obj.recorded(ties=True)
-    eps = torch.finfo(obj.leaves[0].dtype).eps
+    dtype = obj.leaves[0].dtype
+    if obj.loss_dtype is not None and obj.loss_dtype.is_floating_point and obj.loss_dtype != dtype:
+        warnings.append(
+            f"{stage}/{part}: the loss comes out in {str(obj.loss_dtype).removeprefix('torch.')} "
+            f"though the check runs in {str(dtype).removeprefix('torch.')} (a cast inside "
+            "forward): its round-off is measured and allowed for, but errors are coarser"
+        )
+    eps = torch.finfo(dtype).eps
     if math.isfinite(first) and abs(base[0] - first) > 64 * eps * max(abs(first), 1e-300):
         again = obj.value()
         if again != base[0]:
