@@ -142,7 +142,7 @@ def test_the_users_model_is_untouched_by_a_refusal() -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_a_loss_computed_in_float32_is_said_so() -> None:
+def test_a_loss_computed_in_float32_is_checked_in_float32_and_said_so() -> None:
     class LateCast(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -152,5 +152,7 @@ def test_a_loss_computed_in_float32_is_said_so() -> None:
             return self.fc(x).float()  # float32 from here on: no dtype clash, coarser values
 
     report = gradcheck(LateCast(), F.cross_entropy, *data())
-    assert report.passed and report.thresholds["dtype"] == "float64"
-    assert any("the loss comes out in float32" in w for w in report.warnings)
+    assert report.passed and report.thresholds["dtype"] == "float32"
+    assert "in float64: the loss comes out in float32" in report.warnings[0]
+    fn = gradcheck_fn(lambda t: (t.exp() * 2).float().sum(), torch.randn(5, dtype=torch.float64))
+    assert fn.passed and fn.thresholds["dtype"] == "float32"

@@ -27,7 +27,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from babysit.checks.gradcheck.guards import check_data, check_model, explain, float32_inside
+from babysit.checks.gradcheck.guards import (
+    LossDtypeError,
+    check_data,
+    check_model,
+    explain,
+    float32_inside,
+)
 from babysit.checks.gradcheck.inputs import OBJECTIVES, cast, function_objective
 from babysit.checks.gradcheck.kinks import count_ties
 from babysit.checks.gradcheck.report import SCALES, GradcheckReport, ParamCheck
@@ -128,9 +134,19 @@ def gradcheck_fn(
     with torch.random.fork_rng(devices=_cuda(x.device)):
         obj = function_objective(f, cast(x, dtype, x.device), seed=seed, batched=batched)
         given = None if analytic is None else [cast(analytic, dtype, x.device)]
-        rows, _, d0 = check_objective(
-            obj, part="total", stage="init", st=st, warnings=warnings, analytic=given
-        )
+        try:
+            rows, _, d0 = check_objective(
+                obj, part="total", stage="init", st=st, warnings=warnings, analytic=given
+            )
+        except LossDtypeError as exc:
+            if exc.dtype != torch.float32 or dtype != torch.float64:
+                raise DataError(f"gradcheck_fn: f returns {exc.dtype}; return {dtype}") from None
+            report = gradcheck_fn(
+                f, x, analytic=analytic, h="auto" if h == 1e-5 else h, num_checks=num_checks,
+                seed=seed, dtype=torch.float32, floor=floor, batched=batched,
+            )  # fmt: skip
+            report.warnings.insert(0, "f computes in float32: checked in float32")
+            return report
     extra = {"kink_ops": sorted({n for n, _, _ in d0}), "ties": count_ties(d0)}
     return GradcheckReport(rows, thresholds(st, **extra), warnings)
 
@@ -180,15 +196,17 @@ def gradcheck(
     try:
         try:
             return run(st, n, burn_in_steps, burn_in_lr)
-        except RuntimeError as exc:
+        except (RuntimeError, LossDtypeError) as exc:
             if dtype != torch.float64 or not float32_inside(exc):
                 raise
-            st32 = _settings("auto" if h == 1e-5 else h, coords_per_param, seed, floor, torch.float32)
-            report = run(st32, n, burn_in_steps, burn_in_lr)
+            h32 = "auto" if h == 1e-5 else h
+            report = run(_settings(h32, coords_per_param, seed, floor, torch.float32), n,
+                         burn_in_steps, burn_in_lr)  # fmt: skip
+            first = str(exc).splitlines()[0]
             report.warnings.insert(
                 0,
-                f"the model computes in float32 inside forward (in float64: {str(exc).splitlines()[0]});"
-                " checked in float32 with its looser scale",
+                f"the model computes in float32 inside forward (in float64: {first}); "
+                "checked in float32 with its looser scale",
             )
             return report
     except (RuntimeError, ValueError) as exc:

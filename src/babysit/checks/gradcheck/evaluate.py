@@ -88,6 +88,14 @@ class Objective:
     noise: float | None = None  # see estimate_noise; computed once, when first needed
     loss_dtype: torch.dtype | None = None  # as the closure returned it
 
+    @property
+    def eps(self) -> float:
+        """Machine epsilon of the evaluations: the coarser of the leaves' and the loss's."""
+        dtypes = [self.leaves[0].dtype]
+        if self.loss_dtype is not None and self.loss_dtype.is_floating_point:
+            dtypes.append(self.loss_dtype)
+        return max(torch.finfo(d).eps for d in dtypes)
+
     def magnitude(self, k: int) -> float:
         return self.magnitudes[k] if k < len(self.magnitudes) else 1.0
 
@@ -140,7 +148,7 @@ class Objective:
         return float(loss.detach()) * self.scale, out
 
 
-NOISE_DELTA = 1e-9  # relative move between the noise probe's points
+NOISE_DELTA = 1e-9  # relative move between the noise probe's points (float64; 1e3 eps if more)
 
 
 def estimate_noise(obj: Objective, f0: float) -> float:
@@ -164,7 +172,8 @@ def estimate_noise(obj: Objective, f0: float) -> float:
         for x in saved
     ]
     obj.noise = 0.0
-    for delta in (NOISE_DELTA, NOISE_DELTA * 1e-2, NOISE_DELTA * 1e-4):
+    first = max(NOISE_DELTA, 1e3 * obj.eps)
+    for delta in (first, first * 1e-2, first * 1e-4):
         steps = [s * (x.abs() + x.abs().mean()) * delta for s, x in zip(signs, saved, strict=True)]
         fs, seen = [f0], []
         with torch.no_grad():

@@ -6,11 +6,28 @@ code 2): an empty batch, complex or non-finite data or parameters, nothing train
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from babysit.errors import DataError
 
-__all__ = ["batchnorm_in_train", "check_data", "check_model", "explain", "float32_inside"]
+__all__ = [
+    "LossDtypeError",
+    "batchnorm_in_train",
+    "check_data",
+    "check_model",
+    "explain",
+    "float32_inside",
+]
+
+
+class LossDtypeError(Exception):
+    """The loss comes out in another dtype than the check's (a cast inside forward): the check
+    runs again in that dtype, with its scale (caught inside ``gradcheck``, never shown)."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__(f"the loss comes out in {str(dtype).removeprefix('torch.')}")
+        self.dtype = dtype
 
 
 def _bad_values(t: Tensor) -> int:
@@ -61,8 +78,10 @@ def batchnorm_in_train(model: nn.Module) -> bool:
 
 
 def float32_inside(exc: BaseException) -> bool:
-    """Whether a RuntimeError of the float64 check is a dtype clash: a model that casts to
-    float32 inside ``forward``."""
+    """Whether an error of the float64 check says the model computes in float32 inside
+    ``forward``: a dtype clash, or a loss that comes out in float32."""
+    if isinstance(exc, LossDtypeError):
+        return exc.dtype == torch.float32
     text = str(exc)
     return isinstance(exc, RuntimeError) and (
         "dtype" in text or "scalar type" in text or ("Double" in text and "Float" in text)

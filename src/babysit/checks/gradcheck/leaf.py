@@ -94,7 +94,7 @@ def judge(
     ok bound, then ``resolve.py`` for those across a kink above the fail bound."""
     from babysit.checks.gradcheck.resolve import resolve
 
-    eps = torch.finfo(pr.obj.leaves[0].dtype).eps
+    eps = pr.obj.eps
     vals, steps = pr.grid(js, (1.0, -1.0))
     a, floors = pr.analytic[js], floor * pr.scales[js]
     fp, fm, span = vals[:, 0], vals[:, 1], steps.sum(1)
@@ -126,7 +126,7 @@ def _assess(
 ) -> dict[str, Tensor]:
     """Probes js at +-s, +-2s (s = factor x their step) and the base point, in one call:
     centered value, measured round-off, kink evidence, net errors if smooth / across a kink."""
-    eps = torch.finfo(pr.obj.leaves[0].dtype).eps
+    eps = pr.obj.eps
     coefs = (factor, -factor, 2 * factor, -2 * factor)
     pairs = [(j, c) for j in js for c in coefs] + [(js[0], 0.0)]
     got, steps, _ = pr.at(pairs)

@@ -38,7 +38,7 @@ def resolve(
 ) -> None:
     """Re-judge probe j (``it``, across a kink, above the fail bound) in place."""
     f0, d0 = base
-    eps = torch.finfo(pr.obj.leaves[0].dtype).eps
+    eps = pr.obj.eps
     a, previous_gap = it.analytic, 0.0
     it.kink = True
     for m in range(MAX_SHRINKS + 1):

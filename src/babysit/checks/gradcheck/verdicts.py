@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from babysit.checks.gradcheck.evaluate import Objective
+from babysit.checks.gradcheck.guards import LossDtypeError
 from babysit.checks.gradcheck.kinks import Decisions
 from babysit.checks.gradcheck.leaf import (
     KINK_SIGMAS,
@@ -144,12 +145,8 @@ def prepare(
     base = obj.recorded(ties=True)
     dtype = obj.leaves[0].dtype
     if obj.loss_dtype is not None and obj.loss_dtype.is_floating_point and obj.loss_dtype != dtype:
-        warnings.append(
-            f"{stage}/{part}: the loss comes out in {str(obj.loss_dtype).removeprefix('torch.')} "
-            f"though the check runs in {str(dtype).removeprefix('torch.')} (a cast inside "
-            "forward): its round-off is measured and allowed for, but errors are coarser"
-        )
-    eps = torch.finfo(dtype).eps
+        raise LossDtypeError(obj.loss_dtype)
+    eps = obj.eps
     if math.isfinite(first) and abs(base[0] - first) > 64 * eps * max(abs(first), 1e-300):
         again = obj.value()
         if again != base[0]:
