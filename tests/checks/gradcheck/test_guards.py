@@ -56,7 +56,7 @@ def test_a_non_finite_gradient_fails_with_its_own_message() -> None:
 
 def test_batchnorm_in_train_mode_with_one_datapoint_is_one_clear_line() -> None:
     model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 4)).train()
-    with pytest.raises(DataError, match="BatchNorm in train mode.*datapoints >= 2"):
+    with pytest.raises(DataError, match=r"BatchNorm in train mode.*datapoints >= 2"):
         gradcheck(model, F.cross_entropy, *data(), datapoints=1)
 
 
@@ -95,7 +95,7 @@ def test_no_trainable_parameter_is_one_clear_line(frozen: bool) -> None:
     model = mlp() if frozen else nn.Sequential(nn.Tanh(), nn.Flatten())
     for p in model.parameters():
         p.requires_grad_(False)
-    with pytest.raises(DataError, match="frozen|no parameters"):
+    with pytest.raises(DataError, match=r"frozen|no parameters"):
         gradcheck(model, lambda o, y: F.cross_entropy(o[:, :4], y), *data())
     # wrt="inputs" still has something to check
     report = gradcheck(model, lambda o, y: F.cross_entropy(o[:, :4], y), *data(), wrt="inputs")
@@ -112,7 +112,7 @@ def test_a_python_float_loss_is_refused_and_a_one_element_loss_accepted() -> Non
 def test_an_embedding_with_max_norm_writing_its_weight_is_refused() -> None:
     model = nn.Sequential(nn.Embedding(10, 4, max_norm=0.1), nn.Flatten(), nn.Linear(12, 3))
     idx, y = torch.randint(0, 10, (6, 3)), torch.randint(0, 3, (6,))
-    with pytest.raises(DataError, match="wrote to 0.weight in place"):
+    with pytest.raises(DataError, match=r"wrote to 0\.weight in place"):
         gradcheck(model, F.cross_entropy, idx, y)
 
 

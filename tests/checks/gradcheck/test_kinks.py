@@ -58,8 +58,8 @@ CASES = [
     ("topk", lambda t: t.topk(1), [1.0, 1 + 1e-3, 0], [1.0, 1 - 1e-3, 0], [1.0, 3.0, 0]),
     ("argmax", lambda t: t.argmax(), [1.0, 1 + 1e-3], [1.0, 1 - 1e-3], [1.0, 3.0]),
     ("where", lambda t: torch.where(t > 0, t, 0.1 * t), [-1e-3], [1e-3], [-1.0]),
-    ("cdist p=1", lambda t: torch.cdist(t.view(1, 2), torch.ones(1, 2, dtype=t.dtype), p=1), [1.0, 1 - 1e-3],
-     [1.0, 1 + 1e-3], [1.0, 0.0]),
+    ("cdist p=1", lambda t: torch.cdist(t.view(1, 2), torch.ones_like(t.view(1, 2)), p=1),
+     [1.0, 1 - 1e-3], [1.0, 1 + 1e-3], [1.0, 0.0]),
     ("multilabel_margin_loss", lambda t: F.multilabel_margin_loss(t.view(1, 3),
      torch.tensor([[0, -1, 0]])), [1.0, 1e-3, -5], [1.0, -1e-3, -5], [1.0, 0.5, -5]),
 ]  # fmt: skip
@@ -229,7 +229,7 @@ def test_a_unit_within_1e_8_of_its_kink_fails_a_naive_check_but_not_babysit(op: 
         # Every coordinate of the tensor, the placed one included: crossed, resolved, ok.
         p = model.get_parameter(name)
 
-        def f(t: Tensor, p: Tensor = p, model: nn.Module = model, loss: Any = loss) -> Tensor:
+        def f(t: Tensor, model: nn.Module = model, loss: Any = loss, name: str = name) -> Tensor:
             return loss(functional_call(model, {name: t}, (X,)), Y)
 
         row = gradcheck_fn(f, p.detach(), seed=seed).params[0]

@@ -71,9 +71,15 @@ def test_zero_biases_on_black_borders_never_fail() -> None:
     for seed in range(20):
         torch.manual_seed(seed)
         model = zero_biases(
-            nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(8 * 25, 4))  # fmt: skip
+            nn.Sequential(
+                nn.Conv2d(3, 6, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(6, 8, 3, padding=1),
+                nn.ReLU(),
+                nn.Flatten(),
+                nn.Linear(8 * 25, 4),
+            )
         )
         report = gradcheck(model, F.cross_entropy, *black_borders(8, seed), seed=seed)
         assert report.passed, f"seed {seed}\n{report}"
@@ -84,8 +90,9 @@ def test_zero_biases_and_an_all_zero_padding_sample_never_fail() -> None:
     for seed in range(20):
         torch.manual_seed(seed)
         model = zero_biases(
-            nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
-                          nn.Linear(16, 4))  # fmt: skip
+            nn.Sequential(
+                nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)
+            )
         )
         g = torch.Generator().manual_seed(seed)
         x, y = torch.randn(8, 6, generator=g), torch.randint(0, 4, (8,), generator=g)
@@ -103,7 +110,9 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
@@ -172,8 +181,14 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "clamp": lambda t: t.clamp(min=0, max=3),
     "where": lambda t: torch.where(t > 0, t, 0.2 * t),
     "maximum": lambda t: torch.maximum(t, 0.1 * t),
-    "max_pool": lambda t: F.max_pool1d(torch.stack([t, torch.zeros_like(t)], -1).flatten(-2)[:, None], 2)[:, 0],
-}  # fmt: skip
+    "max_pool": lambda t: pool_with_zero(t),
+}
+
+
+def pool_with_zero(t: Tensor) -> Tensor:
+    """max(t, 0) as a max-pool over (t_i, 0) pairs."""
+    pairs = torch.stack([t, torch.zeros_like(t)], -1).flatten(-2)  # (N, 2C)
+    return F.max_pool1d(pairs[:, None], 2)[:, 0]
 
 
 @pytest.mark.parametrize("units", [4, 2])
@@ -259,7 +274,10 @@ def test_a_small_transformer_is_ok_on_every_tensor_not_warn() -> None:
     for seed in range(3):
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
-        idx, y = torch.randint(0, 17, (4, 6), generator=g), torch.randint(0, 17, (4, 6), generator=g)
+        idx, y = (
+            torch.randint(0, 17, (4, 6), generator=g),
+            torch.randint(0, 17, (4, 6), generator=g),
+        )
         model = TinyGPT()
         report = gradcheck(model, lm_loss, idx, y, seed=seed)
         names = [n for n, _ in model.named_parameters()]

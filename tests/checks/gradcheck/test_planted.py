@@ -252,7 +252,9 @@ def torch_slow_catches(model: nn.Module, x: Tensor, y: Tensor) -> bool:
     params = tuple(p.detach().clone().requires_grad_(True) for p in model.parameters())
 
     def loss(*ps: Tensor) -> Tensor:
-        return F.cross_entropy(functional_call(model, dict(zip(names, ps, strict=True)), (x.double(),)), y)
+        return F.cross_entropy(
+            functional_call(model, dict(zip(names, ps, strict=True)), (x.double(),)), y
+        )
 
     return not torch.autograd.gradcheck(loss, params, raise_exception=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -67,6 +68,6 @@ def test_leaf_probes_steps_give_an_exact_grid() -> None:
     pr = leaf_probes(obj, 0, 3 * x.detach() ** 2, h=1e-5, count=4, seed=0)
     for j in range(pr.m):
         grid = [pr.theta[j] + c * pr.step[j] for c in (-2.0, -1.0, 0.0, 1.0, 2.0)]
-        diffs = [float(b - a) for a, b in zip(grid, grid[1:], strict=False)]
+        diffs = [float(b - a) for a, b in itertools.pairwise(grid)]
         assert len(set(diffs)) == 1 and diffs[0] == float(pr.step[j])
     assert torch.allclose(pr.analytic[: pr.m], 3 * pr.theta.detach() ** 2)

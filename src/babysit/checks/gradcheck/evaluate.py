@@ -241,7 +241,9 @@ def recorded_plain(obj: Objective, k: int, moves: Moves) -> list[tuple[float, De
 def _plain(obj: Objective, k: int, moves: Moves, *, record: bool) -> list[tuple[float, Decisions]]:
     leaf = obj.leaves[k].detach()  # shares storage with the leaf
     flat = leaf.view(-1)
-    evaluate = obj.recorded if record else lambda: (obj.value(), [])
+    evaluate: Callable[[], tuple[float, Decisions]] = (
+        obj.recorded if record else lambda: (obj.value(), [])
+    )
     out: list[tuple[float, Decisions]] = []
     with torch.no_grad():
         for i, v in zip(moves.index.tolist(), moves.value, strict=True):
@@ -263,7 +265,9 @@ def values_joint(
 ) -> list[tuple[float, Decisions]]:
     """Objective at ``leaves + c * steps`` (every leaf at once) for each c in ``coefs``."""
     saved = [x.detach().clone() for x in obj.leaves]
-    evaluate = obj.recorded if record else lambda: (obj.value(), [])
+    evaluate: Callable[[], tuple[float, Decisions]] = (
+        obj.recorded if record else lambda: (obj.value(), [])
+    )
     out: list[tuple[float, Decisions]] = []
     with torch.no_grad():
         for c in coefs:

@@ -114,7 +114,10 @@ def _where(a: dict[str, Any], out: Any, ties: bool) -> Out | None:
 @kink_op(aten.maximum, aten.minimum, aten.fmax, aten.fmin)
 def _winner(a: dict[str, Any], out: Any, ties: bool) -> Out:
     """Elementwise max(x, y): which argument won (the notes' "identity of the winner")."""
-    x, y = a["self"], a["other"]
+    return _elementwise(a["self"], a["other"], out, ties)
+
+
+def _elementwise(x: Tensor, y: Tensor, out: Tensor, ties: bool) -> Out:
     return x > y, torch.eq(x, y).expand(out.shape) if ties else None
 
 
@@ -140,7 +143,7 @@ def _max(a: dict[str, Any], out: Any, ties: bool) -> Out:
             tie = (count > 1).reshape(out[1].shape)
         return out[1], tie
     if isinstance(a.get("other"), Tensor):
-        return _winner(a, out, ties)
+        return _elementwise(x, a["other"], out, ties)
     mask, tie = _winners(x, out, None)
     return mask, tie if ties else None
 
@@ -170,10 +173,14 @@ def _pool_ties(a: dict[str, Any], values: Tensor) -> Tensor | None:
         img, out = img.unsqueeze(2), out.unsqueeze(1)
         k, stride, pad, dil = [1, *k], [1, *stride], [0, *pad], [1, *dil]
     oh, ow = out.shape[-2:]
-    need = [(o - 1) * s + q * (kk - 1) + 1 for o, s, q, kk in zip((oh, ow), stride, dil, k)]
-    extra = [max(0, n - (size + 2 * p)) for n, size, p in zip(need, img.shape[-2:], pad)]
+    need = [
+        (o - 1) * s + q * (kk - 1) + 1 for o, s, q, kk in zip((oh, ow), stride, dil, k, strict=True)
+    ]
+    extra = [
+        max(0, n - (size + 2 * p)) for n, size, p in zip(need, img.shape[-2:], pad, strict=True)
+    ]
     img = F.pad(img, (pad[1], pad[1] + extra[1], pad[0], pad[0] + extra[0]), value=-torch.inf)
-    cols = F.unfold(img, k, dilation=dil, stride=stride)  # (B, kh*kw, L)
+    cols = F.unfold(img, tuple(k), dilation=tuple(dil), stride=tuple(stride))  # (B, kh*kw, L)
     cols = cols[..., : oh * ow].reshape(-1, k[0] * k[1], oh, ow)
     tie = (cols == out.unsqueeze(1)).sum(1) > 1  # (B, oh, ow)
     return tie.reshape(*batch, *values.shape[x.ndim - d :])

@@ -64,14 +64,16 @@ def sample_coordinates(
         decade[mag == 0] = 13
         strata = [(decade == d).nonzero().reshape(-1) for d in range(13, -1, -1)]
         draws = [
-            s[torch.randint(s.numel(), (2 * count,), generator=gen)].tolist() for s in strata if s.numel()
+            s[torch.randint(s.numel(), (2 * count,), generator=gen)].tolist()
+            for s in strata
+            if s.numel()
         ]
-        for i in (allowed[p].item() for row in zip(*draws, strict=True) for p in row):
+        for i in (int(allowed[p]) for row in zip(*draws, strict=True) for p in row):
             if len(chosen) >= count:
                 break
             chosen.setdefault(i)
     while len(chosen) < count:  # few distinct magnitudes (a constant gradient, zeros)
-        chosen.setdefault(allowed[torch.randint(allowed.numel(), (1,), generator=gen)].item())
+        chosen.setdefault(int(allowed[torch.randint(allowed.numel(), (1,), generator=gen)]))
     return torch.tensor(sorted(chosen), dtype=torch.int64)
 
 
@@ -194,9 +196,7 @@ class Probes:
         return verify(self.obj, self.k, self._moves([(j, 1.0)])[0], got, f0)
 
 
-def leaf_probes(
-    obj: Objective, k: int, grad: Tensor, *, h: float, count: int, seed: int
-) -> Probes:
+def leaf_probes(obj: Objective, k: int, grad: Tensor, *, h: float, count: int, seed: int) -> Probes:
     """The probes of leaf k at step h: ``count`` sampled coordinates, then the directions.
 
     Coordinates and directions depend only on (seed, k) and the gradient, so every h and

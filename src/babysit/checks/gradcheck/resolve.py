@@ -20,8 +20,6 @@ difference, ``4 eps (|f+| + |f-| + 2|f0|) / s``, stays under the fail bound:
 
 from __future__ import annotations
 
-import torch
-
 from babysit.checks.gradcheck.kinks import Decisions, compare
 from babysit.checks.gradcheck.leaf import NOISE_SIGMAS, ROUNDOFF_ULPS, Item
 from babysit.checks.gradcheck.probes import Probes
@@ -45,7 +43,9 @@ def resolve(
         c = SHRINK**m
         (fp, fm), (up, down), (dp, dm) = _pair(pr, j, c)
         fwd, bwd = (fp - f0) / up, (f0 - fm) / down
-        roundoff = max(ROUNDOFF_ULPS * eps * (abs(fp) + abs(fm) + 2 * abs(f0)), 2 * NOISE_SIGMAS * sigma)
+        roundoff = max(
+            ROUNDOFF_ULPS * eps * (abs(fp) + abs(fm) + 2 * abs(f0)), 2 * NOISE_SIGMAS * sigma
+        )
         roundoff /= min(up, down)
         side = compare(dp, d0), compare(dm, d0)
         gap = abs(fwd - bwd)

@@ -58,13 +58,17 @@ class ModelCheck:
             xs, ys = cast(self.inputs, st.dtype, device), cast(self.targets, st.dtype, device)
             for stage in ("init", "burn_in")[: 1 + (burn_in_steps > 0)]:
                 if stage == "burn_in":
-                    warnings.append(self._burn_in(clone, loss_fn, xs, ys, st, burn_in_steps, burn_in_lr))
+                    warnings.append(
+                        self._burn_in(clone, loss_fn, xs, ys, st, burn_in_steps, burn_in_lr)
+                    )
                 grads: dict[str, dict[str, Tensor]] = {}
                 for part in parts:
                     module = LossModule(clone, loss_fn, self.reg_fn, self.reg, part)
                     batched = self.batched and not self.keep_dropout
                     obj = objective(module, xs[:n], ys[:n], seed=st.seed, batched=batched)
-                    got, g, d0 = check_objective(obj, part=part, stage=stage, st=st, warnings=warnings)
+                    got, g, d0 = check_objective(
+                        obj, part=part, stage=stage, st=st, warnings=warnings
+                    )
                     rows += got
                     grads[part] = dict(zip(obj.names, g, strict=True))
                     kink_ops |= {name for name, _, _ in d0}
@@ -113,7 +117,9 @@ FLOAT32_NOTE = (
 )
 
 
-def _skipped(names: list[str], skip: dict[int, tuple[Tensor, str]], stage: str, part: str) -> list[str]:
+def _skipped(
+    names: list[str], skip: dict[int, tuple[Tensor, str]], stage: str, part: str
+) -> list[str]:
     if stage != "init" or part != "total":
         return []
     return [f"{names[k]}: {why}; left out of the check" for k, (_, why) in skip.items()]

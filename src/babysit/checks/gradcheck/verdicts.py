@@ -181,6 +181,8 @@ def _best_step(
     best = at(st.step)
     if 0 < g_max * obj.scale < TINY:  # tiny even after the loss scaling
         warnings.append(f"{label}: gradient is tiny (max |grad| {g_max:.1e} < {TINY:.0e})")
+    if all(it.analytic == 0 == it.numeric for it in best.items):
+        best.dominated = False  # not used by this loss at all (a bias in an L2 on weights)
     start = best.h
     while best.dominated and best.h * 10 <= H_MAX * (1 + 1e-9):
         best = at(best.h * 10)
@@ -195,7 +197,8 @@ def _best_step(
     elif best.h != start:
         warnings.append(
             f"{label}: gradient tiny next to the loss's round-off at h={start:.0e} (max |grad| "
-            f"{g_max:.1e}); h enlarged to {best.h:.0e}" + (", still hidden" if best.dominated else "")
+            f"{g_max:.1e}); h enlarged to {best.h:.0e}"
+            + (", still hidden" if best.dominated else "")
         )
     return best
 
