@@ -202,6 +202,7 @@ class LeafResult:
     items: list[Item]
     h: float
     dominated: bool
+    need: float = 1.0  # the factor on h that would bring the round-off under the fail bound
 
     @property
     def max_error(self) -> float:
@@ -226,12 +227,12 @@ def check_leaf(
     ``lazy``: judge the directions first and the ``count`` coordinates only when a direction
     is not plainly ok (a kink, a failure: the coordinates then say where); else all at once.
     """
-    pr = leaf_probes(obj, k, grad, h=h, count=count, seed=seed)
-    dirs = list(range(pr.m, len(pr)))
-    items = judge(pr, dirs if lazy else list(range(len(pr))), base, scale, floor)
-    if lazy and pr.m and any(it.verdict != "ok" for it in items):
-        items = judge(pr, list(range(pr.m)), base, scale, floor) + items
-    return LeafResult(items, h, _dominated(pr, items, scale))
+    pr = leaf_probes(obj, k, grad, h=h, count=0 if lazy else count, seed=seed)
+    items = judge(pr, list(range(len(pr))), base, scale, floor)
+    if lazy and any(it.verdict != "ok" for it in items):
+        full = leaf_probes(obj, k, grad, h=h, count=count, seed=seed)  # the same directions
+        items = judge(full, list(range(full.m)), base, scale, floor) + items
+    return LeafResult(items, h, *_dominated(pr, items, scale))
 
 
 def check_joint(
@@ -246,12 +247,16 @@ def check_joint(
     """One direction over every leaf of ``obj`` (the whole batch), judged as a leaf's."""
     pr = joint_probes(obj, grads, h=h, seed=seed)
     items = judge(pr, [0], base, scale, 0.0)
-    return LeafResult(items, h, _dominated(pr, items, scale))
+    return LeafResult(items, h, *_dominated(pr, items, scale))
 
 
-def _dominated(pr: Probes, items: list[Item], scale: Scale) -> bool:
+def _dominated(pr: Probes, items: list[Item], scale: Scale) -> tuple[bool, float]:
     """Round-off above the fail bound of the direction's size ||g * v||: the gradient is tiny
-    next to the loss, and only a larger step can tell a wrong one (the notes). (The small
-    entries' direction is small by design: its precision is what it is.)"""
+    next to the loss, and only a larger step can tell a wrong one (the notes); and the
+    factor on the step that would cure it (x4 to spare). (The small entries' direction is
+    small by design: its precision is what it is.)"""
     size = float(pr.scales[pr.m]) if len(pr) > pr.m else math.inf
-    return any(it.index == "direction" and it.roundoff > scale.fail * size for it in items)
+    worst = max((it.roundoff for it in items if it.index == "direction"), default=0.0)
+    if worst <= scale.fail * size:
+        return False, 1.0
+    return True, math.inf if size == 0 else 4 * worst / (scale.fail * size)

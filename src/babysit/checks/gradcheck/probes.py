@@ -52,6 +52,8 @@ def sample_coordinates(
     decade below max |g| from the smallest up), so that a gradient wrong only on small entries
     (or zeroed there) is sampled too."""
     allowed = torch.arange(g.numel()) if skip is None else (~skip).nonzero().reshape(-1)
+    if count == 0:
+        return allowed[:0]
     if allowed.numel() <= count:
         return allowed
     mag = g[allowed].abs()
@@ -197,7 +199,8 @@ class Probes:
 
 
 def leaf_probes(obj: Objective, k: int, grad: Tensor, *, h: float, count: int, seed: int) -> Probes:
-    """The probes of leaf k at step h: ``count`` sampled coordinates, then the directions.
+    """The probes of leaf k at step h: ``count`` sampled coordinates (0: none), then the
+    directions (drawn first: the same with or without coordinates).
 
     Coordinates and directions depend only on (seed, k) and the gradient, so every h and
     every loss part sees the same ones for a given gradient.

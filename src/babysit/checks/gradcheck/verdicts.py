@@ -184,8 +184,10 @@ def _best_step(
     if all(it.analytic == 0 == it.numeric for it in best.items):
         best.dominated = False  # not used by this loss at all (a bias in an L2 on weights)
     start = best.h
-    while best.dominated and best.h * 10 <= H_MAX * (1 + 1e-9):
-        best = at(best.h * 10)
+    if best.dominated and best.h < H_MAX:
+        # Round-off falls as 1/h: one step to where it would sit under the fail bound
+        # (a gradient that is zero, or nearly, goes straight to H_MAX).
+        best = at(min(H_MAX, best.h * best.need))
     if best.dominated and _zero(best):
         warnings.append(
             f"{label}: the gradient is zero to round-off, analytically and numerically (max "
