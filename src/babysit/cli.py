@@ -233,9 +233,23 @@ def _run_check(name: str, config: Path | None, task: str | None, sets: list[str]
 
 
 @app.command()
-def gradcheck(config: ConfigArg = None, task: TaskOpt = None, set_: SetOpt = None) -> None:
+def gradcheck(
+    config: ConfigArg = None,
+    task: TaskOpt = None,
+    set_: SetOpt = None,
+    datapoints: Annotated[
+        int | None, typer.Option(help="Samples checked tensor by tensor (gradcheck.datapoints).")
+    ] = None,
+    h: Annotated[str | None, typer.Option("--h", help="Step, or auto (gradcheck.h).")] = None,
+    wrt: Annotated[str | None, typer.Option(help="params or inputs (gradcheck.wrt).")] = None,
+    burn_in_steps: Annotated[
+        int | None, typer.Option(help="Adam steps, then check again (gradcheck.burn_in_steps).")
+    ] = None,
+) -> None:
     """Check the analytic gradient of every parameter tensor against finite differences."""
-    _run_check("gradcheck", config, task, set_)
+    flags = {"datapoints": datapoints, "h": h, "wrt": wrt, "burn_in_steps": burn_in_steps}
+    sets = [f"gradcheck.{k}={v}" for k, v in flags.items() if v is not None] + list(set_ or [])
+    _run_check("gradcheck", config, task, sets)
 
 
 @app.command()

@@ -54,6 +54,7 @@ __all__ = [
     "SAMPLER_NAMES",
     "SCHEDULE_NAMES",
     "Config",
+    "GradcheckConfig",
     "SearchConfig",
     "differing_keys",
     "load_config",
@@ -238,6 +239,25 @@ class SearchConfig(_Section):
     pbt: PBTConfig = Field(default_factory=PBTConfig)  # for stages with mode = "pbt"
 
 
+class GradcheckConfig(_Section):
+    """``[gradcheck]``: what ``babysit gradcheck`` and ``train.gradcheck`` check (the defaults
+    are ``babysit.gradcheck``'s; README "Gradient check")."""
+
+    section: ClassVar[str] = "gradcheck"
+    datapoints: int = Field(4, ge=1)  # samples checked tensor by tensor (the notes: few)
+    h: float | Literal["auto"] = 1e-5  # the step, in (0, 0.1], or "auto"
+    coords_per_param: int = Field(10, ge=1)  # coordinates where a direction does not settle
+    burn_in_steps: int = Field(0, ge=0)  # Adam steps before a second check
+    wrt: Literal["params", "inputs"] = "params"
+
+    @field_validator("h")
+    @classmethod
+    def _step(cls, value: float | str) -> float | str:
+        if value != "auto" and not 0 < float(value) <= 0.1:
+            raise ValueError("h must be in (0, 0.1] or 'auto'; e.g. 1e-5")
+        return value
+
+
 class Config(_Section):
     task: TaskConfig = Field(default_factory=TaskConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -245,6 +265,7 @@ class Config(_Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
+    gradcheck: GradcheckConfig = Field(default_factory=GradcheckConfig)
 
     @model_validator(mode="after")
     def _check_search_space(self) -> Config:

@@ -136,6 +136,43 @@ def test_train_gradcheck_gate_writes_its_report(tmp_path: Path) -> None:
     assert saved["passed"] is True and {p["name"] for p in saved["params"]} >= {"fc1.weight"}
 
 
+def test_gradcheck_table_and_flags_reach_the_check(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[gradcheck]\ndatapoints = 3\nwrt = "inputs"\nh = "auto"\n')
+    result = runner.invoke(app, ["gradcheck", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "│ inputs " in result.output and "3x64" in result.output  # 3 samples of 64 pixels
+    # flags override the table: --datapoints, --wrt, --h, --burn-in-steps
+    result = runner.invoke(
+        app, ["gradcheck", str(config), "--datapoints", "2", "--wrt", "params", "--h", "1e-6",
+              "--burn-in-steps", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "samples: 2 of" in result.output and "fc1.weight" in result.output
+    assert "burn-in: 2 Adam steps" in result.output
+
+
+def test_gradcheck_table_bad_values_are_one_line_exit_2() -> None:
+    for bad in ("gradcheck.datapoints=0", "gradcheck.h=1", "gradcheck.wrt=labels",
+                "gradcheck.coords=3"):  # fmt: skip
+        result = runner.invoke(app, ["gradcheck", "--task", "digits-mlp", "--set", bad])
+        assert result.exit_code == 2, result.output
+        assert len(result.output.strip().splitlines()) == 1 and bad.split("=")[0] in result.output
+
+
+def test_train_gradcheck_gate_reads_the_table(tmp_path: Path) -> None:
+    cfg = {
+        "model": {"hidden": [16]},
+        "train": {"epochs": 1, "gradcheck": True, "report": False},
+        "gradcheck": {"datapoints": 2, "coords_per_param": 3},
+    }
+    train(cfg, out=tmp_path / "r", quiet=True)
+    saved = json.loads((tmp_path / "r" / "gradcheck.json").read_text())
+    assert saved["thresholds"]["datapoints"] == 2 and saved["thresholds"]["coords_per_param"] == 3
+    written = (tmp_path / "r" / "config.toml").read_text()
+    assert "[gradcheck]" in written and "datapoints = 2" in written
+
+
 def test_task_option_keeps_quotes_and_backslashes_in_a_path() -> None:
     result = runner.invoke(app, ["sanity", "--task", 'we"ird\\dir.py:make'])
     assert result.exit_code == 2

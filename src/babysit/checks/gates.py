@@ -33,7 +33,18 @@ def _sanity(task: Task, cfg: Config) -> Any:
 def _gradcheck(task: Task, cfg: Config) -> Any:
     from babysit.checks.gradcheck.check import gradcheck_task
 
-    return gradcheck_task(task, cfg.model_table(), reg=cfg.train.reg, seed=cfg.train.seed)
+    g = cfg.gradcheck  # the [gradcheck] table
+    return gradcheck_task(
+        task,
+        cfg.model_table(),
+        reg=cfg.train.reg,
+        seed=cfg.train.seed,
+        burn_in_steps=g.burn_in_steps,
+        datapoints=g.datapoints,
+        h=g.h,
+        coords_per_param=g.coords_per_param,
+        wrt=g.wrt,
+    )
 
 
 # in the order the trainer runs them: the cheap gate first

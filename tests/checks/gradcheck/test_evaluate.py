@@ -1,9 +1,10 @@
-"""The batched (vmap) evaluation against the plain loop it must reproduce; coordinate sampling."""
+"""The batched (vmap) evaluation against the plain loop it must reproduce; the noise probe."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -16,9 +17,10 @@ from babysit.checks.gradcheck.evaluate import (
     values,
     values_batched,
     values_plain,
+    verify,
 )
 from babysit.checks.gradcheck.inputs import LossModule, params_objective
-from babysit.checks.gradcheck.leaf import sample_coordinates
+from babysit.errors import DataError
 from babysit.tasks import l2_weights
 
 
@@ -34,7 +36,9 @@ def some_moves(leaf: Tensor) -> Moves:
     idx = torch.tensor([0, 1, leaf.numel() - 1])
     flat = leaf.detach().reshape(-1)[idx]
     step = torch.linspace(-1, 1, leaf.numel(), dtype=leaf.dtype).reshape(leaf.shape) * 1e-3
-    return Moves(torch.cat([idx, idx]), torch.cat([flat + 1e-3, flat - 1e-3]), step, (1.0, -1.0))
+    other = torch.ones_like(step) * 1e-4
+    along = [(0, 1.0), (0, -1.0), (1, 2.0)]
+    return Moves(torch.cat([idx, idx]), torch.cat([flat + 1e-3, flat - 1e-3]), [step, other], along)
 
 
 def test_batched_values_equal_the_plain_loop() -> None:
@@ -42,7 +46,7 @@ def test_batched_values_equal_the_plain_loop() -> None:
     for k, leaf in enumerate(obj.leaves):
         moves = some_moves(leaf)
         plain, batched = values_plain(obj, k, moves), values_batched(obj, k, moves)
-        assert len(plain) == len(batched) == 8
+        assert len(plain) == len(batched) == 9
         assert torch.allclose(torch.tensor(batched), torch.tensor(plain), rtol=1e-13, atol=0)
         # The perturbed values differ from the unperturbed loss: the moves took effect.
         assert len({round(v, 12) for v in plain}) > 1
@@ -78,17 +82,39 @@ def test_values_fall_back_to_the_loop_when_vmap_refuses() -> None:
         lambda k, s: torch.vmap(lambda t: (NoVmap.apply(t) ** 2).sum())(s),
     )
     moves = some_moves(w)
-    assert values(obj, 0, moves) == values_plain(obj, 0, moves)
+    assert values(obj, 0, moves) == (values_plain(obj, 0, moves), False)
     assert obj.batch_failed == {0}
 
 
-def test_values_fall_back_when_the_batched_form_ignores_the_leaf() -> None:
+def test_verify_sends_a_leaf_the_batched_form_ignores_to_the_loop() -> None:
     obj = mlp_objective()
     base = obj.value()
+    right = obj.batched
     obj.batched = lambda k, s: torch.full((s.shape[0],), base, dtype=torch.float64)
     moves = some_moves(obj.leaves[0])
-    got = values(obj, 0, moves, check=6)
-    assert got == values_plain(obj, 0, moves) and 0 in obj.batch_failed
+    got, batched = values(obj, 0, moves)
+    assert batched and not verify(obj, 0, moves.pick(0), got[0], base)
+    assert values(obj, 0, moves) == (values_plain(obj, 0, moves), False)
+    obj.batched = right  # the true batched form of leaf 1 is trusted once matched
+    got, _ = values(obj, 1, some_moves(obj.leaves[1]))
+    assert verify(obj, 1, some_moves(obj.leaves[1]).pick(0), got[0], base)
+    assert obj.verified == {1}
+
+
+def test_a_one_element_loss_is_accepted_and_a_python_float_refused() -> None:
+    w = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    obj = Objective(["w"], [w], lambda: (w**2).sum().reshape(1))
+    assert obj.value() == float((w**2).sum().detach())
+    with pytest.raises(DataError, match="not a tensor"):
+        Objective(["w"], [w], lambda: 1.0).value()  # type: ignore[arg-type,return-value]
+
+
+def test_a_forward_that_writes_to_a_leaf_is_refused() -> None:
+    emb = nn.Embedding(5, 3, max_norm=0.5).double()
+    ids = torch.tensor([0, 1, 2])
+    obj = Objective(["weight"], [emb.weight], lambda: emb(ids).sum())
+    with pytest.raises(DataError, match="in place"):
+        obj.gradients()
 
 
 def test_batched_and_plain_checks_agree() -> None:
@@ -102,20 +128,6 @@ def test_batched_and_plain_checks_agree() -> None:
         assert abs(a.max_rel_error - b.max_rel_error) < 1e-9
 
 
-def test_sample_coordinates_are_distinct_seeded_and_include_signal() -> None:
-    g = torch.zeros(10_000, dtype=torch.float64)
-    g[[17, 4242, 9999]] = torch.tensor(
-        [5.0, -3.0, 1.0], dtype=torch.float64
-    )  # signal in three entries only
-    a = sample_coordinates(g, 10, torch.Generator().manual_seed(1))
-    b = sample_coordinates(g, 10, torch.Generator().manual_seed(1))
-    assert torch.equal(a, b) and len(set(a.tolist())) == 10
-    # Uniform sampling alone would find one of 3 in 10,000 with chance ~0.3%.
-    assert {17, 4242, 9999} & set(a.tolist())
-    small = sample_coordinates(torch.ones(7), 10, torch.Generator().manual_seed(1))
-    assert small.tolist() == list(range(7))
-
-
 def test_estimate_noise_measures_a_known_noise_level() -> None:
     # sin(1e12 * ...) of points 1e-7 apart is as good as random: noise of std 1e-9 / sqrt(2).
     x = torch.linspace(0.5, 1.5, 6, dtype=torch.float64).requires_grad_(True)
@@ -124,6 +136,15 @@ def test_estimate_noise_measures_a_known_noise_level() -> None:
     assert 1e-9 / 4 < sigma < 1e-9 * 4
     quiet = Objective(["x"], [x], lambda: (x**2).sum())
     assert estimate_noise(quiet, quiet.value()) < 1e-14
+
+
+def test_estimate_noise_is_not_fooled_by_a_kink_at_the_point() -> None:
+    # Ties at x (relu inputs of exactly 0): every direction crosses them. Unrecorded, the
+    # kink's jump would read as noise of order delta * |x|; on one side of x it is no noise.
+    x = torch.tensor([0.0, 0.0, 0.0, 1.5, -2.0], dtype=torch.float64, requires_grad=True)
+    w = torch.tensor([1.0, -3.0, 2.0, 0.5, 1.0], dtype=torch.float64)
+    obj = Objective(["x"], [x], lambda: (torch.relu(x) * w).sum())
+    assert estimate_noise(obj, obj.value()) < 1e-15
 
 
 def test_a_model_trained_to_a_tiny_loss_still_checks_ok() -> None:

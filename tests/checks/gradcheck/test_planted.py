@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from babysit.checks.gradcheck.check import gradcheck, gradcheck_fn
 from babysit.tasks import l2_weights
@@ -63,7 +65,8 @@ def data(n: int = 8, seed: int = 0) -> tuple[Tensor, Tensor]:
 
 
 def verdicts(report: Any, part: str = "total") -> dict[str, str]:
-    return {p.name: p.verdict for p in report.params if p.part == part}
+    """Per-tensor verdicts (the whole batch's row aside)."""
+    return {p.name: p.verdict for p in report.params if p.part == part and p.name != "whole batch"}
 
 
 @pytest.mark.parametrize(
@@ -89,9 +92,9 @@ def test_a_wrong_row_outside_the_sampled_coordinates_is_caught_by_the_direction(
     torch.manual_seed(0)
     report = gradcheck(planted_mlp("one_row"), F.cross_entropy, *data(), coords_per_param=1)
     row = report.row("2.weight")
-    # One sampled coordinate (not in row 3: it would be as wrong as the direction), so only
-    # the random direction can see the bug.
-    assert (row.verdict, row.worst["index"], row.checked) == ("fail", "direction", 2)
+    # The direction fails first; then one coordinate (not in row 3) and the small entries'
+    # direction are checked to say where: only the random direction sees the bug.
+    assert (row.verdict, row.worst["index"], row.checked) == ("fail", "direction", 3)
 
 
 def test_wrong_input_gradient_fails_the_inputs_and_what_is_upstream() -> None:
@@ -176,3 +179,109 @@ def test_wrong_softmax_backward_fails_gradcheck_fn() -> None:
     wrong = gradcheck_fn(lambda t: (WrongSoftmax.apply(t) * weights).sum(), x)
     assert right.passed and right.params[0].verdict == "ok"
     assert not wrong.passed and wrong.params[0].verdict == "fail"
+
+
+# --- bugs confined to small entries, judged against torch.autograd.gradcheck (slow, float64) --
+
+
+class SmallEntryLinear(torch.autograd.Function):
+    """y = x W^T + b whose weight gradient is wrong only where it is small, or in one column."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, w: Tensor, b: Tensor, bug: str) -> Tensor:
+        ctx.save_for_backward(x, w)
+        ctx.bug = bug
+        return x @ w.T + b
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+        x, w = ctx.saved_tensors
+        gw = g.T @ x
+        small = gw.abs() < 1e-2 * gw.abs().max()  # below 1 % of the largest entry
+        factor = {"zeroed": 0.0, "sign_flipped": -1.0, "x1.5": 1.5}.get(ctx.bug, 1.0)
+        if ctx.bug == "column":  # the column of input feature 0 (scaled by 0.01): x1.5
+            gw = gw.clone()
+            gw[:, 0] *= 1.5
+        else:
+            gw = torch.where(small, factor * gw, gw)
+        return g @ w, gw, g.sum(0), None
+
+
+class GeluMissingTerm(torch.autograd.Function):
+    """GELU whose backward drops part of the x * pdf(x) term (relative 1e-3 x^2)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return F.gelu(x)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        cdf = 0.5 * (1 + torch.erf(x / 2**0.5))
+        pdf = torch.exp(-0.5 * x * x) / (2 * torch.pi) ** 0.5
+        return g * (cdf + x * pdf * (1 - 1e-3 * x * x))
+
+
+class SmallEntryNet(nn.Module):
+    """Planted layer first (its input feature 0 is scaled by 0.01), GELU, tanh, linear."""
+
+    def __init__(self, bug: str) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(12, 6) / 6**0.5)
+        self.bias = nn.Parameter(0.1 * torch.randn(12))
+        self.hidden, self.out = nn.Linear(12, 12), nn.Linear(12, 4)
+        self.bug = bug
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = SmallEntryLinear.apply(x, self.weight, self.bias, self.bug)
+        h = GeluMissingTerm.apply(h) if self.bug == "gelu" else F.gelu(h)
+        return self.out(torch.tanh(self.hidden(h)))
+
+
+def scaled_data(seed: int) -> tuple[Tensor, Tensor]:
+    x, y = data(seed=seed)
+    x[:, 0] *= 0.01
+    return x, y
+
+
+def torch_slow_catches(model: nn.Module, x: Tensor, y: Tensor) -> bool:
+    """The oracle: torch.autograd.gradcheck in slow mode, float64, on every parameter."""
+    model = copy.deepcopy(model).double()
+    names = [n for n, _ in model.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_(True) for p in model.parameters())
+
+    def loss(*ps: Tensor) -> Tensor:
+        return F.cross_entropy(
+            functional_call(model, dict(zip(names, ps, strict=True)), (x.double(),)), y
+        )
+
+    return not torch.autograd.gradcheck(loss, params, raise_exception=False)
+
+
+SMALL_BUGS = ["zeroed", "sign_flipped", "x1.5", "column", "gelu"]
+
+
+@pytest.mark.parametrize("bug", SMALL_BUGS)
+def test_every_bug_torch_slow_mode_catches_is_a_fail(bug: str) -> None:
+    caught = 0
+    for seed in range(5):
+        torch.manual_seed(seed)
+        model, (x, y) = SmallEntryNet(bug), scaled_data(seed)
+        report = gradcheck(model, F.cross_entropy, x, y, seed=seed, datapoints=8)
+        if torch_slow_catches(model, x, y):
+            caught += 1
+            assert not report.passed, f"seed {seed}: torch fails it, babysit says\n{report}"
+            assert report.row("weight" if bug != "gelu" else "bias").verdict == "fail"
+        # A tensor the bug does not reach stays ok (the planted layer is the first one).
+        assert report.row("out.weight").verdict == "ok"
+    assert caught >= 1  # the premise: torch's slow mode sees these bugs (the GELU one rarely)
+
+
+def test_no_false_alarms_on_the_same_net_without_a_bug() -> None:
+    for seed in range(10):
+        torch.manual_seed(seed)
+        model, (x, y) = SmallEntryNet("none"), scaled_data(seed)
+        assert not torch_slow_catches(model, x, y)
+        report = gradcheck(model, F.cross_entropy, x, y, seed=seed)
+        assert report.passed and {p.verdict for p in report.params} == {"ok"}, str(report)

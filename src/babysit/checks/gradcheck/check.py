@@ -5,44 +5,59 @@
     >>> report.passed          # False iff some tensor's verdict is "fail"
 
 What it does, after the notes: centered differences ``(f(x+h) - f(x-h)) / 2h``; relative
-errors judged by the notes' scale (> 1e-2 fail, 1e-4..1e-2 warn, 1e-7..1e-4 only across
-kinks, < 1e-7 ok); float64 on a deep copy (the user's model, dtype, mode and RNG state are
-left as they were); at most 4 datapoints by default; dropout off, and the RNG reseeded before
-every evaluation; ``coords_per_param`` coordinates of every tensor plus one random direction;
-kinks (relu, max, max-pool, abs, clamp, hinge losses, sort, where) recorded per checked
-coordinate, where the analytic value is checked as a subgradient instead; data loss and
-regularisation checked separately when ``reg > 0``; optional burn-in.
+errors net of the *measured* round-off and truncation (fail > 1e-4, ok < 1e-7; see
+``report.Scale``); float64 on a deep copy (the user's model, dtype, mode and RNG state are
+left as they were); at most 4 datapoints by default, the rest of the batch along one
+direction; dropout off, and the RNG reseeded before every evaluation; per tensor two random
+directions, then ``coords_per_param`` coordinates stratified by magnitude where a direction
+did not settle it; kinks (relu, max, max-pool, abs, clamp, hinge losses, sort, where, ...)
+recorded, ties at the point detected, and a probe across a kink checked at a smaller step or
+as a subgradient, never failed for it; data loss and regularisation checked separately when
+``reg > 0``; optional burn-in. Module map: ``inputs`` (copy, objectives), ``guards``
+(refusals), ``evaluate`` (evaluations, noise), ``kinks``/``kink_rules`` (the recorder),
+``probes`` (coordinates, directions), ``leaf`` (stages A and B), ``resolve`` (kinks),
+``verdicts`` (rows), ``runner`` (a model's check), ``report`` (result types).
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from babysit.checks.gradcheck.evaluate import Objective
-from babysit.checks.gradcheck.inputs import (
-    OBJECTIVES,
-    LossModule,
-    burn_in,
-    cast,
-    function_objective,
-    model_copy,
+from babysit.checks.gradcheck.guards import (
+    LossDtypeError,
+    check_data,
+    check_model,
+    explain,
+    float32_inside,
 )
+from babysit.checks.gradcheck.inputs import OBJECTIVES, cast, function_objective
+from babysit.checks.gradcheck.kinks import count_ties
 from babysit.checks.gradcheck.report import SCALES, GradcheckReport, ParamCheck
+from babysit.checks.gradcheck.runner import FLOAT32_NOTE, ModelCheck, _cuda
 from babysit.checks.gradcheck.verdicts import Settings, check_objective, thresholds
 from babysit.errors import ConfigError, DataError
 from babysit.splits import first, seeded, train_view
 from babysit.tasks import RegFn, Task, l2_weights
 
 # public names: re-exported by this package's __init__.py (its __all__)
+__all__ = [
+    "DATAPOINTS",
+    "FLOOR",
+    "GradcheckReport",
+    "ParamCheck",
+    "gradcheck",
+    "gradcheck_fn",
+    "gradcheck_task",
+    "numerical_gradient",
+    "rel_error",
+]
 
 DATAPOINTS = 4  # the notes: "use only few datapoints" (fewer kinks, faster)
-FLOOR = 1e-3  # relative-error floor, as a fraction of the tensor's largest |gradient|
-REG_OVERWHELMS = 10.0  # reg gradient norm this many times the data one: warn (the notes)
+FLOOR = 0.0  # relative-error floor, as a fraction of the tensor's largest |gradient|
 
 
 def rel_error(a: Tensor | float, b: Tensor | float) -> float:
@@ -79,7 +94,9 @@ def numerical_gradient(f: Callable[[Tensor], Tensor | float], x: Tensor, h: floa
     return out.to(x.dtype).reshape(x.shape)
 
 
-def _settings(h: float | str, count: int, seed: int, floor: float, dtype: torch.dtype) -> Settings:
+def _settings(
+    h: float | str, count: int, seed: int, floor: float, dtype: torch.dtype, *, lazy: bool = True
+) -> Settings:
     """Validate the shared options (ConfigError names the option and the fix)."""
     name = str(dtype).removeprefix("torch.")
     if name not in SCALES:
@@ -88,16 +105,7 @@ def _settings(h: float | str, count: int, seed: int, floor: float, dtype: torch.
         raise ConfigError(f"gradcheck: h must be in (0, 0.1] or 'auto', got {h!r}")
     if count < 1 or not 0 <= floor < 1:
         raise ConfigError(f"gradcheck: need coords >= 1 and 0 <= floor < 1, got {count}, {floor}")
-    return Settings(h, count, seed, floor, SCALES[name], dtype)
-
-
-def _precision_warnings(dtype: torch.dtype) -> list[str]:
-    if dtype == torch.float64:
-        return []
-    return [
-        "checked in float32: the notes' looser scale applies; float64 is preferred (errors "
-        "plummet from 1e-2 to 1e-8)"
-    ]
+    return Settings(h, count, seed, floor, SCALES[name], dtype, lazy)
 
 
 def gradcheck_fn(
@@ -115,20 +123,32 @@ def gradcheck_fn(
     """Check the gradient of a scalar function of one tensor; one row, named "x".
 
     ``analytic``: the gradient to check (default: autograd of f). ``num_checks``: coordinates
-    checked (default: all), plus one random direction. ``batched``: evaluate with vmap where f
-    allows it (the plain loop otherwise).
+    checked (default: all), plus the random directions. ``batched``: evaluate with vmap where
+    f allows it (the plain loop otherwise). Steps are ``h * max(1, |x_i|)``.
     """
-    st = _settings(h, num_checks or max(1, x.numel()), seed, floor, dtype)
-    warnings = _precision_warnings(dtype)
+    st = _settings(h, num_checks or max(1, x.numel()), seed, floor, dtype, lazy=False)
+    warnings = [] if dtype == torch.float64 else [FLOAT32_NOTE]
     if analytic is not None and analytic.shape != x.shape:
         raise DataError(f"gradcheck_fn: analytic has shape {analytic.shape}, x has {x.shape}")
+    check_data(x.reshape(-1), torch.zeros(0), where="gradcheck_fn")
     with torch.random.fork_rng(devices=_cuda(x.device)):
         obj = function_objective(f, cast(x, dtype, x.device), seed=seed, batched=batched)
         given = None if analytic is None else [cast(analytic, dtype, x.device)]
-        rows, _, d0 = check_objective(
-            obj, part="total", stage="init", st=st, warnings=warnings, analytic=given
-        )
-    return GradcheckReport(rows, thresholds(st, kink_ops=sorted({n for n, _ in d0})), warnings)
+        try:
+            rows, _, d0 = check_objective(
+                obj, part="total", stage="init", st=st, warnings=warnings, analytic=given
+            )
+        except LossDtypeError as exc:
+            if exc.dtype != torch.float32 or dtype != torch.float64:
+                raise DataError(f"gradcheck_fn: f returns {exc.dtype}; return {dtype}") from None
+            report = gradcheck_fn(
+                f, x, analytic=analytic, h="auto" if h == 1e-5 else h, num_checks=num_checks,
+                seed=seed, dtype=torch.float32, floor=floor, batched=batched,
+            )  # fmt: skip
+            report.warnings.insert(0, "f computes in float32: checked in float32")
+            return report
+    extra = {"kink_ops": sorted({n for n, _, _ in d0}), "ties": count_ties(d0)}
+    return GradcheckReport(rows, thresholds(st, **extra), warnings)
 
 
 def gradcheck(
@@ -153,52 +173,46 @@ def gradcheck(
 ) -> GradcheckReport:
     """Check ``loss_fn(model(inputs), targets) + reg_fn(model, reg)`` for EVERY parameter tensor.
 
-    datapoints: the first that many samples of the batch (None: all). burn_in_steps: Adam
-    steps (lr ``burn_in_lr``) on the whole batch, after which the check runs again (rows with
-    ``stage="burn_in"``). reg > 0: rows for the data loss, the reg term and both (``part``).
-    wrt: "params" or "inputs". dtype: float64, or float32 for float32-only kernels (looser
-    scale). keep_dropout: leave Dropout on (same mask each evaluation: the RNG is reseeded).
-    floor: relative-error floor as a fraction of the tensor's largest |gradient|.
+    Each tensor: two random directions (every entry; the entries below 1 % of its largest
+    gradient), then ``coords_per_param`` coordinates stratified by magnitude where a direction
+    did not settle it (see ``leaf.py``). datapoints: the first that many samples of the batch
+    (None: all); the rest of the batch is checked along one direction over every tensor (the
+    "whole batch" row). burn_in_steps: Adam steps (lr ``burn_in_lr``) on the whole batch,
+    after which the check runs again (rows with ``stage="burn_in"``). reg > 0: rows for the
+    data loss, the reg term and both (``part``). wrt: "params" or "inputs". dtype: float64,
+    or float32 for float32-only kernels (looser scale; a model that casts to float32 inside
+    forward is checked so, with a warning). keep_dropout: leave Dropout on (same mask each
+    evaluation: the RNG is reseeded). floor: relative-error floor as a fraction of the
+    tensor's largest |gradient| (0: none; errors are net of measured round-off anyway).
     """
     st = _settings(h, coords_per_param, seed, floor, dtype)
-    objective = OBJECTIVES.get_or_raise(wrt, where="gradcheck")
+    OBJECTIVES.get_or_raise(wrt, where="gradcheck")
     if (datapoints is not None and datapoints < 1) or burn_in_steps < 0 or reg < 0:
         raise ConfigError("gradcheck: need datapoints >= 1, burn_in_steps >= 0 and reg >= 0")
-    warnings = _precision_warnings(dtype)
-    device = next((p.device for p in model.parameters()), inputs.device)
-    parts = ("data", "reg", "total") if reg > 0 and wrt == "params" else ("total",)
-    rows: list[ParamCheck] = []
-    kink_ops: set[str] = set()
-    with torch.random.fork_rng(devices=_cuda(device)):
-        clone = model_copy(model, dtype, keep_dropout=keep_dropout)
-        if isinstance(loss_fn, nn.Module):  # class weights etc. follow the dtype
-            loss_fn = copy.deepcopy(loss_fn).to(dtype)
-        xs, ys = cast(inputs, dtype, device), cast(targets, dtype, device)
-        n = len(xs) if datapoints is None else min(datapoints, len(xs))
-        for stage in ("init", "burn_in")[: 1 + (burn_in_steps > 0)]:
-            if stage == "burn_in":
-                whole = LossModule(clone, loss_fn, reg_fn, reg, "total")
-                before, after = burn_in(
-                    whole, xs, ys, steps=burn_in_steps, lr=burn_in_lr, seed=seed
-                )
-                warnings.append(
-                    f"burn-in: {burn_in_steps} Adam steps (lr {burn_in_lr:g}) on {len(xs)} "
-                    f"samples, loss {before:.4g} -> {after:.4g}"
-                    + ("" if after < before else " (did not go down: try a larger burn_in_lr)")
-                )
-            grads: dict[str, dict[str, Tensor]] = {}
-            for part in parts:
-                module = LossModule(clone, loss_fn, reg_fn, reg, part)
-                obj: Objective = objective(
-                    module, xs[:n], ys[:n], seed=seed, batched=batched and not keep_dropout
-                )
-                got, g, d0 = check_objective(obj, part=part, stage=stage, st=st, warnings=warnings)
-                rows += got
-                grads[part] = dict(zip(obj.names, g, strict=True))
-                kink_ops |= {name for name, _ in d0}
-            warnings += _reg_overwhelms(grads, stage)
-    extra = {"datapoints": n, "wrt": wrt, "kink_ops": sorted(kink_ops), "reg": reg}
-    return GradcheckReport(rows, thresholds(st, **extra, burn_in_steps=burn_in_steps), warnings)
+    check_data(inputs, targets)
+    check_model(model, wrt)
+    n = len(inputs) if datapoints is None else min(datapoints, len(inputs))
+    run = ModelCheck(model, loss_fn, inputs, targets, reg, reg_fn, wrt, keep_dropout, batched)
+    try:
+        try:
+            return run(st, n, burn_in_steps, burn_in_lr)
+        except (RuntimeError, LossDtypeError) as exc:
+            if dtype != torch.float64 or not float32_inside(exc):
+                raise
+            h32 = "auto" if h == 1e-5 else h
+            report = run(_settings(h32, coords_per_param, seed, floor, torch.float32), n,
+                         burn_in_steps, burn_in_lr)  # fmt: skip
+            first = str(exc).splitlines()[0]
+            report.warnings.insert(
+                0,
+                f"the model computes in float32 inside forward (in float64: {first}); "
+                "checked in float32 with its looser scale",
+            )
+            return report
+    except (RuntimeError, ValueError) as exc:
+        if (clear := explain(exc, n)) is not None:
+            raise clear from None
+        raise
 
 
 def gradcheck_task(
@@ -233,23 +247,3 @@ def gradcheck_task(
         burn_in_steps=burn_in_steps,
         **options,
     )
-
-
-def _reg_overwhelms(grads: dict[str, dict[str, Tensor]], stage: str) -> list[str]:
-    """The notes: a reg gradient far above the data gradient can mask a wrong data gradient."""
-    out = []
-    for name, g_reg in grads.get("reg", {}).items():
-        r, d = float(g_reg.norm()), float(grads["data"][name].norm())
-        if r > REG_OVERWHELMS * d:
-            ratio = f"{r / d:.0f}x" if d > 0 else "nonzero where it is zero in"
-            out.append(
-                f"{stage}: the reg gradient of {name} is {ratio} its data gradient (norms "
-                f"{r:.1e} vs {d:.1e}); it can mask a wrong data gradient: the data part is "
-                "checked alone above, or lower reg"
-            )
-    return out
-
-
-def _cuda(device: torch.device) -> list[int]:
-    """CUDA devices whose RNG state fork_rng must save and restore."""
-    return [device.index or 0] if device.type == "cuda" else []
