@@ -6,8 +6,10 @@ For a probe with analytic value a (the gradient entry, or g . v for a direction 
     error = max(|a - n| - u, 0) / max(|a|, |n|)          (relative, net of the uncertainty u)
 
 **Stage A** (every probe): u is the round-off of the subtraction, ``4 eps (|f+| + |f-|) / 2s``.
-A probe under the ok bound is done. **Stage B** (the others, evaluated again at +-s and
-+-2s with the base point in one call): the loss's round-off is *measured* (ECnoise, see
+A probe under the ok bound is done; one above the fail bound crossed a kink or has a wrong
+gradient, and ``resolve.py`` tells which, stepping closer to x under the kink recorder.
+**Stage B** (the ones between, evaluated again at +-s and +-2s with the base point in one
+call, so that all come from the same kernels): the loss's round-off is *measured* (ECnoise, see
 ``evaluate.py``), the fourth difference ``f(-2s) - 4f(-s) + 6f(0) - 4f(s) + f(2s)`` tells a
 kink crossed within 2s (a smooth f leaves ``s^4 f''''``, noise ``sqrt(70) sigma``; a kink
 ``J s``), and for a smooth probe the truncation error is measured by Richardson,
@@ -15,8 +17,8 @@ kink crossed within 2s (a smooth f leaves ``s^4 f''''``, noise ``sqrt(70) sigma`
 tried at 8s and s/8 too, keeping its smallest error: what remains is a wrong gradient (above
 the fail bound) or a small but real discrepancy (warn). A probe across a kink is accepted up
 to the fail bound (the notes' band for kinks) and beyond it handed to ``resolve.py``, which
-steps closer to x until no kink is crossed, or judges a kink sitting exactly at x as a
-subgradient; such a probe is never failed.
+steps closer to x until no kink is crossed (where a wrong gradient fails), or judges a kink
+sitting exactly at x as a subgradient, never failed.
 """
 
 from __future__ import annotations
