@@ -173,6 +173,32 @@ def test_train_gradcheck_gate_reads_the_table(tmp_path: Path) -> None:
     assert "[gradcheck]" in written and "datapoints = 2" in written
 
 
+NAN_TASK = """
+import torch
+from torch import nn
+import babysit
+
+def make():
+    x = torch.randn(16, 4)
+    x[9, 1] = float("nan")
+    y = torch.randint(0, 3, (16,))
+    return babysit.Task(model_factory=lambda cfg: nn.Linear(4, 3), train=(x, y), val=(x, y),
+                        loss_fn=nn.functional.cross_entropy, num_classes=3)
+"""
+
+
+def test_gradcheck_cli_refuses_nan_inputs_in_one_line(tmp_path: Path) -> None:
+    # Once: exit 0 with every row "ok" (analytic=nan numeric=nan).
+    (tmp_path / "nan.py").write_text(NAN_TASK)
+    task = f"{tmp_path / 'nan.py'}:make"
+    result = runner.invoke(app, ["gradcheck", "--task", task, "--datapoints", "16"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        "babysit: error: gradcheck: the inputs hold 1 non-finite values (nan/inf); fix: clean "
+        "or impute the data (gradients of NaN cannot be checked)"
+    ]
+
+
 def test_task_option_keeps_quotes_and_backslashes_in_a_path() -> None:
     result = runner.invoke(app, ["sanity", "--task", 'we"ird\\dir.py:make'])
     assert result.exit_code == 2

@@ -92,9 +92,10 @@ def test_a_wrong_row_outside_the_sampled_coordinates_is_caught_by_the_direction(
     torch.manual_seed(0)
     report = gradcheck(planted_mlp("one_row"), F.cross_entropy, *data(), coords_per_param=1)
     row = report.row("2.weight")
-    # The direction fails first; then one coordinate (not in row 3) and the small entries'
-    # direction are checked to say where: only the random direction sees the bug.
-    assert (row.verdict, row.worst["index"], row.checked) == ("fail", "direction", 3)
+    # The directions fail; then one coordinate (not in row 3) is checked to say where: only
+    # the random directions see the bug.
+    assert (row.verdict, row.checked) == ("fail", 3)
+    assert row.worst["index"] in ("direction", "small entries")
 
 
 def test_wrong_input_gradient_fails_the_inputs_and_what_is_upstream() -> None:

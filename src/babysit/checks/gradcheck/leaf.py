@@ -6,8 +6,10 @@ For a probe with analytic value a (the gradient entry, or g . v for a direction 
     error = max(|a - n| - u, 0) / max(|a|, |n|)          (relative, net of the uncertainty u)
 
 **Stage A** (every probe): u is the round-off of the subtraction, ``4 eps (|f+| + |f-|) / 2s``.
-A probe under the ok bound is done. **Stage B** (the others, evaluated again at +-s and
-+-2s with the base point in one call): the loss's round-off is *measured* (ECnoise, see
+A probe under the ok bound is done; one above the fail bound crossed a kink or has a wrong
+gradient, and ``resolve.py`` tells which, stepping closer to x under the kink recorder.
+**Stage B** (the ones between, evaluated again at +-s and +-2s with the base point in one
+call, so that all come from the same kernels): the loss's round-off is *measured* (ECnoise, see
 ``evaluate.py``), the fourth difference ``f(-2s) - 4f(-s) + 6f(0) - 4f(s) + f(2s)`` tells a
 kink crossed within 2s (a smooth f leaves ``s^4 f''''``, noise ``sqrt(70) sigma``; a kink
 ``J s``), and for a smooth probe the truncation error is measured by Richardson,
@@ -15,8 +17,8 @@ kink crossed within 2s (a smooth f leaves ``s^4 f''''``, noise ``sqrt(70) sigma`
 tried at 8s and s/8 too, keeping its smallest error: what remains is a wrong gradient (above
 the fail bound) or a small but real discrepancy (warn). A probe across a kink is accepted up
 to the fail bound (the notes' band for kinks) and beyond it handed to ``resolve.py``, which
-steps closer to x until no kink is crossed, or judges a kink sitting exactly at x as a
-subgradient; such a probe is never failed.
+steps closer to x until no kink is crossed (where a wrong gradient fails), or judges a kink
+sitting exactly at x as a subgradient, never failed.
 """
 
 from __future__ import annotations
@@ -113,11 +115,25 @@ def judge(
     miss = [r for r in miss if items[r].verdict != "fail"]
     if miss and not pr.trusted(js[miss[0]], float(fp[miss[0]]), base[0]):
         return judge(pr, js, base, scale, floor)  # vmap did not see the leaf: the loop now
-    if miss:
+    if not miss:
+        return items
+    sigma = pr.obj.noise or 0.0  # measured below only where the verdict depends on it
+    noisy = torch.clamp(roundoff, min=NOISE_SIGMAS * math.sqrt(2) * sigma / span)
+    err = net_error(a, n, noisy, floors)
+    nominal = [(float(fp[r]), float(fm[r]), float(steps[r, 0]), float(steps[r, 1])) for r in miss]
+    gray = [q for q, r in enumerate(miss) if err[r] <= scale.fail]
+    # Far above the fail bound: a kink crossed, or a wrong gradient; closer to x tells which.
+    for q, r in enumerate(miss):
+        if q not in gray:
+            items[r].error, items[r].roundoff = float(err[r]), float(noisy[r])
+            resolve(pr, js[r], items[r], base, scale, nominal[q])
+    if gray:
         sigma = estimate_noise(pr.obj, base[0])
-        hard = _stage_b(pr, [js[r] for r in miss], [items[r] for r in miss], sigma, scale, floor)
-        for j, it in hard:
-            resolve(pr, j, it, base, sigma, scale)
+    hard = _stage_b(
+        pr, [js[miss[q]] for q in gray], [items[miss[q]] for q in gray], sigma, scale, floor
+    )
+    for j, it, values in hard:
+        resolve(pr, j, it, base, scale, values)
     return items
 
 
@@ -145,6 +161,7 @@ def _assess(
     trunc = (n2 - n).abs() / 3  # Richardson: n(s) = f' + c s^2, n(2s) = f' + 4 c s^2
     a, floors = pr.analytic[js], floor * pr.scales[js]
     return {
+        "nominal": torch.stack([fp, fm, st[:, 0], st[:, 1]], 1),
         "n": n,
         "h": span / 2,
         "roundoff": roundoff,
@@ -156,11 +173,13 @@ def _assess(
 
 def _stage_b(
     pr: Probes, js: list[int], items: list[Item], sigma: float, scale: Scale, floor: float
-) -> list[tuple[int, Item]]:
+) -> list[tuple[int, Item, tuple[float, float, float, float]]]:
     """Stage B and the retries for probes ``js`` (their ``items`` updated in place); returns
-    the probes across a kink still above the fail bound."""
+    the probes across a kink still above the fail bound, with their values at +-s."""
+    hard: list[tuple[int, Item, tuple[float, float, float, float]]] = []
+    if not js:
+        return hard
     got = _assess(pr, js, 1.0, sigma, floor)
-    hard: list[tuple[int, Item]] = []
     retry: list[int] = []
     for r, (j, it) in enumerate(zip(js, items, strict=True)):
         it.numeric, it.h = float(got["n"][r]), float(got["h"][r])
@@ -168,7 +187,7 @@ def _stage_b(
         if bool(got["kink"][r]):
             it.kink, it.error = True, float(got["across"][r])
             if it.error > scale.fail:
-                hard.append((j, it))
+                hard.append((j, it, tuple(float(v) for v in got["nominal"][r])))  # type: ignore[misc]
         else:
             it.error = float(got["smooth"][r])
             if it.error > scale.ok:

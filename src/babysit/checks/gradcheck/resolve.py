@@ -20,6 +20,7 @@ difference, ``4 eps (|f+| + |f-| + 2|f0|) / s``, stays under the fail bound:
 
 from __future__ import annotations
 
+from babysit.checks.gradcheck.evaluate import estimate_noise
 from babysit.checks.gradcheck.kinks import Decisions, compare
 from babysit.checks.gradcheck.leaf import NOISE_SIGMAS, ROUNDOFF_ULPS, Item
 from babysit.checks.gradcheck.probes import Probes
@@ -32,38 +33,75 @@ MAX_SHRINKS = 6  # down to h / 16**6 (6e-13 for h = 1e-5)
 
 
 def resolve(
-    pr: Probes, j: int, it: Item, base: tuple[float, Decisions], sigma: float, scale: Scale
+    pr: Probes,
+    j: int,
+    it: Item,
+    base: tuple[float, Decisions],
+    scale: Scale,
+    nominal: tuple[float, float, float, float],
 ) -> None:
-    """Re-judge probe j (``it``, across a kink, above the fail bound) in place."""
+    """Re-judge probe j (``it``, above the fail bound at its step) in place.
+
+    ``nominal``: f(x + s), f(x - s) and the steps up and down at the nominal step s, whose
+    one-sided gap is what a sixteenth of the step must shrink (the recorder starts there).
+    The loss's noise is measured (``estimate_noise``) only when a verdict other than "ok"
+    depends on it; until then round-off is eps-based.
+    """
     f0, d0 = base
-    eps = pr.obj.eps
-    a, previous_gap = it.analytic, 0.0
-    it.kink = True
-    for m in range(MAX_SHRINKS + 1):
+    a = it.analytic
+    fp, fm, up, down = nominal
+    previous_gap = nominal_gap = abs((fp - f0) / up - (f0 - fm) / down)
+    real_gap = nominal_gap > 2 * _roundoff(pr, f0, fp, fm, up, down)  # beyond round-off
+    for m in range(1, MAX_SHRINKS + 1):
         c = SHRINK**m
         (fp, fm), (up, down), (dp, dm) = _pair(pr, j, c)
         fwd, bwd = (fp - f0) / up, (f0 - fm) / down
-        roundoff = max(
-            ROUNDOFF_ULPS * eps * (abs(fp) + abs(fm) + 2 * abs(f0)), 2 * NOISE_SIGMAS * sigma
-        )
-        roundoff /= min(up, down)
+        roundoff = _roundoff(pr, f0, fp, fm, up, down)
         side = compare(dp, d0), compare(dm, d0)
+        it.kink |= side != ("same", "same")
         gap = abs(fwd - bwd)
-        if side == ("same", "same") and m and gap <= 2 * roundoff + previous_gap / 4:
-            centered = (fp - fm) / (up + down)
-            den = max(abs(a), abs(centered))
-            error = max(abs(a - centered) - roundoff / 2, 0.0) / den if den > 0 else 0.0
-            it.numeric, it.h, it.error, it.one_sided = centered, (up + down) / 2, error, None
-            it.verdict = "ok" if error <= scale.fail else "fail"
-            it.note = f"no kink within {it.h:.0e} of x"
+        if side == ("same", "same") and gap <= 2 * roundoff + previous_gap / 4:
+            # the gap shrank faster than curvature can (x 1/16 per step): a kink was crossed
+            it.kink |= real_gap and gap * 16**m < nominal_gap / 4
+            _centered(it, fp, fm, up, down, roundoff, scale)
+            if it.verdict == "fail" and pr.obj.noise is None:
+                estimate_noise(pr.obj, f0)
+                _centered(it, fp, fm, up, down, _roundoff(pr, f0, fp, fm, up, down), scale)
             return
         if "other" not in side and side != ("same", "same"):
+            it.kink = True
             _bracket(it, fwd, bwd, roundoff, (up + down) / 2, scale, "a kink at x (a tie)")
-            return
+            break
         previous_gap = gap
         if roundoff > scale.fail * max(abs(a), abs(fwd), abs(bwd)):
+            it.kink = True  # the one-sided slopes never agreed: a kink, recorded or not
+            _bracket(it, fwd, bwd, roundoff, (up + down) / 2, scale, "kinks too close to x")
             break
-    _bracket(it, fwd, bwd, roundoff, (up + down) / 2, scale, "kinks too close to x")
+    else:
+        it.kink = True
+        _bracket(it, fwd, bwd, roundoff, (up + down) / 2, scale, "kinks too close to x")
+    if it.verdict == "inconclusive" and pr.obj.noise is None:
+        estimate_noise(pr.obj, f0)
+        roundoff = _roundoff(pr, f0, fp, fm, up, down)
+        _bracket(it, fwd, bwd, roundoff, (up + down) / 2, scale, it.note)
+
+
+def _roundoff(pr: Probes, f0: float, fp: float, fm: float, up: float, down: float) -> float:
+    """Round-off of a one-sided difference: eps-based, or the measured noise once known."""
+    ulps = ROUNDOFF_ULPS * pr.obj.eps * (abs(fp) + abs(fm) + 2 * abs(f0))
+    return max(ulps, 2 * NOISE_SIGMAS * (pr.obj.noise or 0.0)) / min(up, down)
+
+
+def _centered(
+    it: Item, fp: float, fm: float, up: float, down: float, roundoff: float, scale: Scale
+) -> None:
+    """No kink within the step: the centered difference is the piece's derivative."""
+    centered = (fp - fm) / (up + down)
+    den = max(abs(it.analytic), abs(centered))
+    error = max(abs(it.analytic - centered) - roundoff / 2, 0.0) / den if den > 0 else 0.0
+    it.numeric, it.h, it.error, it.one_sided = centered, (up + down) / 2, error, None
+    it.verdict = "ok" if error <= scale.fail else "fail"
+    it.note = f"no kink within {it.h:.0e} of x" if it.kink else ""
 
 
 def _pair(
@@ -80,7 +118,7 @@ def _pair(
 
 def _bracket(
     it: Item, fwd: float, bwd: float, roundoff: float, h: float, scale: Scale, why: str
-) -> None:
+) -> None:  # fmt: skip
     """A kink at x: the analytic value must lie between the one-sided slopes (a subgradient);
     outside, the probe is inconclusive, never failed."""
     a = it.analytic

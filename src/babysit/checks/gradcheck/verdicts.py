@@ -33,12 +33,14 @@ __all__ = [
     "H_MAX",
     "INCONCLUSIVE_FRACTION",
     "TINY",
+    "ZERO_ULPS",
     "Settings",
     "check_objective",
     "joint_row",
     "thresholds",
 ]
 
+ZERO_ULPS = 1e3  # |grad| below this many eps of the largest one: round-off of 0, not a value
 TINY = 1e-10  # the notes: gradients "roughly 1e-10 and smaller in absolute value" are worrying
 H_MAX = 1e-2  # the largest step the round-off rescue grows h to
 # h="auto": the nominal step (the notes' range 1e-4..1e-6; float32 needs larger steps); the
@@ -111,7 +113,9 @@ def check_objective(
     rows = []
     for k, (name, g) in enumerate(zip(obj.names, grads, strict=True)):
         label = f"{stage}/{part}/{name}"
-        result = _best_step(obj, k, g, maxes[k] / obj.scale, base, st, warnings, label)
+        # a gradient at the round-off of the gradient computation: zero, not tiny
+        zero = maxes[k] <= ZERO_ULPS * obj.eps * max(maxes)
+        result = _best_step(obj, k, g, maxes[k] / obj.scale, base, st, warnings, label, zero)
         rows.append(_summarize(name, tuple(g.shape), part, stage, result, st.scale, obj.scale))
     return rows, [g / obj.scale for g in grads], base[1]
 
@@ -168,9 +172,12 @@ def _best_step(
     st: Settings,
     warnings: list[str],
     label: str,
+    zero: bool = False,
 ) -> LeafResult:
     """Check at the nominal step, then enlarge h while round-off dominates (the notes: "if
-    round-off still dominates, enlarge h") -- only for a gradient tiny next to the loss."""
+    round-off still dominates, enlarge h") -- only for a gradient tiny next to the loss.
+    ``zero``: the analytic gradient is round-off of 0; if the numeric one is within its
+    round-off of 0 too, both say the loss does not depend on the tensor: no larger step."""
 
     def at(h: float) -> LeafResult:
         return check_leaf(
@@ -184,7 +191,7 @@ def _best_step(
     if all(it.analytic == 0 == it.numeric for it in best.items):
         best.dominated = False  # not used by this loss at all (a bias in an L2 on weights)
     start = best.h
-    if best.dominated and best.h < H_MAX:
+    if best.dominated and best.h < H_MAX and not (zero and _zero(best)):
         # Round-off falls as 1/h: one step to where it would sit under the fail bound
         # (a gradient that is zero, or nearly, goes straight to H_MAX).
         best = at(min(H_MAX, best.h * best.need))
