@@ -178,6 +178,7 @@ import torch
 from torch import nn
 import babysit
 
+@babysit.task
 def make():
     x = torch.randn(16, 4)
     x[9, 1] = float("nan")

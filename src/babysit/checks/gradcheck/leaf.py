@@ -187,7 +187,8 @@ def _stage_b(
         if bool(got["kink"][r]):
             it.kink, it.error = True, float(got["across"][r])
             if it.error > scale.fail:
-                hard.append((j, it, tuple(float(v) for v in got["nominal"][r])))  # type: ignore[misc]
+                n0, n1, n2, n3 = (float(v) for v in got["nominal"][r])  # the 4 nominal values
+                hard.append((j, it, (n0, n1, n2, n3)))
         else:
             it.error = float(got["smooth"][r])
             if it.error > scale.ok:
