@@ -37,7 +37,7 @@ EMA = 0.999  # the final run's weight average (train.ema)
 
 
 class CheckFailed(BabysitError):
-    """A check the demo ran failed: the recipe stops before training (exit code 1)."""
+    """A check the demo ran failed, or its final run diverged: the recipe stops (exit 1)."""
 
 
 @dataclass
@@ -135,9 +135,11 @@ def _train(state: DemoState) -> str:
     if state.console is not None:
         for f in run.findings[:5]:
             state.console.print(f"  {f['severity']}: {f['code']}: {f['message']}", markup=False)
-    best = [max(list_checkpoints(run.dir / "checkpoints" / sub), key=lambda c: c.value)
-            for sub in ("", "ema")]  # fmt: skip
-    state.final_members = [c.path for c in best]
+    found = [list_checkpoints(run.dir / "checkpoints" / sub) for sub in ("", "ema")]
+    if run.diverged or not all(found):  # a result, as babysit train's exit 1: no ensemble
+        why = "diverged" if run.diverged else "left no checkpoint"
+        raise CheckFailed(f"the final run {why}: see {run.dir / 'report.html'}")
+    state.final_members = [max(files, key=lambda c: c.value).path for files in found]
     score = run.best.get(f"val_{state.task.metric}")
     first = f"; first finding: {run.findings[0]['code']}" if run.findings else ""
     return f"best val {state.task.metric} {score:.4f} at epoch {run.best.get('epoch')}{first}"
