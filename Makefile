@@ -5,6 +5,9 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 TORCH   ?= torch==2.13.0
 PYTEST_WORKERS ?= 2
+# every optional part, so the tests exercise the Ray backend, PostgreSQL storage and the
+# Lightning / Hugging Face callbacks for real (each with torch already installed above)
+EXTRAS  ?= dev,tensorboard,ray,postgresql,lightning,hf
 
 .PHONY: setup demo test test-fast lint clean
 
@@ -16,7 +19,7 @@ $(BIN)/python:
 # (a plain "torch" requirement with no torch installed would pull a multi-GB CUDA build).
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,tensorboard]"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 setup: $(STAMP)
