@@ -302,7 +302,10 @@ def search(
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Study directory to write.")] = None,
     workers: Annotated[int, typer.Option("--workers", help="Worker processes (K >= 1).")] = 1,
-    backend: Annotated[str, typer.Option("--backend", help="Where workers run: local.")] = "local",
+    backend: Annotated[str, typer.Option("--backend", help="Workers: local or ray.")] = "local",
+    address: Annotated[
+        str | None, typer.Option("--address", help="ray: auto or HOST:PORT of the Ray head.")
+    ] = None,
     storage: Annotated[
         str | None, typer.Option("--storage", help="sqlite:///... or postgresql://...")
     ] = None,
@@ -327,6 +330,7 @@ def search(
                 out=out,
                 workers=workers,
                 backend=backend,
+                address=address,
                 storage=storage,
                 resume=resume,
                 progress=None if quiet else SearchProgress(),

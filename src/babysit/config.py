@@ -220,6 +220,22 @@ class PBTConfig(_Section):
         return value
 
 
+class ResourcesConfig(_Section):
+    """``[search.resources]``: what each worker holds on a Ray cluster (``--backend ray``;
+    local workers ignore it). Ray takes a fraction up to 1 (workers share the device) and
+    whole numbers above it."""
+
+    cpus: float = Field(1, gt=0)
+    gpus: float = Field(0, ge=0)
+
+    @field_validator("cpus", "gpus")
+    @classmethod
+    def _ray_amount(cls, value: float) -> float:
+        if value > 1 and not float(value).is_integer():
+            raise ValueError(f"{value} is above 1 and not whole: Ray takes e.g. 0.5, 1 or 2")
+        return int(value) if float(value).is_integer() else value
+
+
 class SearchConfig(_Section):
     """``[search]``: what ``babysit.search`` tries; ``space`` is checked by tuning/space.py."""
 
@@ -237,6 +253,7 @@ class SearchConfig(_Section):
     direction: Literal["max", "min"] | None = None  # None: the task's (a user objective: max)
     storage: str | None = None  # None: journal.log in the study dir; sqlite:/// | postgresql://
     pbt: PBTConfig = Field(default_factory=PBTConfig)  # for stages with mode = "pbt"
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)  # per Ray worker
 
 
 class GradcheckConfig(_Section):

@@ -16,7 +16,8 @@ range. Modules:
   every epoch reported
 - ``slots.py``  — each stage's trials as seeded slots: enqueue, take, count, re-queue lost
 - ``worker.py`` — ``babysit worker``: take waiting trials, run them, tell how they ended
-- ``launch.py`` — the backends that run workers (local processes; ray: not yet)
+- ``launch.py`` — the backends that run workers (local processes; ray actors:
+  ``_ray_workers.py``)
 - ``inputs.py`` — a search's input checked before anything is written
 - ``progress.py`` — the search's event hooks and their rich rendering
 - ``summary.py`` — the :class:`Study` result and ``summary.json``

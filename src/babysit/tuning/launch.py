@@ -1,4 +1,4 @@
-"""Where the master's workers run: ``BACKENDS`` (``local`` processes; ``ray`` not yet).
+"""Where the master's workers run: ``BACKENDS`` (``local`` processes, ``ray`` actors).
 
 ``local``: K ``python -m babysit worker --storage URL --study-name NAME`` processes on
 this machine, each in its own process group (a Ctrl-C reaches the master only, which
@@ -9,6 +9,9 @@ failed and re-queued once by the master's orphan sweep (slots.py); a worker that
 with an error (the objective raised) stops the search with :class:`WorkerError`. Each
 worker's output goes to its own ``workers/worker-<i>.log`` in the study dir (numbered on
 past the logs of an earlier master of the same study).
+
+``ray``: K Ray actors on a Ray cluster (_ray_workers.py), the one backend that takes
+``--address``; with ``--workers 1`` every backend runs the trials in the master's process.
 """
 
 from __future__ import annotations
@@ -50,17 +53,30 @@ class Pool(Protocol):
         """Let the workers see the study done and exit; stop the rest."""
 
 
+Start = Callable[[str, str, int, Path], Pool]
+
+
 @dataclass(frozen=True)
 class Backend:
     """How to start ``count`` workers on study ``name`` in ``url``, logging under ``logs``.
 
-    ``start`` None: not available, for the reason ``why_not``.
+    ``start`` None: not available, for the reason ``why_not``. ``connect``: for a backend
+    that takes ``--address``, the address -> its ``start`` (ConfigError when it cannot run,
+    e.g. its package is missing), called before anything is written.
     """
 
-    start: Callable[[str, str, int, Path], Pool] | None
+    start: Start | None
     why_not: str = ""
+    connect: Callable[[str | None], Start] | None = None
 
-    def starter(self, name: str) -> Callable[[str, str, int, Path], Pool]:
+    def starter(self, name: str, address: str | None = None) -> Start:
+        if self.connect is not None:
+            return self.connect(address)
+        if address is not None:
+            raise ConfigError(
+                f"--address {address}: only --backend ray takes an address "
+                f"(--backend {name} starts its workers on this machine)"
+            )
         if self.start is None:
             raise ConfigError(f"--backend {name} is not available yet: {self.why_not}")
         return self.start
@@ -136,14 +152,15 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
 
 BACKENDS: Registry[Backend] = Registry("backend", error=ConfigError)
 BACKENDS.add("local", Backend(LocalWorkers))
-BACKENDS.add(
-    "ray",
-    Backend(
-        None,
-        "a later version runs the workers as Ray tasks; meanwhile use --backend local, or "
-        "start `babysit worker --storage URL --study-name NAME` on each machine",
-    ),
-)
+
+
+def _ray(address: str | None) -> Start:
+    from babysit.tuning._ray_workers import ray_starter  # imports ray only when it runs
+
+    return ray_starter(address)
+
+
+BACKENDS.add("ray", Backend(None, connect=_ray))
 
 
 @contextmanager

@@ -52,6 +52,7 @@ def search(
     progress: SearchCallback | None = None,
     workers: int = 1,
     backend: str = "local",
+    address: str | None = None,
     storage: str | None = None,
     resume: bool = False,
 ) -> Study:
@@ -62,11 +63,13 @@ def search(
     ``"pkg.module:fn"`` / ``"file.py:fn"``. Without one each trial trains the config with
     ``babysit.train`` and scores its best validation epoch. ``workers`` > 1 runs trials in
     that many processes of ``backend`` (a callable objective must then be importable: a
-    module-level function). ``storage`` overrides ``search.storage``. ``resume=True``
-    continues the study in ``out``. ``progress`` gets the search's events. At the end
-    ``summary.json`` is written, and the study's ``report.html`` when ``train.report``.
+    module-level function); ``backend="ray"`` runs them as actors on the Ray cluster at
+    ``address`` (``"auto"``, ``"HOST:PORT"``; None: docs/cluster.md). ``storage``
+    overrides ``search.storage``. ``resume=True`` continues the study in ``out``.
+    ``progress`` gets the search's events. At the end ``summary.json`` is written, and the
+    study's ``report.html`` when ``train.report``.
     """
-    start = BACKENDS.get_or_raise(backend, where="--backend").starter(backend)
+    start = BACKENDS.get_or_raise(backend, where="--backend").starter(backend, address)
     setup, opened = prepare(
         config, objective=objective, out=out, workers=workers, storage=storage, resume=resume
     )

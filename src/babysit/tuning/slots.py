@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,6 +151,7 @@ class TrialQueue:
     def __init__(self, study: optuna.Study, storage: BaseStorage) -> None:
         self.study, self.storage = study, storage
         self.study_id = storage.get_study_id_from_name(study.study_name)
+        self.stamp: dict[str, Any] = {}  # more of the owner stamp: a Ray worker's ids
         with quiet_optuna():
             self._retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
 
@@ -195,16 +196,19 @@ class TrialQueue:
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
             trial = optuna.Trial(self.study, trial_id)
-            trial.set_user_attr(OWNER, {"host": HOST, "pid": os.getpid(), "trial": frozen.number})
+            owner = {"host": HOST, "pid": os.getpid(), "trial": frozen.number, **self.stamp}
+            trial.set_user_attr(OWNER, owner)
             return trial
         return None
 
-    def requeue_orphans(self, trials: Sequence[FrozenTrial]) -> list[int]:
-        """Fail every orphaned RUNNING trial among ``trials`` and re-queue it once; their
-        numbers."""
+    def requeue_orphans(
+        self, trials: Sequence[FrozenTrial], orphan: Callable[[FrozenTrial], bool] = is_orphan
+    ) -> list[int]:
+        """Fail every ``orphan`` RUNNING trial among ``trials`` and re-queue it once; their
+        numbers. Only the caller whose FAIL the storage takes re-queues it."""
         lost = []
         for trial in trials:
-            if not is_orphan(trial):
+            if trial.state != TrialState.RUNNING or not orphan(trial):
                 continue
             trial_id = self.trial_id(trial.number)
             try:
