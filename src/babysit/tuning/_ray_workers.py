@@ -190,7 +190,7 @@ def _connect(address: str | None) -> None:
 
     import ray
 
-    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
