@@ -216,6 +216,7 @@ def test_nodes_killed_mid_search_lose_no_trial_and_run_none_twice(
             node = next(n for n in nodes if n.node_id == owner_of(victim)["node"])  # type: ignore[index]
             if kill == "raylet SIGKILL":
                 os.kill(node.all_processes["raylet"][0].process.pid, signal.SIGKILL)
+                cluster.remove_node(node, allow_graceful=False)  # the books: nothing left
             else:
                 cluster.remove_node(node, allow_graceful=False)
             nodes.remove(node)
