@@ -81,9 +81,7 @@ def test_backend_ray_without_ray_is_one_line_and_exit_2(tmp_path: Path) -> None:
         ("cpu = 1", "search.resources.cpu"),
     ],
 )
-def test_bad_search_resources_are_one_line_and_exit_2(
-    tmp_path: Path, table: str, key: str
-) -> None:
+def test_bad_search_resources_are_one_line_and_exit_2(tmp_path: Path, table: str, key: str) -> None:
     config = tmp_path / "search.toml"
     config.write_text(f"[search.resources]\n{table}\n")
     out = tmp_path / "study"
@@ -111,6 +109,23 @@ def test_address_with_the_local_backend_is_one_line_and_exit_2(tmp_path: Path) -
         "babysit: error: --address auto: only --backend ray takes an address "
         "(--backend local starts its workers on this machine)"
     ]
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "head-without-port", ""])
+def test_an_address_where_no_ray_head_answers_is_one_line_and_exit_2(
+    tmp_path: Path, address: str
+) -> None:
+    pytest.importorskip("ray", reason="ray is not installed")
+    config = tmp_path / "search.toml"
+    config.write_text('[search.space]\n"optim.lr" = "loguniform(1e-4, 1e-1)"\n')
+    out = tmp_path / "study"
+    proc = _run(CLI, "search", config, "--backend", "ray", "--address", address,
+                "--workers", "2", "--out", out)  # fmt: skip
+    _, stderr = proc.communicate()
+    assert proc.returncode == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"babysit: error: --address {address}: ")
+    assert not out.exists()
 
 
 # --- on a local Ray cluster: a head (no CPUs: the drivers only) and worker nodes ------------

@@ -48,6 +48,7 @@ __all__ = ["INSTALL", "RayWorkers", "ray_starter"]
 
 INSTALL = "install the ray extra: pip install 'babysit[ray]'"
 LOG = "ray.log"
+CONNECT_TIMEOUT = 10.0  # seconds to reach --address HOST:PORT before giving up
 
 
 def ray_starter(address: str | None) -> Start:
@@ -56,8 +57,8 @@ def ray_starter(address: str | None) -> Start:
         import ray  # noqa: F401
     except ImportError:
         raise ConfigError(f"--backend ray: {INSTALL}") from None
-    if address is not None and not address.strip():
-        raise ConfigError("--address is empty: give auto or HOST:PORT of the Ray head")
+    if address is not None:
+        _check_listening(address)  # before anything is written
     return functools.partial(RayWorkers, address=address)
 
 
@@ -197,6 +198,25 @@ def _connect(address: str | None) -> None:
         where = f"--address {address}" if address else "ray.init()"
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConfigError(f"--backend ray: {where}: no Ray cluster to join: {first}") from None
+
+
+def _check_listening(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """ConfigError unless something listens at ``HOST:PORT`` (``ray.init`` would retry an
+    address where nothing listens for minutes); ``auto`` and ``ray://`` are Ray's to check."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if address == "auto" or address.startswith("ray://"):
+        return
+    if not sep or not host.strip() or not port.isdigit():
+        raise ConfigError(f"--address {address}: expected auto or HOST:PORT of the Ray head")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"--address {address}: no Ray head answers there ({exc.strerror or exc}); "
+            "start one with `ray start --head --port PORT`"
+        ) from None
 
 
 def _check_fits(cpus: float, gpus: float, address: str | None) -> None:
