@@ -27,22 +27,20 @@ master, the storage (each journal write is an fsync) and the workers' polling.
 
 from __future__ import annotations
 
-import os
-
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")  # before numpy: one core per worker, inherited by them
-
 import argparse
+import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # before numpy loads (below, lazily): one core a worker
 
-import babysit
+if TYPE_CHECKING:
+    import numpy as np
 
 EPOCHS, STEPS = 3, 100
 NODES, NODE_CPUS = 2, 2
@@ -50,6 +48,8 @@ STORE = 80 * 2**20  # each Ray node's object store (the workers pass no objects)
 
 
 def _problem() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    import numpy as np
+
     rng = np.random.default_rng(0)
     w = rng.normal(size=(40, 4))
     x = rng.normal(size=(6000, 40))
@@ -59,6 +59,8 @@ def _problem() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 def softmax_regression(params: dict[str, Any], report: Callable[[int, float], None]) -> float:
     """Validation accuracy of softmax regression trained with ``params["optim.lr"]``."""
+    import numpy as np
+
     x, y, xv, yv = _problem()
     w = np.zeros((x.shape[1], 4))
     onehot = np.eye(4)[y]
@@ -87,6 +89,8 @@ def _config(trials: int) -> dict[str, Any]:
 def _measure(
     trials: int, root: Path, label: str, workers: int, **how: Any
 ) -> dict[str, float | str]:
+    import babysit
+
     objective = f"{Path(__file__).resolve()}:softmax_regression"
     start = time.perf_counter()
     study = babysit.search(
@@ -125,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-ray", action="store_true", help="local workers only")
     args = parser.parse_args(argv)
     trials = args.trials or (16 if args.quick else 48)
+    import babysit
+
     src = Path(babysit.__file__).resolve().parents[1]  # what workers and Ray nodes import
     os.environ["PYTHONPATH"] = os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])
     print(f"{trials} trials per setup, {os.cpu_count()} cores; objective: {__file__}")

@@ -63,7 +63,7 @@ def test_backend_ray_without_ray_is_one_line_and_exit_2(tmp_path: Path) -> None:
     config.write_text('[search.space]\n"optim.lr" = "loguniform(1e-4, 1e-1)"\n')
     out = tmp_path / "study"
     proc = _run(NO_RAY, "search", config, "--backend", "ray", "--workers", "2", "--out", out)
-    stdout, stderr = proc.communicate()
+    _, stderr = proc.communicate()
     assert proc.returncode == 2, stderr
     assert stderr.strip().splitlines() == [
         "babysit: error: --backend ray: install the ray extra: pip install 'babysit[ray]'"
