@@ -148,10 +148,12 @@ def cluster() -> Iterator[Any]:
             os.environ["PYTHONPATH"] = saved
 
 
-def _add_nodes(cluster: Any, count: int) -> list[Any]:
-    nodes = [cluster.add_node(num_cpus=2, object_store_memory=STORE) for _ in range(count)]
+def _nodes(cluster: Any, count: int) -> list[Any]:
+    """The cluster's worker nodes, ``count`` at least (nodes added as needed: 2 CPUs each)."""
+    while len(cluster.worker_nodes) < count:
+        cluster.add_node(num_cpus=2, object_store_memory=STORE)
     cluster.wait_for_nodes()
-    return nodes
+    return list(cluster.worker_nodes)
 
 
 def _trials(out: Path) -> list[FrozenTrial]:
@@ -221,7 +223,7 @@ def _check_counts(out: Path, stages: list[int]) -> list[FrozenTrial]:
 def test_nodes_killed_mid_search_lose_no_trial_and_run_none_twice(
     cluster: Any, tmp_path: Path
 ) -> None:
-    nodes = _add_nodes(cluster, 2)
+    nodes = _nodes(cluster, 2)
     out, stages = tmp_path / "study", [12, 4]
     proc = _run(SEARCH, OBJECTIVE, out, cluster.address, ",".join(map(str, stages)))
     victims = []
@@ -234,9 +236,8 @@ def test_nodes_killed_mid_search_lose_no_trial_and_run_none_twice(
                 cluster.remove_node(node, allow_graceful=False)  # the books: nothing left
             else:
                 cluster.remove_node(node, allow_graceful=False)
-            nodes.remove(node)
             victims.append(victim.number)
-            nodes += _add_nodes(cluster, 1)  # a fresh node for the next kill
+            nodes = _nodes(cluster, 2)  # a fresh node for the next kill
         _, stderr = proc.communicate()
     finally:
         if proc.poll() is None:
@@ -255,7 +256,7 @@ def test_a_killed_master_resumes_and_requeues_trials_of_other_machines_once(
     """The master SIGKILLed mid-trial takes its actors with it; their trials, stamped as
     if on another machine (no pid to check there, no heartbeat in a journal), are re-queued
     once by the resumed master's Ray pool."""
-    _add_nodes(cluster, 1)
+    _nodes(cluster, 1)
     out, stages = tmp_path / "study", [6]
     args = (OBJECTIVE, out, cluster.address, "6")
     proc = _run(SEARCH, *args)
@@ -283,6 +284,19 @@ def test_a_killed_master_resumes_and_requeues_trials_of_other_machines_once(
     log = (out / "workers" / "ray.log").read_text()
     for number in moved:
         assert f"trial {number} lost with its worker" in log
+
+
+@pytest.mark.slow
+def test_an_objective_that_raises_on_a_ray_worker_stops_the_search(
+    cluster: Any, tmp_path: Path
+) -> None:
+    _nodes(cluster, 1)
+    proc = _run(SEARCH, f"{HERE / 'objectives.py'}:broken", tmp_path / "s", cluster.address, "4")
+    _, stderr = proc.communicate()
+    assert proc.returncode == 1
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("babysit.tuning.launch.WorkerError: ray worker ")
+    assert last.endswith("failed: RuntimeError: the objective has a bug")
 
 
 @pytest.mark.slow
