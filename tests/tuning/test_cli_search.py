@@ -47,7 +47,7 @@ def _one_line_exit_2(*args: str) -> str:
         ("loguniform(0, 1)", 2, [], "a log range needs low > 0"),
         ("loguniform(1e-6, 1)", 0, [], "search.stage.0.trials = 0"),
         ("loguniform(1e-6, 1)", 2, ["--workers", "0"], "at least one worker"),
-        ("loguniform(1e-6, 1)", 2, ["--backend", "ray"], "not available yet"),
+        ("loguniform(1e-6, 1)", 2, ["--address", "auto"], "only --backend ray takes an"),
         ("loguniform(1e-6, 1)", 2, ["--backend", "slurm"], "unknown backend 'slurm'"),
         ("loguniform(1e-6, 1)", 2, ["--storage", "redis://x"], "unknown storage 'redis'"),
         ("loguniform(1e-6, 1)", 2, ["--set", "search.seed=-1"], "search.seed"),
