@@ -2,9 +2,9 @@
 
 Connecting: ``--address HOST:PORT`` (a cluster's head, as ``ray start --head`` prints it)
 or ``auto`` (the cluster ``ray start`` made on this machine) is passed to ``ray.init``.
-Without ``--address``: a process that is already connected (``ray.init`` called before
-``babysit.search``) uses that cluster; else ``ray.init()`` joins the cluster named by
-``RAY_ADDRESS``, or starts a Ray instance on this machine for this search alone, shut
+A process that is already connected (``ray.init`` called before ``babysit.search``)
+uses that connection. Else, without ``--address``, ``ray.init()`` joins the cluster
+named by ``RAY_ADDRESS``, or starts a Ray instance on this machine for this search alone, shut
 down at the end. Each worker is an actor holding ``[search.resources]`` (``cpus``,
 ``gpus``) of one node, spread over the nodes, running the same :class:`Worker` loop as
 ``babysit worker`` on the study's storage. Ray copies no data: every node needs babysit,
@@ -126,7 +126,9 @@ class RayWorkers:
         trials are re-queued once (the module docstring) and the actor replaced."""
         import ray
 
-        ready, _ = ray.wait(list(self.runs), num_returns=len(self.runs), timeout=0)
+        ready = []
+        if self.runs:
+            ready, _ = ray.wait(list(self.runs), num_returns=len(self.runs), timeout=0)
         dead = []
         for ref in ready:
             _, actor_id = self.runs.pop(ref)
