@@ -22,7 +22,9 @@ this machine. Two figures per setup:
   imports babysit and optuna afresh; the cluster's own start is not counted).
 
 A machine with C free cores gives at most min(K, C) x; the rest is what a trial costs the
-master, the storage (each journal write is an fsync) and the workers' polling.
+master, the storage (each journal write is an fsync) and the workers' polling. The script
+prints the objective's own time per trial in this process, and the load average before
+and after (the figures mean little on a machine that other work keeps busy).
 """
 
 from __future__ import annotations
@@ -122,6 +124,10 @@ def _ray_cluster() -> Any:
     return cluster
 
 
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())  # other processes share the cores
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="16 trials per setup")
@@ -133,7 +139,12 @@ def main(argv: list[str] | None = None) -> None:
 
     src = Path(babysit.__file__).resolve().parents[1]  # what workers and Ray nodes import
     os.environ["PYTHONPATH"] = os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])
-    print(f"{trials} trials per setup, {os.cpu_count()} cores; objective: {__file__}")
+    start = time.perf_counter()
+    for lr in (0.01, 0.1, 1.0):
+        softmax_regression({"optim.lr": lr}, lambda epoch, value: None)
+    alone = (time.perf_counter() - start) / 3
+    print(f"{trials} trials per setup, {os.cpu_count()} cores, load average {_load()}")
+    print(f"the objective alone: {alone:.3f} s a trial in this process ({1 / alone:.2f}/s)")
     rows = []
     with tempfile.TemporaryDirectory(prefix="babysit-scaling-") as tmp:
         root = Path(tmp)
@@ -148,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
                                          address=cluster.address))  # fmt: skip
             finally:
                 cluster.shutdown()
+    print(f"load average after: {_load()}")
     base = float(rows[0]["rate"])
     print(f"\n{'setup':<22} {'trials/s':>9} {'x K=1':>6} {'wall s':>7}")
     for row in rows:

@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 SRC = Path(babysit.__file__).resolve().parents[1]
 OBJECTIVE = f"{HERE / 'objectives.py'}:slow_peak"  # 3 epochs of 0.5 s
 STORE = 80 * 2**20  # each node's object store: the workers pass no objects
+KILLS = int(os.environ.get("BABYSIT_RAY_KILLS", "2"))  # by hand: more, e.g. 10
 FAST_FAILURE = {  # the head sees a dead node in about 1.5 s (the default: 15 s or more)
     "health_check_initial_delay_ms": 1000,
     "health_check_period_ms": 500,
@@ -224,14 +225,14 @@ def test_nodes_killed_mid_search_lose_no_trial_and_run_none_twice(
     cluster: Any, tmp_path: Path
 ) -> None:
     nodes = _nodes(cluster, 2)
-    out, stages = tmp_path / "study", [12, 4]
+    out, stages = tmp_path / "study", [max(12, 6 * KILLS), 4]
     proc = _run(SEARCH, OBJECTIVE, out, cluster.address, ",".join(map(str, stages)))
     victims = []
     try:
-        for kill in ("raylet SIGKILL", "node removed"):
+        for i in range(KILLS):  # alternately a raylet SIGKILLed, a node removed
             victim = _wait_for(proc, out, _running_on(nodes))
             node = next(n for n in nodes if n.node_id == owner_of(victim)["node"])  # type: ignore[index]
-            if kill == "raylet SIGKILL":
+            if i % 2 == 0:
                 os.kill(node.all_processes["raylet"][0].process.pid, signal.SIGKILL)
                 cluster.remove_node(node, allow_graceful=False)  # the books: nothing left
             else:
