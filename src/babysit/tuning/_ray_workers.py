@@ -126,7 +126,7 @@ class RayWorkers:
         trials are re-queued once (the module docstring) and the actor replaced."""
         import ray
 
-        ready = []
+        ready: list[Any] = []
         if self.runs:
             ready, _ = ray.wait(list(self.runs), num_returns=len(self.runs), timeout=0)
         dead = []
