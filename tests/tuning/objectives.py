@@ -24,11 +24,11 @@ def broken(params: dict[str, Any], report: Callable[[int, float], None]) -> floa
 
 
 def slow_peak(params: dict[str, Any], report: Callable[[int, float], None]) -> float:
-    """peak_at_1e_3 over three epochs of 0.5 s each: a trial long enough to be killed."""
+    """peak_at_1e_3 over three epochs of 0.8 s each: a trial long enough to be killed."""
     import time
 
     score = -((math.log10(params["optim.lr"]) + 3) ** 2)
     for epoch in (1, 2, 3):
-        time.sleep(0.5)
+        time.sleep(0.8)
         report(epoch, score - 1.0 / epoch)
     return score
