@@ -32,3 +32,18 @@ def slow_peak(params: dict[str, Any], report: Callable[[int, float], None]) -> f
         time.sleep(0.8)
         report(epoch, score - 1.0 / epoch)
     return score
+
+
+def cut_off_once(params: dict[str, Any], report: Any) -> float:
+    """As if the master took this worker for dead mid-trial: slot 0's first try is failed
+    and re-queued (what the master does to a lost trial) before it reports, so the
+    storage refuses its report; every other trial scores 0."""
+    from babysit.tuning.slots import TrialQueue
+
+    trial = report.trial
+    storage = trial.study._storage
+    frozen = storage.get_trial(trial._trial_id)
+    if frozen.user_attrs["slot"] == 0 and "failed_trial" not in frozen.system_attrs:
+        TrialQueue(trial.study, storage).requeue_orphans([frozen], lambda t: True)
+    report(1, 0.0)
+    return 0.0

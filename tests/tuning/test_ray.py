@@ -311,6 +311,20 @@ def test_a_killed_master_resumes_and_requeues_trials_of_other_machines_once(
 
 
 @pytest.mark.slow
+def test_a_worker_whose_trial_was_taken_for_lost_goes_on(cluster: Any, tmp_path: Path) -> None:
+    """A worker cut off from its node runs on while the master fails and re-queues its
+    trial: the storage refuses the old try's report, the worker takes the next trial,
+    and the retry is the one that counts."""
+    _nodes(cluster, 1)
+    out = tmp_path / "study"
+    proc = _run(SEARCH, f"{HERE / 'objectives.py'}:cut_off_once", out, cluster.address, "4")
+    _, stderr = proc.communicate()
+    assert proc.returncode == 0, stderr
+    lost = _check_counts(out, [4])
+    assert [t.user_attrs["slot"] for t in lost] == [0]
+
+
+@pytest.mark.slow
 def test_an_objective_that_raises_on_a_ray_worker_stops_the_search(
     cluster: Any, tmp_path: Path
 ) -> None:
