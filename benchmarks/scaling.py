@@ -4,6 +4,7 @@ two-node Ray cluster, side by side in one run.
     .venv/bin/python benchmarks/scaling.py              # 48 trials per setup
     .venv/bin/python benchmarks/scaling.py --quick      # 16 trials per setup
     .venv/bin/python benchmarks/scaling.py --no-ray     # the local workers only
+    .venv/bin/python benchmarks/scaling.py --rounds 3   # medians over 3 rounds
 
 The objective is short and real: a softmax regression on a fixed synthetic problem
 (5000 x 40, 4 classes) trained by full-batch gradient descent with the trial's
@@ -17,7 +18,8 @@ with K = 1 (the trials run in the master's process), 2 and 4 worker processes, a
 this machine. Two figures per setup:
 
 - trials/s = N / (the last trial's end - the first trial's start), read from the study:
-  the throughput once the workers run, and the ratio to K = 1's;
+  the throughput once the workers run, and the ratio to K = 1's within the same round
+  (medians over ``--rounds``: the drift of a shared machine cancels);
 - wall = the whole ``babysit.search`` call, starting the workers included (a Ray actor
   imports babysit and optuna afresh; the cluster's own start is not counted).
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -128,10 +131,21 @@ def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())  # other processes share the cores
 
 
+def _round(trials: int, root: Path, ray: bool, cluster: Any) -> list[dict[str, float | str]]:
+    """Every setup once, back to back (one round)."""
+    rows = [_measure(trials, root, f"local K={k}", k) for k in (1, 2, 4)]
+    if ray:
+        for k in (2, 4):
+            label = f"ray K={k} ({NODES} nodes)"
+            rows.append(_measure(trials, root, label, k, backend="ray", address=cluster.address))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="16 trials per setup")
     parser.add_argument("--trials", type=int, default=None, help="trials per setup (48)")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of every setup (1)")
     parser.add_argument("--no-ray", action="store_true", help="local workers only")
     args = parser.parse_args(argv)
     trials = args.trials or (16 if args.quick else 48)
@@ -143,28 +157,25 @@ def main(argv: list[str] | None = None) -> None:
     for lr in (0.01, 0.1, 1.0):
         softmax_regression({"optim.lr": lr}, lambda epoch, value: None)
     alone = (time.perf_counter() - start) / 3
-    print(f"{trials} trials per setup, {os.cpu_count()} cores, load average {_load()}")
+    print(f"{trials} trials per setup, {args.rounds} round(s), {os.cpu_count()} cores, "
+          f"load average {_load()}")  # fmt: skip
     print(f"the objective alone: {alone:.3f} s a trial in this process ({1 / alone:.2f}/s)")
-    rows = []
+    rounds = []
     with tempfile.TemporaryDirectory(prefix="babysit-scaling-") as tmp:
-        root = Path(tmp)
-        for k in (1, 2, 4):
-            rows.append(_measure(trials, root, f"local K={k}", k))
-        if not args.no_ray:
-            cluster = _ray_cluster()
-            try:
-                for k in (2, 4):
-                    label = f"ray K={k} ({NODES} nodes)"
-                    rows.append(_measure(trials, root, label, k, backend="ray",
-                                         address=cluster.address))  # fmt: skip
-            finally:
+        cluster = None if args.no_ray else _ray_cluster()
+        try:
+            for r in range(args.rounds):
+                rounds.append(_round(trials, Path(tmp) / str(r), cluster is not None, cluster))
+        finally:
+            if cluster is not None:
                 cluster.shutdown()
     print(f"load average after: {_load()}")
-    base = float(rows[0]["rate"])
-    print(f"\n{'setup':<22} {'trials/s':>9} {'x K=1':>6} {'wall s':>7}")
-    for row in rows:
-        rate = float(row["rate"])
-        print(f"{row['setup']:<22} {rate:9.2f} {rate / base:6.2f} {float(row['wall']):7.1f}")
+    print(f"\n{'setup':<22} {'trials/s':>9} {'x K=1':>6} {'wall s':>7}   (medians over rounds)")
+    for i, row in enumerate(rounds[0]):
+        rate = statistics.median(float(r[i]["rate"]) for r in rounds)
+        ratio = statistics.median(float(r[i]["rate"]) / float(r[0]["rate"]) for r in rounds)
+        wall = statistics.median(float(r[i]["wall"]) for r in rounds)
+        print(f"{row['setup']:<22} {rate:9.2f} {ratio:6.2f} {wall:7.1f}")
 
 
 if __name__ == "__main__":
