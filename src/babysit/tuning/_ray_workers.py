@@ -4,13 +4,13 @@ Connecting: ``--address HOST:PORT`` (a cluster's head, as ``ray start --head`` p
 or ``auto`` (the cluster ``ray start`` made on this machine) is passed to ``ray.init``.
 A process that is already connected (``ray.init`` called before ``babysit.search``)
 uses that connection. Else, without ``--address``, ``ray.init()`` joins the cluster
-named by ``RAY_ADDRESS``, or starts a Ray instance on this machine for this search alone, shut
-down at the end. Each worker is an actor holding ``[search.resources]`` (``cpus``,
-``gpus``) of one node, spread over the nodes, running the same :class:`Worker` loop as
-``babysit worker`` on the study's storage. Ray copies no data: every node needs babysit,
-the objective's module, the data, and the study dir at the same path (a shared file
-system), and the storage must be reachable from every node: PostgreSQL, or the journal
-file on a file system all nodes share (docs/cluster.md).
+named by ``RAY_ADDRESS``, or starts a Ray instance on this machine for this search
+alone, shut down at the end. Each worker is an actor holding ``[search.resources]``
+(``cpus``, ``gpus``) of one node, spread over the nodes, running the same
+:class:`Worker` loop as ``babysit worker`` on the study's storage. Ray copies no data:
+every node needs babysit, the objective's module, the data, and the study dir at the
+same path (a shared file system), and the storage must be reachable from every node:
+PostgreSQL, or the journal file on a file system all nodes share (docs/cluster.md).
 
 Lost trials. A worker stamps each trial it takes with its actor id and node id
 (``user_attrs["worker"]["ray"|"node"]``, with the host and pid that local workers
@@ -23,12 +23,12 @@ a killed master died with it, as Ray kills an owner's actors), every RUNNING tri
 stamped by an actor that is not one of this master's live actors is failed and
 re-queued once, and a new actor takes the dead one's place. The FAIL is a state change
 the storage makes once: whoever else sees the trial lost first (the pid check of
-slots.py for actors on this host, the RDB heartbeat) re-queues it instead, never both;
-and an actor that was only cut off and still runs its trial is refused by the storage
-(the trial is FAIL) and goes on to the next one (:func:`run_until_done`), so the trial
-counts once and the search goes on. A trial taken but not yet stamped
-when its actor died is caught by slots.py's ``ORPHAN_AFTER`` rule. ``workers/ray.log``
-in the study dir records each actor started and lost.
+slots.py for actors on this host, the RDB heartbeat) re-queues it instead, never both.
+An actor that was only cut off and still runs its trial is refused by the storage (the
+trial is FAIL) and goes on to the next one (:func:`run_until_done`): the trial counts
+once, by its retry, and the search goes on. A trial taken but not yet stamped when its
+actor died is caught by slots.py's ``ORPHAN_AFTER`` rule. ``workers/ray.log`` in the
+study dir records each actor started and lost, and each trial re-queued by this watch.
 """
 
 from __future__ import annotations
