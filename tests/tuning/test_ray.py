@@ -338,6 +338,21 @@ def test_an_objective_that_raises_on_a_ray_worker_stops_the_search(
 
 
 @pytest.mark.slow
+def test_without_an_address_the_search_starts_its_own_ray_and_stops_it(tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="ray is not installed")
+    out = tmp_path / "study"
+    code = SEARCH.replace("address=sys.argv[3]", "address=None")
+    env = {k: v for k, v in _env().items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, OBJECTIVE, str(out), "-", "4"],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert not _check_counts(out, [4])
+    assert (out / "workers" / "ray.log").read_text().count(" started") == 2
+
+
+@pytest.mark.slow
 def test_resources_no_node_has_are_one_line_and_exit_2(cluster: Any, tmp_path: Path) -> None:
     config = tmp_path / "search.toml"
     config.write_text("[search.resources]\ngpus = 1\n")

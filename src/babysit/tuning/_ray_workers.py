@@ -5,7 +5,8 @@ or ``auto`` (the cluster ``ray start`` made on this machine) is passed to ``ray.
 A process that is already connected (``ray.init`` called before ``babysit.search``)
 uses that connection. Else, without ``--address``, ``ray.init()`` joins the cluster
 named by ``RAY_ADDRESS``, or starts a Ray instance on this machine for this search
-alone, shut down at the end. Each worker is an actor holding ``[search.resources]``
+alone, shut down at the end (never a cluster ``ray start`` left running here: that is
+``--address auto``). Each worker is an actor holding ``[search.resources]``
 (``cpus``, ``gpus``) of one node, spread over the nodes, running the same
 :class:`Worker` loop as ``babysit worker`` on the study's storage. Ray copies no data:
 every node needs babysit, the objective's module, the data, and the study dir at the
@@ -212,10 +213,14 @@ class RayWorkers:
 def _connect(address: str | None) -> None:
     """``ray.init``: the cluster at ``address``, else RAY_ADDRESS's, else a new local one."""
     import logging
+    import os
 
     import ray
 
     kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        address = "local"  # not a cluster `ray start` left on this machine: say --address auto
+        kwargs["include_dashboard"] = False
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
