@@ -338,7 +338,7 @@ def test_an_objective_that_raises_on_a_ray_worker_stops_the_search(
 
 
 @pytest.mark.slow
-def test_without_an_address_the_search_starts_its_own_ray_and_stops_it(tmp_path: Path) -> None:
+def test_without_an_address_the_search_runs_on_a_ray_of_its_own(tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="ray is not installed")
     out = tmp_path / "study"
     code = SEARCH.replace("address=sys.argv[3]", "address=None")
