@@ -172,9 +172,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)  # MiB on Linu
 """
 
 
-def _small_run_with_filters(
-    make_run: Callable[..., Path], run: Path, bomb: bytes | None
-) -> Path:
+def _small_run_with_filters(make_run: Callable[..., Path], run: Path, bomb: bytes | None) -> Path:
     """A 2-epoch run whose filters probe names a good grid and ``bomb`` (or the grid twice)."""
     make_run(run, epochs=2, extras=False)
     (run / "filters").mkdir()
