@@ -31,6 +31,7 @@ from babysit._io import json_restore
 from babysit.config import Config
 from babysit.errors import ConfigError
 from babysit.tasks import import_function
+from babysit.tuning._retry import StorageUnavailable
 from babysit.tuning.dimensions import Dimension, narrow
 from babysit.tuning.objective import TrainObjective
 from babysit.tuning.slots import TrialQueue
@@ -186,7 +187,10 @@ class Worker:
 
         def beat() -> None:
             while True:
-                storage.record_heartbeat(trial_id)
+                try:
+                    storage.record_heartbeat(trial_id)  # retried while the database is down
+                except StorageUnavailable:
+                    return  # the trial's own next call to the storage says so
                 if stop.wait(interval):
                     return
 
@@ -210,10 +214,14 @@ def exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def open_worker(url: str, name: str) -> Worker:
-    """A worker on study ``name`` in ``url``; ConfigError when there is no such study."""
+def open_worker(url: str, name: str, *, bounded: bool = True) -> Worker:
+    """A worker on study ``name`` in ``url``; ConfigError when there is no such study.
+
+    ``bounded=False`` (a master's local worker): storage calls retry a database that does
+    not answer until the master, which bounds its own wait, stops this worker.
+    """
     with quiet_optuna():
-        storage = open_storage(url)
+        storage = open_storage(url, bounded=bounded)
         study, config, info = open_study(storage, url=url, name=name)
     objective = info.get("objective")
     if objective is None:

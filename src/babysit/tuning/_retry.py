@@ -1,0 +1,338 @@
+"""Database storage that rides out a restart: every call retried, with backoff, bounded.
+
+A PostgreSQL server restarted (or failed over) under a running search breaks every open
+connection: the next query raises SQLAlchemy's ``OperationalError``, which Optuna's
+``RDBStorage`` wraps in ``StorageInternalError``. Without help that error ends the
+master's poll, a worker's loop or its heartbeat thread. :class:`RetryingRDBStorage` is
+``RDBStorage`` with each call that reaches the database retried on a *connection* error,
+so the master, the workers and the heartbeat all wait the same way, in this one place.
+
+Backoff: after the k-th failure of a call (k = 0, 1, ...) it sleeps
+``min(BACKOFF_CAP, BACKOFF_FIRST * 2**k) * u`` seconds, u uniform in [0.5, 1) (jitter, so
+K workers do not reconnect in lockstep): 0.5, 1, 2, 4, 8, 10, 10, ... s. A call gives up
+once ``patience`` seconds have passed since its first failure and raises
+:class:`StorageUnavailable`, a BabysitError: the CLI prints it as one line and exits 2.
+``patience`` None waits without bound (a local worker: its master bounds the wait and
+stops it). The connection pool pings a connection before using it (``pool_pre_ping``),
+so once the server is back the first call reconnects instead of failing once more.
+
+Retried: errors of the connection, not of the request — psycopg2 errors without a
+SQLSTATE (connection refused, server closed the connection) or of class 08 (connection
+exception) or 57 (operator intervention: shutdown, starting up); SQLite's "database is
+locked". A wrong password (28...), a missing database (3D000) or a bad query fail at once.
+
+Idempotence: a call is retried only when it raised, so it normally did not happen. When
+the server died after committing but before answering, the retry finds the work done:
+:meth:`set_trial_state_values` of a COMPLETE or PRUNED trial then sees it already so and
+returns True, and trial creation finds the trial it made (same user and system
+attributes and params) instead of adding a second one. A take (RUNNING) or a FAIL whose
+answer was lost is not recovered: the take's trial is re-queued as an orphan (slots.py),
+the FAIL's re-queue is done by the master's count of lost first tries.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from babysit.errors import BabysitError, ConfigError
+
+__all__ = [
+    "BACKOFF_CAP",
+    "BACKOFF_FIRST",
+    "PATIENCE",
+    "PATIENCE_ENV",
+    "RetryingRDBStorage",
+    "StorageUnavailable",
+    "env_seconds",
+    "is_transient",
+    "safe_url",
+]
+
+PATIENCE = 300.0  # seconds a call keeps retrying before the search stops (one line, exit 2)
+PATIENCE_ENV = "BABYSIT_STORAGE_PATIENCE"  # overrides PATIENCE (seconds)
+BACKOFF_FIRST = 0.5  # seconds before the first retry
+BACKOFF_CAP = 10.0  # the longest wait between two tries
+_RETRIED_SQLSTATE_CLASSES = ("08", "57")  # connection exception, operator intervention
+_log = logging.getLogger("babysit.storage")
+T = TypeVar("T")
+
+
+class StorageUnavailable(BabysitError):
+    """The study's database did not answer within the patience (the study is kept)."""
+
+
+def env_seconds(name: str, default: float) -> float:
+    """The positive number of seconds in environment variable ``name``, else ``default``."""
+    text = os.environ.get(name)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise ConfigError(f"{name}={text!r}: expected a positive number of seconds")
+    return value
+
+
+def safe_url(url: str) -> str:
+    """``url`` with its password hidden (it goes into messages and logs)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: say nothing of it
+        return url.split("://")[0] + "://..."
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) means the connection, not the request, failed."""
+    import sqlalchemy.exc
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, sqlalchemy.exc.DBAPIError):
+            if seen.connection_invalidated:
+                return True
+            if isinstance(seen, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+                code = getattr(seen.orig, "pgcode", None)
+                if "sqlite" in type(seen.orig).__module__:
+                    return "locked" in str(seen.orig) or "busy" in str(seen.orig)
+                return code is None or code[:2] in _RETRIED_SQLSTATE_CLASSES
+            return False
+        seen = seen.__cause__
+    return False
+
+
+class _Outage:
+    """When the database stopped answering (one notice per outage, not per call)."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.lock = url, threading.Lock()
+        self.since: float | None = None
+
+    def failed(self, exc: BaseException, patience: float | None) -> None:
+        with self.lock:
+            if self.since is None:
+                self.since = time.monotonic()
+                bound = "until its master stops" if patience is None else f"up to {patience:g} s"
+                _log.warning(
+                    "babysit: the database %s does not answer (%s); retrying for %s",
+                    self.url, _short(exc), bound,
+                )  # fmt: skip
+
+    def answered(self) -> None:
+        if self.since is None:
+            return
+        with self.lock:
+            if self.since is not None:
+                _log.warning(
+                    "babysit: the database answers again after %.1f s",
+                    time.monotonic() - self.since,
+                )
+                self.since = None
+
+
+def _short(exc: BaseException) -> str:
+    """The root cause's first line: ``OperationalError: connection refused``."""
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    inner = getattr(root, "orig", None) or root
+    text = str(inner).strip().splitlines() or [""]
+    return f"{type(inner).__name__}: {text[0]}"
+
+
+def retry_call(
+    call: Callable[[], T],
+    *,
+    patience: float | None,
+    url: str,
+    outage: _Outage | None = None,
+    recover: Callable[[], T | None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """``call()``, retried on transient errors with backoff until ``patience`` runs out.
+
+    ``recover()``, asked before each retry, returns the call's result when the failed try
+    did its work after all (the server died after committing), else None.
+    """
+    first: float | None = None
+    failures = 0
+    while True:
+        try:
+            if failures and recover is not None:
+                done = recover()
+                if done is not None:
+                    return done
+            result = call()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            now = time.monotonic()
+            first = now if first is None else first
+            if outage is not None:
+                outage.failed(exc, patience)
+            if patience is not None and now - first >= patience:
+                raise StorageUnavailable(
+                    f"--storage {url}: the database has not answered for {now - first:.0f} s "
+                    f"({_short(exc)}); the study is kept there: once the server is back, "
+                    "continue with `babysit search ... --resume` (patience: "
+                    f"{PATIENCE_ENV}={patience:g})"
+                ) from None
+            wait = min(BACKOFF_CAP, BACKOFF_FIRST * 2.0**failures) * random.uniform(0.5, 1.0)
+            if patience is not None:
+                wait = min(wait, max(0.0, first + patience - now))
+            failures += 1
+            sleep(wait)
+            continue
+        if outage is not None:
+            outage.answered()
+        return result
+
+
+# RDBStorage's calls that reach the database, public and those _CachedStorage calls
+_RETRIED = (
+    "create_new_study",
+    "delete_study",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "get_study_id_from_name",
+    "get_study_name_from_id",
+    "get_study_directions",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "get_all_studies",
+    "create_new_trial",
+    "_create_new_trial",
+    "set_trial_param",
+    "_set_trial_param",
+    "get_trial_param",
+    "set_trial_state_values",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "get_trial_id_from_study_id_trial_number",
+    "get_trial",
+    "get_all_trials",
+    "_get_trials",
+    "get_best_trial",
+    "_get_best_trial_id",
+    "record_heartbeat",
+    "_get_stale_trial_ids",
+)
+
+
+class RetryingRDBStorage(RDBStorage):
+    """Optuna's RDBStorage whose database calls are retried (see the module docstring)."""
+
+    def __init__(self, url: str, *, patience: float | None, **kwargs: Any) -> None:
+        self.patience = patience
+        self._shown = safe_url(url)
+        self._outage = _Outage(self._shown)
+        self._depth = threading.local()  # a call made by a retried call is not retried again
+        engine = dict(kwargs.pop("engine_kwargs", None) or {})
+        engine.setdefault("pool_pre_ping", True)
+        retry_call(
+            lambda: RDBStorage.__init__(self, url, engine_kwargs=engine, **kwargs),
+            patience=patience,
+            url=self._shown,
+            outage=self._outage,
+        )
+
+    def _retried(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        method = getattr(RDBStorage, name)
+        if getattr(self._depth, "value", 0):
+            return method(self, *args, **kwargs)
+        recover = _RECOVER.get(name)
+
+        def call() -> Any:
+            self._depth.value = 1
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                self._depth.value = 0
+
+        return retry_call(
+            call,
+            patience=self.patience,
+            url=self._shown,
+            outage=self._outage,
+            recover=None if recover is None else lambda: recover(self, *args, **kwargs),
+        )
+
+
+def _wrap(name: str) -> Callable[..., Any]:
+    def method(self: RetryingRDBStorage, *args: Any, **kwargs: Any) -> Any:
+        return self._retried(name, args, kwargs)
+
+    method.__name__ = name
+    method.__doc__ = getattr(RDBStorage, name).__doc__
+    return method
+
+
+for _name in _RETRIED:
+    setattr(RetryingRDBStorage, _name, _wrap(_name))
+
+
+# --- recovery: the failed try did its work after all -------------------------------------
+def _state_already(
+    storage: RDBStorage,
+    trial_id: int,
+    state: TrialState,
+    values: Sequence[float] | None = None,
+) -> bool | None:
+    """True when the trial already is in ``state`` (with ``values``); else None (retry).
+
+    Only the ends that the trial's own worker writes (COMPLETE, PRUNED): a FAIL found there
+    may be another process's (the heartbeat sweep), whose re-queue must not be repeated,
+    and a RUNNING one another worker's take.
+    """
+    if state not in (TrialState.COMPLETE, TrialState.PRUNED):
+        return None
+    trial = RDBStorage.get_trial(storage, trial_id)
+    if trial.state != state:
+        return None
+    if values is not None and list(trial.values or []) != list(values):
+        return None
+    return True
+
+
+def _created_trial(
+    storage: RDBStorage, study_id: int, template_trial: FrozenTrial | None = None
+) -> FrozenTrial | None:
+    """The trial a failed create made after all: one with the template's attributes."""
+    if template_trial is None or not (template_trial.user_attrs or template_trial.system_attrs):
+        return None  # nothing tells it from any other new trial
+    for trial in RDBStorage.get_all_trials(storage, study_id, deepcopy=False):
+        if (
+            trial.state == template_trial.state
+            and trial.user_attrs == template_trial.user_attrs
+            and trial.system_attrs == template_trial.system_attrs
+            and trial.params == template_trial.params
+        ):
+            return trial
+    return None
+
+
+def _created_trial_id(
+    storage: RDBStorage, study_id: int, template_trial: FrozenTrial | None = None
+) -> int | None:
+    trial = _created_trial(storage, study_id, template_trial)
+    return None if trial is None else trial._trial_id
+
+
+_RECOVER: dict[str, Callable[..., Any]] = {
+    "set_trial_state_values": _state_already,
+    "_create_new_trial": _created_trial,
+    "create_new_trial": _created_trial_id,
+}
