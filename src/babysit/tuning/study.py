@@ -3,7 +3,8 @@
 Storage, by the URL's scheme (``search.storage`` / ``--storage``):
 
 - none (default): ``journal.log`` in the study dir, Optuna's ``JournalStorage`` on a
-  ``JournalFileBackend`` (append-only: a process killed mid-write loses nothing else);
+  ``JournalFileBackend`` (append-only; a line torn by a process killed mid-write is cut
+  before the next append, so it loses nothing else: _journal.py);
   written as ``journal:///abs/path/journal.log`` where a URL is needed;
 - ``sqlite:///path/study.db``: one machine;
 - ``postgresql://user:pass@host/db``: many machines (needs a PostgreSQL driver).
@@ -46,6 +47,7 @@ from babysit._io import json_restore, json_safe
 from babysit._registry import Registry
 from babysit.config import Config
 from babysit.errors import ConfigError
+from babysit.tuning._journal import SealedJournalFileBackend
 from babysit.tuning._retry import PATIENCE, PATIENCE_ENV, StorageUnavailable, env_seconds
 from babysit.tuning._retry import RetryingRDBStorage as RetryingRDBStorage
 
@@ -147,9 +149,11 @@ STORAGES: Registry[Callable[[str, float | None], BaseStorage]] = Registry(
 
 
 def _journal(url: str, patience: float | None) -> BaseStorage:
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    """The journal file (a local file: no connection to retry); a torn last line, left by
+    a writer killed mid-write, is cut before the next append (_journal.py)."""
+    from optuna.storages.journal import JournalStorage
 
-    return JournalStorage(JournalFileBackend(url.removeprefix("journal://")))
+    return JournalStorage(SealedJournalFileBackend(url.removeprefix("journal://")))
 
 
 STORAGES.add("journal", _journal)
