@@ -184,7 +184,7 @@ def retry_call(
                 outage.failed(exc, patience)
             if patience is not None and now - first >= patience:
                 raise StorageUnavailable(
-                    f"--storage {url}: the database has not answered for {now - first:.0f} s "
+                    f"--storage {url}: the database has not answered for {patience:g} s "
                     f"({_short(exc)}); the study is kept there: once the server is back, "
                     "continue with `babysit search ... --resume` (patience: "
                     f"{PATIENCE_ENV}={patience:g})"
