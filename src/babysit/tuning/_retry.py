@@ -18,8 +18,9 @@ so once the server is back the first call reconnects instead of failing once mor
 
 Retried: errors of the connection, not of the request — psycopg2 errors without a
 SQLSTATE (connection refused, server closed the connection) or of class 08 (connection
-exception) or 57 (operator intervention: shutdown, starting up); SQLite's "database is
-locked". A wrong password (28...), a missing database (3D000) or a bad query fail at once.
+exception) or 57 (operator intervention: shutdown, starting up), and SQLAlchemy's
+PendingRollbackError that follows them on the same session; SQLite's "database is
+locked". Before each retry the thread's session is dropped (a fresh one reconnects). A wrong password (28...), a missing database (3D000) or a bad query fail at once.
 
 Idempotence: a call is retried only when it raised, so it normally did not happen. When
 the server died after committing but before answering, the retry finds the work done:
@@ -100,6 +101,8 @@ def is_transient(exc: BaseException) -> bool:
 
     seen: BaseException | None = exc
     while seen is not None:
+        if isinstance(seen, sqlalchemy.exc.PendingRollbackError):
+            return True  # a session still holding the transaction a lost connection broke
         if isinstance(seen, sqlalchemy.exc.DBAPIError):
             if seen.connection_invalidated:
                 return True
@@ -109,7 +112,7 @@ def is_transient(exc: BaseException) -> bool:
                     return "locked" in str(seen.orig) or "busy" in str(seen.orig)
                 return code is None or code[:2] in _RETRIED_SQLSTATE_CLASSES
             return False
-        seen = seen.__cause__
+        seen = seen.__cause__ or seen.__context__  # raised from it, or while handling it
     return False
 
 
@@ -255,7 +258,13 @@ class RetryingRDBStorage(RDBStorage):
             return method(self, *args, **kwargs)
         recover = _RECOVER.get(name)
 
+        tries = 0
+
         def call() -> Any:
+            nonlocal tries
+            if tries:
+                self.scoped_session.remove()  # this thread's session: a fresh one, not the broken
+            tries += 1
             self._depth.value = 1
             try:
                 return method(self, *args, **kwargs)
