@@ -98,11 +98,9 @@ class PostgresServer:
 
     def remove(self) -> None:
         if self.running():
-            subprocess.run(
-                [*(["runuser", "-u", "postgres", "--"] if self.as_postgres else [])]
-                + [str(self.bin / "pg_ctl"), "stop", "-w", "-m", "immediate", "-D", str(self.data)],
-                capture_output=True,
-            )
+            user = ["runuser", "-u", "postgres", "--"] if self.as_postgres else []
+            stop = [str(self.bin / "pg_ctl"), "stop", "-w", "-m", "immediate", "-D", str(self.data)]
+            subprocess.run([*user, *stop], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -15,26 +15,28 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
+from tests.tuning.postgres import PostgresServer  # the fixtures: conftest.py
 
 import babysit
 from babysit.tuning.slots import owner_of
 from babysit.tuning.study import StorageUnavailable, open_storage, quiet_optuna
-from tests.tuning.postgres import PostgresServer, pg_server, pg_url  # noqa: F401 (fixtures)
 
-pytestmark = pytest.mark.xdist_group("postgres")  # one server per xdist worker: keep them together
+pytestmark = pytest.mark.xdist_group("postgres")  # these tests share one worker: one server
 HERE = Path(__file__).resolve().parent
 SRC = Path(babysit.__file__).resolve().parents[1]
 
 
-def _config(tmp_path: Path, trials: int, *, delay: float = 0.1, stages: int = 1) -> Path:
-    """digits-mlp with a ``delay`` s sleep per step (0.1: a 1-epoch trial takes about 2 s)."""
+def _config(tmp_path: Path, trials: list[int], *, delay: float = 0.1) -> Path:
+    """digits-mlp with a ``delay`` s sleep per step (0.1: a 1-epoch trial takes about 2 s),
+    one 1-epoch stage per entry of ``trials``."""
     path = tmp_path / "search.toml"
-    stage = f"[[search.stage]]\nepochs = 1\ntrials = {trials}\n"
+    stages = "".join(f"[[search.stage]]\nepochs = 1\ntrials = {n}\n" for n in trials)
     path.write_text(
         f"""
 [task]
@@ -49,7 +51,7 @@ seed = 1
 [search.space]
 "optim.lr" = "loguniform(1e-3, 1e-1)"
 """
-        + stage * stages
+        + stages
     )
     return path
 
@@ -138,8 +140,8 @@ def _retries_of(trials: list[FrozenTrial], number: int) -> list[FrozenTrial]:
 
 # --- the storage alone: a call made while the server restarts waits for it -------------
 def test_calls_during_a_restart_wait_for_the_server(
-    pg_server: PostgresServer,  # noqa: F811
-    pg_url: str,  # noqa: F811
+    pg_server: PostgresServer,
+    pg_url: str,
 ) -> None:
     storage = open_storage(pg_url)
     study_id = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "s")
@@ -162,8 +164,8 @@ def test_calls_during_a_restart_wait_for_the_server(
 
 
 def test_a_server_that_stays_down_ends_a_call_with_one_line(
-    pg_server: PostgresServer,  # noqa: F811
-    pg_url: str,  # noqa: F811
+    pg_server: PostgresServer,
+    pg_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("BABYSIT_STORAGE_PATIENCE", "1.5")
@@ -182,15 +184,15 @@ def test_a_server_that_stays_down_ends_a_call_with_one_line(
 
 # --- searches through the real CLI -------------------------------------------------------
 @pytest.mark.slow
-def test_four_workers_share_one_study_in_postgresql(tmp_path: Path, pg_url: str) -> None:  # noqa: F811
+def test_four_workers_share_one_study_in_postgresql(tmp_path: Path, pg_url: str) -> None:
     out = tmp_path / "study"
-    config = _config(tmp_path, 8, delay=0.02, stages=2)
+    config = _config(tmp_path, [8, 4], delay=0.02)
     proc = _babysit("search", config, "--workers", "4", "--storage", pg_url, "--out", out)
-    stdout, stderr = proc.communicate()
+    _, stderr = proc.communicate()
     assert proc.returncode == 0, stderr
     trials = _trials(pg_url, out.name)
-    _check_slots(trials, [8, 8])
-    assert len(trials) == 16  # nothing lost, nothing run twice
+    _check_slots(trials, [8, 4])
+    assert len(trials) == 12  # nothing lost, nothing run twice
     summary = _check_summary(out, trials)
     assert summary.study["storage"] == pg_url
     assert len(list((out / "workers").glob("worker-*.log"))) == 4
@@ -201,25 +203,31 @@ def test_four_workers_share_one_study_in_postgresql(tmp_path: Path, pg_url: str)
 @pytest.mark.slow
 def test_a_frozen_then_killed_worker_is_requeued_once_by_the_heartbeat(
     tmp_path: Path,
-    pg_url: str,  # noqa: F811
+    pg_url: str,
 ) -> None:
     """SIGSTOP keeps the worker's pid alive, so the master's sweep of dead local workers
     leaves its trial alone (as for a worker on another machine): only the heartbeat,
     silent for BABYSIT_GRACE seconds, can fail it. Then the worker is SIGKILLed."""
     out = tmp_path / "study"
     env = {"BABYSIT_HEARTBEAT": "1", "BABYSIT_GRACE": "6"}
-    args = ("search", _config(tmp_path, 6), "--workers", "4", "--storage", pg_url)
+    args = ("search", _config(tmp_path, [6]), "--workers", "4", "--storage", pg_url)
     proc = _babysit(*args, "--out", out, "--quiet", env=env)
     trials = _wait_for(proc, pg_url, out.name, _running_a_while)
     victim = next(t for t in trials if t.state == TrialState.RUNNING and owner_of(t))
     pid = owner_of(victim)["pid"]  # type: ignore[index]
     _freeze_outside_a_transaction(pid, pg_url)
+    frozen_at = datetime.now()  # Optuna's datetimes: naive local time
 
     def victim_failed(trials: list[FrozenTrial]) -> bool:
         return next(t for t in trials if t.number == victim.number).state == TrialState.FAIL
 
     trials = _wait_for(proc, pg_url, out.name, victim_failed)
     os.kill(pid, 0)  # still there (stopped): it was the heartbeat, not the dead-pid sweep
+    failed_at = next(t for t in trials if t.number == victim.number).datetime_complete
+    assert failed_at is not None
+    # BABYSIT_GRACE (6 s) after its last heartbeat (at most 1 s before the freeze), well
+    # before the default grace (90 s): the knob reached the master and the workers
+    assert 5 <= (failed_at - frozen_at).total_seconds() < 90
     os.kill(pid, signal.SIGKILL)
     _, stderr = proc.communicate()
     assert proc.returncode == 0, stderr
@@ -256,11 +264,11 @@ def _freeze_outside_a_transaction(pid: int, url: str) -> None:
 @pytest.mark.slow
 def test_a_server_restart_mid_search_loses_nothing(
     tmp_path: Path,
-    pg_server: PostgresServer,  # noqa: F811
-    pg_url: str,  # noqa: F811
+    pg_server: PostgresServer,
+    pg_url: str,
 ) -> None:
     out = tmp_path / "study"
-    args = ("search", _config(tmp_path, 8), "--workers", "4", "--storage", pg_url)
+    args = ("search", _config(tmp_path, [8]), "--workers", "4", "--storage", pg_url)
     proc = _babysit(*args, "--out", out, "--quiet")
     _wait_for(proc, pg_url, out.name, _one_done_one_running)
     pg_server.stop()
@@ -278,10 +286,10 @@ def test_a_server_restart_mid_search_loses_nothing(
 @pytest.mark.slow
 def test_a_server_down_too_long_stops_the_search_with_one_line_then_it_resumes(
     tmp_path: Path,
-    pg_server: PostgresServer,  # noqa: F811
-    pg_url: str,  # noqa: F811
+    pg_server: PostgresServer,
+    pg_url: str,
 ) -> None:
-    out, config = tmp_path / "study", _config(tmp_path, 8)
+    out, config = tmp_path / "study", _config(tmp_path, [8])
     env = {"BABYSIT_STORAGE_PATIENCE": "3"}
     proc = _babysit("search", config, "--workers", "4", "--storage", pg_url, "--out", out, env=env)
     trials = _wait_for(proc, pg_url, out.name, _one_done_one_running)

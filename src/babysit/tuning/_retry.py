@@ -20,7 +20,8 @@ Retried: errors of the connection, not of the request — psycopg2 errors withou
 SQLSTATE (connection refused, server closed the connection) or of class 08 (connection
 exception) or 57 (operator intervention: shutdown, starting up), and SQLAlchemy's
 PendingRollbackError that follows them on the same session; SQLite's "database is
-locked". Before each retry the thread's session is dropped (a fresh one reconnects). A wrong password (28...), a missing database (3D000) or a bad query fail at once.
+locked". Before each retry the thread's session is dropped (a fresh one reconnects).
+A wrong password (28...), a missing database (3D000) or a bad query fail at once.
 
 Idempotence: a call is retried only when it raised, so it normally did not happen. When
 the server died after committing but before answering, the retry finds the work done:
