@@ -164,6 +164,7 @@ def retry_call(
     outage: _Outage | None = None,
     recover: Callable[[], T | None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> T:
     """``call()``, retried on transient errors with backoff until ``patience`` runs out.
 
@@ -182,7 +183,7 @@ def retry_call(
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            now = time.monotonic()
+            now = clock()
             first = now if first is None else first
             if outage is not None:
                 outage.failed(exc, patience)
