@@ -14,10 +14,10 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState, create_trial
 
 from babysit.errors import ConfigError
+from babysit.tuning._rdb import RetryingRDBStorage
 from babysit.tuning._retry import (
     BACKOFF_CAP,
     BACKOFF_FIRST,
-    RetryingRDBStorage,
     StorageUnavailable,
     env_seconds,
     is_transient,

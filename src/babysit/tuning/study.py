@@ -48,8 +48,8 @@ from babysit._registry import Registry
 from babysit.config import Config
 from babysit.errors import ConfigError
 from babysit.tuning._journal import SealedJournalFileBackend
+from babysit.tuning._rdb import RetryingRDBStorage as RetryingRDBStorage
 from babysit.tuning._retry import PATIENCE, PATIENCE_ENV, StorageUnavailable, env_seconds
-from babysit.tuning._retry import RetryingRDBStorage as RetryingRDBStorage
 
 __all__ = [
     "ATTR",
