@@ -168,16 +168,29 @@ def _storage(tmp_path: Path) -> tuple[RetryingRDBStorage, int]:
     return storage, study_id
 
 
+@pytest.mark.parametrize("taken", [False, True])
 def test_a_trial_created_before_the_answer_was_lost_is_not_created_twice(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, taken: bool
 ) -> None:
+    """``taken``: a worker took the new trial (RUNNING, its owner stamped) before the retry."""
     storage, study_id = _storage(tmp_path)
     template = create_trial(state=TrialState.WAITING, user_attrs={"stage": 0, "slot": 3})
-    calls = _lose_the_answer_once(monkeypatch, "_create_new_trial")
+    real = RDBStorage._create_new_trial
+    calls = {"n": 0}
+
+    def commit_then_fail(self: RDBStorage, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        made = real(self, *args, **kwargs)
+        if taken:
+            RDBStorage.set_trial_state_values(self, made._trial_id, TrialState.RUNNING)
+            RDBStorage.set_trial_user_attr(self, made._trial_id, "worker", {"pid": 1, "trial": 0})
+        raise _wrapped(_operational(None))
+
+    monkeypatch.setattr(RDBStorage, "_create_new_trial", commit_then_fail)
     storage.create_new_trial(study_id, template)
     assert calls["n"] == 1  # recovered, not run again
-    trials = storage.get_all_trials(study_id)
-    assert [t.user_attrs for t in trials] == [{"stage": 0, "slot": 3}]
+    trials = RDBStorage.get_all_trials(storage, study_id)
+    assert len(trials) == 1 and trials[0].user_attrs["slot"] == 3
 
 
 def test_a_trial_told_complete_before_the_answer_was_lost_counts_once(

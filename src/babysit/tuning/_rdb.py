@@ -26,6 +26,8 @@ from babysit.tuning._retry import Outage, retry_call, safe_url
 
 __all__ = ["RetryingRDBStorage"]
 
+OWNER_KEY = "worker"  # slots.OWNER: the user attribute a worker's take stamps on a trial
+
 # RDBStorage's calls that reach the database, public and those _CachedStorage calls
 _RETRIED = (
     "create_new_study",
@@ -142,15 +144,18 @@ def _state_already(
 def _created_trial(
     storage: RDBStorage, study_id: int, template_trial: FrozenTrial | None = None
 ) -> FrozenTrial | None:
-    """The trial a failed create made after all: one with the template's attributes."""
+    """The trial a failed create made after all: the one holding the template's params and
+    attributes (babysit's templates are unique: a slot's ``{stage, epochs, slot}``, a
+    retry's ``failed_trial``). It may have been taken meanwhile, so its state and the
+    owner a take stamps on it (``OWNER_KEY``) are not compared."""
     if template_trial is None or not (template_trial.user_attrs or template_trial.system_attrs):
         return None  # nothing tells it from any other new trial
+    user = {k: v for k, v in template_trial.user_attrs.items() if k != OWNER_KEY}
     for trial in RDBStorage.get_all_trials(storage, study_id, deepcopy=False):
         if (
-            trial.state == template_trial.state
-            and trial.user_attrs == template_trial.user_attrs
-            and trial.system_attrs == template_trial.system_attrs
-            and trial.params == template_trial.params
+            trial.params == template_trial.params
+            and user.items() <= trial.user_attrs.items()
+            and template_trial.system_attrs.items() <= trial.system_attrs.items()
         ):
             return trial
     return None

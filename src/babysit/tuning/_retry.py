@@ -92,7 +92,9 @@ def is_transient(exc: BaseException) -> bool:
     import sqlalchemy.exc
 
     seen: BaseException | None = exc
-    while seen is not None:
+    for _ in range(32):  # the chain of causes (a bound: a chain can loop)
+        if seen is None:
+            return False
         if isinstance(seen, sqlalchemy.exc.PendingRollbackError):
             return True  # a session still holding the transaction a lost connection broke
         if isinstance(seen, sqlalchemy.exc.DBAPIError):
