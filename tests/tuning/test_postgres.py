@@ -187,14 +187,17 @@ def test_a_server_that_stays_down_ends_a_call_with_one_line(
 def test_four_workers_share_one_study_in_postgresql(tmp_path: Path, pg_url: str) -> None:
     out = tmp_path / "study"
     config = _config(tmp_path, [8, 4], delay=0.02)
-    proc = _babysit("search", config, "--workers", "4", "--storage", pg_url, "--out", out)
-    _, stderr = proc.communicate()
+    secret = pg_url.replace("postgres@", "postgres:s3cret@")  # trust auth: ignored, not shown
+    proc = _babysit("search", config, "--workers", "4", "--storage", secret, "--out", out)
+    stdout, stderr = proc.communicate()
     assert proc.returncode == 0, stderr
+    assert "s3cret" not in stdout + stderr + (out / "summary.json").read_text()
+    assert "postgres:***@" in stderr  # the search's first line names the storage
     trials = _trials(pg_url, out.name)
     _check_slots(trials, [8, 4])
     assert len(trials) == 12  # nothing lost, nothing run twice
     summary = _check_summary(out, trials)
-    assert summary.study["storage"] == pg_url
+    assert summary.study["storage"] == secret.replace("s3cret", "***")
     assert len(list((out / "workers").glob("worker-*.log"))) == 4
     pids = {owner_of(t)["pid"] for t in trials}  # type: ignore[index]
     assert len(pids) >= 2 and proc.pid not in pids  # the trials ran in worker processes

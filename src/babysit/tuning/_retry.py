@@ -82,9 +82,10 @@ def safe_url(url: str) -> str:
     try:
         from sqlalchemy.engine import make_url
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy can parse: say nothing of it
-        return url.split("://")[0] + "://..."
+        parsed = make_url(url)
+        return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: hide what may be credentials
+        return url if "@" not in url else url.split("://")[0] + "://***"
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -36,7 +36,7 @@ from babysit.tuning.population_executor import PRUNE_WAVE, executors, run_popula
 from babysit.tuning.progress import SearchCallback, Status
 from babysit.tuning.slots import SlotCount, TrialQueue, count_slots, slot_values
 from babysit.tuning.stages import next_stage
-from babysit.tuning.study import ATTR, DONE, create_study, open_storage, quiet_optuna
+from babysit.tuning.study import ATTR, DONE, create_study, open_storage, quiet_optuna, safe_url
 from babysit.tuning.summary import Study, summarize, trial_record
 from babysit.tuning.trial import Objective
 from babysit.tuning.worker import POLL, Worker
@@ -145,7 +145,7 @@ class _Master:
             {
                 "dir": self.setup.dir,
                 "name": self.study.study_name,
-                "storage": self.setup.url,
+                "storage": safe_url(self.setup.url),
                 "metric": self.info["metric"],
                 "workers": self.workers,
                 "stages": len(cfg.search.stage),

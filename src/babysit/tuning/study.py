@@ -49,7 +49,13 @@ from babysit.config import Config
 from babysit.errors import ConfigError
 from babysit.tuning._journal import SealedJournalFileBackend
 from babysit.tuning._rdb import RetryingRDBStorage as RetryingRDBStorage
-from babysit.tuning._retry import PATIENCE, PATIENCE_ENV, StorageUnavailable, env_seconds
+from babysit.tuning._retry import (
+    PATIENCE,
+    PATIENCE_ENV,
+    StorageUnavailable,
+    env_seconds,
+    safe_url,
+)
 
 __all__ = [
     "ATTR",
@@ -66,6 +72,7 @@ __all__ = [
     "open_storage",
     "open_study",
     "quiet_optuna",
+    "safe_url",
     "storage_url",
 ]
 
@@ -255,7 +262,7 @@ def create_study(
         "dir": str(study_dir.resolve()),
         "metric": metric,
         "direction": direction,
-        "storage": url,
+        "storage": safe_url(url),  # shown in summary.json: no password
         "objective": objective,
     }
     study.set_user_attr(ATTR, json_safe(info))
