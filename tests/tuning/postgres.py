@@ -11,7 +11,8 @@ waits with ``pg_isready``, stops the server with ``pg_ctl stop -m fast`` and rem
 dir afterwards, also when the test failed.
 
 Each test gets its own database (``pg_url``) on the module's server; under xdist each
-worker process has its own server (fixtures are per process), on its own port.
+worker process that runs one of these tests starts its own server (fixtures live in
+their process), on its own port and in its own dir, so the tests spread over workers.
 """
 
 from __future__ import annotations

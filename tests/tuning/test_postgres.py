@@ -27,7 +27,6 @@ import babysit
 from babysit.tuning.slots import owner_of
 from babysit.tuning.study import StorageUnavailable, open_storage, quiet_optuna
 
-pytestmark = pytest.mark.xdist_group("postgres")  # these tests share one worker: one server
 HERE = Path(__file__).resolve().parent
 SRC = Path(babysit.__file__).resolve().parents[1]
 
