@@ -175,7 +175,7 @@ def test_a_server_that_stays_down_ends_a_call_with_one_line(
     with pytest.raises(StorageUnavailable) as caught:
         storage.get_all_trials(study_id)
     waited = time.monotonic() - started
-    assert 1.5 <= waited < 15  # the patience, and not much more (backoff capped)
+    assert 1.5 <= waited < 60  # the patience, and not the next 10 s waits after it
     line = str(caught.value)
     assert "\n" not in line and "has not answered for 1.5 s" in line and pg_url in line
     assert "--resume" in line
