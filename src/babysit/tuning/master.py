@@ -194,7 +194,8 @@ class _Master:
         while True:
             if pool is not None:
                 pool.check()  # reaps dead workers, so their trials show up as orphans
-            optuna.storages.fail_stale_trials(self.study)  # RDB: silent heartbeats, re-queued
+            # RDB: silent heartbeats failed and re-queued, here only (worker.run_one)
+            optuna.storages.fail_stale_trials(self.study)
             trials = self.study.get_trials(deepcopy=False)
             self.queue.requeue_orphans(trials)
             count = count_slots(trials, s, stage.trials)

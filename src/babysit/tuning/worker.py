@@ -131,8 +131,12 @@ class Worker:
         return self._ranges[stage]
 
     def run_one(self) -> FrozenTrial | None:
-        """Take a waiting trial and run it; None when no trial waits."""
-        optuna.storages.fail_stale_trials(self.study)  # RDB: lost trials re-queued
+        """Take a waiting trial and run it; None when no trial waits.
+
+        Trials whose heartbeat went silent are failed and re-queued by the master alone:
+        were a worker to fail one, the master could count it as a lost first try and
+        re-queue it too before the worker did (two retries of one slot: PostgreSQL test).
+        """
         claimed = self.claim()
         if claimed is None:
             return None
