@@ -136,15 +136,20 @@ class Worker:
         Trials whose heartbeat went silent are failed and re-queued by the master alone:
         were a worker to fail one, the master could count it as a lost first try and
         re-queue it too before the worker did (two retries of one slot: PostgreSQL test).
+        A worker that was only frozen past the grace finds its trial failed when it next
+        writes to it: the trial is lost (its retry runs elsewhere) and the worker goes on.
         """
         claimed = self.claim()
         if claimed is None:
             return None
         trial, spec = claimed
-        if self.builtin:
-            trial.set_user_attr(EXECUTOR, "trainer")
         with self._heartbeat(trial.number):
-            return run_trial(self.study, trial, spec, self.runner, direction=self.direction)
+            try:
+                if self.builtin:
+                    trial.set_user_attr(EXECUTOR, "trainer")
+                return run_trial(self.study, trial, spec, self.runner, direction=self.direction)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                return self.queue.storage.get_trial(self.queue.trial_id(trial.number))
 
     def claim(self) -> tuple[optuna.Trial, TrialSpec] | None:
         """Take a waiting trial (RUNNING, claimed) and set its values; None when none waits."""
