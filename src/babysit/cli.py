@@ -377,7 +377,7 @@ def worker(
         if parent is not None:
             exit_with_parent(parent)
         url, name = study_address(study, storage, study_name)
-        runner = open_worker(url, name)
+        runner = open_worker(url, name, bounded=parent is None)  # a master's: it bounds
         return runner.run(on_trial=None if quiet else _print_trial)
 
     count = _guard(go)

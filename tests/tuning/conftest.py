@@ -9,6 +9,7 @@ from typing import Any
 import optuna
 import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
+from tests.tuning.postgres import pg_server, pg_url  # noqa: F401 (a real PostgreSQL server)
 
 from babysit.tuning.summary import Study
 

@@ -9,7 +9,9 @@ range. Modules:
 - ``space.py``  — dotted config keys checked against the Config, the notes' defaults
   (both torch- and optuna-free at import: config.py validates spaces with them)
 - ``study.py``  — the Optuna study: storage (journal file | sqlite | postgresql),
-  samplers, pruners, the config kept in the study's user attributes
+  samplers, pruners, the config kept in the study's user attributes; ``_retry.py`` /
+  ``_rdb.py`` a database's calls retried with backoff, bounded; ``_journal.py`` the
+  journal file sealed against a torn last line
 - ``stages.py`` — pure: the next stage's ranges (zoom) and the border warnings
 - ``trial.py``  — one trial: the objective, ``report(epoch, value)``, pruned / diverged
 - ``objective.py`` — the default objective: ``babysit.train`` on the trial's config,

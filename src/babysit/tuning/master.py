@@ -36,7 +36,7 @@ from babysit.tuning.population_executor import PRUNE_WAVE, executors, run_popula
 from babysit.tuning.progress import SearchCallback, Status
 from babysit.tuning.slots import SlotCount, TrialQueue, count_slots, slot_values
 from babysit.tuning.stages import next_stage
-from babysit.tuning.study import ATTR, DONE, create_study, open_storage, quiet_optuna
+from babysit.tuning.study import ATTR, DONE, create_study, open_storage, quiet_optuna, safe_url
 from babysit.tuning.summary import Study, summarize, trial_record
 from babysit.tuning.trial import Objective
 from babysit.tuning.worker import POLL, Worker
@@ -148,7 +148,7 @@ class _Master:
             {
                 "dir": self.setup.dir,
                 "name": self.study.study_name,
-                "storage": self.setup.url,
+                "storage": safe_url(self.setup.url),
                 "metric": self.info["metric"],
                 "workers": self.workers,
                 "stages": len(cfg.search.stage),
@@ -197,7 +197,8 @@ class _Master:
         while True:
             if pool is not None:
                 pool.check()  # reaps dead workers, so their trials show up as orphans
-            optuna.storages.fail_stale_trials(self.study)  # RDB: silent heartbeats, re-queued
+            # RDB: silent heartbeats failed and re-queued, here only (worker.run_one)
+            optuna.storages.fail_stale_trials(self.study)
             trials = self.study.get_trials(deepcopy=False)
             self.queue.requeue_orphans(trials)
             count = count_slots(trials, s, stage.trials)

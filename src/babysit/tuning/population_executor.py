@@ -53,6 +53,7 @@ from babysit.optim.rules import RULES
 from babysit.tasks import Task
 from babysit.training._population_pbt import PBT, explorable
 from babysit.training.population import MemberResult, train_population
+from babysit.tuning._retry import StorageUnavailable
 from babysit.tuning.dimensions import Choice, Dimension
 from babysit.tuning.objective import config_for
 from babysit.tuning.slots import PRESAMPLED
@@ -201,7 +202,7 @@ def run_population(
             ),
             pbt=pbt,
         )
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, SystemExit, StorageUnavailable):
         raise  # the trials stay RUNNING: whoever resumes re-queues them once (slots.py)
     except BaseException as exc:  # as run_trial: each trial failed with the error, re-raised
         for m in members:

@@ -3,7 +3,8 @@
 Storage, by the URL's scheme (``search.storage`` / ``--storage``):
 
 - none (default): ``journal.log`` in the study dir, Optuna's ``JournalStorage`` on a
-  ``JournalFileBackend`` (append-only: a process killed mid-write loses nothing else);
+  ``JournalFileBackend`` (append-only; a line torn by a process killed mid-write is cut
+  before the next append, so it loses nothing else: _journal.py);
   written as ``journal:///abs/path/journal.log`` where a URL is needed;
 - ``sqlite:///path/study.db``: one machine;
 - ``postgresql://user:pass@host/db``: many machines (needs a PostgreSQL driver).
@@ -12,7 +13,11 @@ The journal has no heartbeat: the master watches the worker processes it starts
 (launch.py). RDB storages get Optuna's heartbeat: a worker records one every
 ``HEARTBEAT`` seconds while its trial runs, and a trial silent for ``GRACE`` seconds is
 failed and re-queued once (``RetryHeartbeatStaleTrialCallback(max_retry=1)``, the same
-re-queue the master applies to a dead local worker's trial: slots.py).
+re-queue the master applies to a dead local worker's trial: slots.py). The environment
+variables ``BABYSIT_HEARTBEAT`` and ``BABYSIT_GRACE`` (seconds) change them; every
+process on the study must use the same values. RDB storages retry a call whose
+connection failed (a server restart) with backoff, for up to ``BABYSIT_STORAGE_PATIENCE``
+seconds (_retry.py).
 
 A study is a plain Optuna study: ``optuna.load_study(study_name=NAME, storage=STORAGE)``
 reads it and ``optuna-dashboard sqlite:///study.db`` (or the journal file's path) shows it.
@@ -42,6 +47,15 @@ from babysit._io import json_restore, json_safe
 from babysit._registry import Registry
 from babysit.config import Config
 from babysit.errors import ConfigError
+from babysit.tuning._journal import SealedJournalFileBackend
+from babysit.tuning._rdb import RetryingRDBStorage as RetryingRDBStorage
+from babysit.tuning._retry import (
+    PATIENCE,
+    PATIENCE_ENV,
+    StorageUnavailable,
+    env_seconds,
+    safe_url,
+)
 
 __all__ = [
     "ATTR",
@@ -52,18 +66,21 @@ __all__ = [
     "PRUNERS",
     "SAMPLERS",
     "STORAGES",
+    "RetryingRDBStorage",
+    "StorageUnavailable",
     "create_study",
     "open_storage",
     "open_study",
     "quiet_optuna",
+    "safe_url",
     "storage_url",
 ]
 
 JOURNAL_FILE = "journal.log"
 ATTR = "babysit"  # the study's user attribute: {config, dir, metric, direction, storage, objective}
 DONE = "done"  # the study's user attribute the master sets when the search is over
-HEARTBEAT = 30  # seconds between a worker's heartbeats (RDB storages)
-GRACE = 90  # seconds without a heartbeat before a trial counts as lost
+HEARTBEAT = 30  # seconds between a worker's heartbeats (RDB storages); BABYSIT_HEARTBEAT
+GRACE = 90  # seconds without a heartbeat before a trial counts as lost; BABYSIT_GRACE
 OPTUNA_DIRECTION: dict[str, Literal["maximize", "minimize"]] = {
     "max": "maximize",
     "min": "minimize",
@@ -132,25 +149,33 @@ PRUNERS.add("hyperband", _hyperband)
 
 
 # --- storages, by URL scheme -------------------------------------------------------------
-STORAGES: Registry[Callable[[str], BaseStorage]] = Registry("storage", error=ConfigError)
+# a storage from its URL and the patience of its calls (seconds; None: unbounded)
+STORAGES: Registry[Callable[[str, float | None], BaseStorage]] = Registry(
+    "storage", error=ConfigError
+)
 
 
-def _journal(url: str) -> BaseStorage:
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
+def _journal(url: str, patience: float | None) -> BaseStorage:
+    """The journal file (a local file: no connection to retry); a torn last line, left by
+    a writer killed mid-write, is cut before the next append (_journal.py)."""
+    from optuna.storages.journal import JournalStorage
 
-    return JournalStorage(JournalFileBackend(url.removeprefix("journal://")))
+    return JournalStorage(SealedJournalFileBackend(url.removeprefix("journal://")))
 
 
 STORAGES.add("journal", _journal)
 
 
-def _rdb(url: str) -> BaseStorage:
+def _rdb(url: str, patience: float | None) -> BaseStorage:
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+    heartbeat = round(env_seconds("BABYSIT_HEARTBEAT", HEARTBEAT)) or 1  # Optuna: whole s
+    grace = max(round(env_seconds("BABYSIT_GRACE", GRACE)), heartbeat + 1)
     try:
-        return optuna.storages.RDBStorage(
+        return RetryingRDBStorage(
             url,
-            heartbeat_interval=HEARTBEAT,
-            grace_period=GRACE,
+            patience=patience,
+            heartbeat_interval=heartbeat,
+            grace_period=grace,
             heartbeat_stale_trial_callback=retry,
         )
     except ImportError as exc:
@@ -181,9 +206,13 @@ def storage_url(storage: str | None, study_dir: Path) -> str:
     return storage
 
 
-def open_storage(url: str) -> BaseStorage:
+def open_storage(url: str, *, bounded: bool = True) -> BaseStorage:
+    """The storage at ``url``. A database's calls are retried on connection errors for
+    ``BABYSIT_STORAGE_PATIENCE`` seconds (else 300), then raise :class:`StorageUnavailable`;
+    ``bounded=False``: retried without bound (a process whose master bounds the wait)."""
+    patience = env_seconds(PATIENCE_ENV, PATIENCE) if bounded else None
     with quiet_optuna():
-        return STORAGES.get_or_raise(_scheme(url), where=f"--storage {url}")(url)
+        return STORAGES.get_or_raise(_scheme(url), where=f"--storage {url}")(url, patience)
 
 
 @contextmanager
@@ -233,7 +262,7 @@ def create_study(
         "dir": str(study_dir.resolve()),
         "metric": metric,
         "direction": direction,
-        "storage": url,
+        "storage": safe_url(url),  # shown in summary.json: no password
         "objective": objective,
     }
     study.set_user_attr(ATTR, json_safe(info))

@@ -13,7 +13,8 @@ remembers the end, so an objective that swallows the exception is still recorded
 How a trial ended: Optuna state COMPLETE, PRUNED, or FAIL with the user attribute
 ``diverged`` (a NaN/inf loss or score) or ``error`` (:class:`TrialFailed`, or the
 objective raised another exception, which is re-raised). An interrupt (Ctrl-C, SIGTERM
-turned into KeyboardInterrupt, SystemExit) leaves the trial RUNNING: its process is
+turned into KeyboardInterrupt, SystemExit) or a database that stopped answering
+(StorageUnavailable) leaves the trial RUNNING: its process is
 gone, so whoever continues the study fails it and re-queues it once (slots.py).
 """
 
@@ -29,6 +30,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from babysit._io import json_safe
+from babysit.tuning._retry import StorageUnavailable
 
 __all__ = [
     "Diverged",
@@ -168,8 +170,8 @@ def run_trial(
     except TrialFailed as exc:
         trial.set_user_attr("error", str(exc))
         return study.tell(trial, state=TrialState.FAIL)
-    except (KeyboardInterrupt, SystemExit):
-        raise
+    except (KeyboardInterrupt, SystemExit, StorageUnavailable):
+        raise  # the trial stays RUNNING (the database cannot be told otherwise anyway)
     except BaseException as exc:
         trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
         study.tell(trial, state=TrialState.FAIL)

@@ -31,6 +31,7 @@ from babysit._io import json_restore
 from babysit.config import Config
 from babysit.errors import ConfigError
 from babysit.tasks import import_function
+from babysit.tuning._retry import StorageUnavailable
 from babysit.tuning.dimensions import Dimension, narrow
 from babysit.tuning.objective import TrainObjective
 from babysit.tuning.slots import TrialQueue
@@ -130,16 +131,25 @@ class Worker:
         return self._ranges[stage]
 
     def run_one(self) -> FrozenTrial | None:
-        """Take a waiting trial and run it; None when no trial waits."""
-        optuna.storages.fail_stale_trials(self.study)  # RDB: lost trials re-queued
+        """Take a waiting trial and run it; None when no trial waits.
+
+        Trials whose heartbeat went silent are failed and re-queued by the master alone:
+        were a worker to fail one, the master could count it as a lost first try and
+        re-queue it too before the worker did (two retries of one slot: PostgreSQL test).
+        A worker that was only frozen past the grace finds its trial failed when it next
+        writes to it: the trial is lost (its retry runs elsewhere) and the worker goes on.
+        """
         claimed = self.claim()
         if claimed is None:
             return None
         trial, spec = claimed
-        if self.builtin:
-            trial.set_user_attr(EXECUTOR, "trainer")
         with self._heartbeat(trial.number):
-            return run_trial(self.study, trial, spec, self.runner, direction=self.direction)
+            try:
+                if self.builtin:
+                    trial.set_user_attr(EXECUTOR, "trainer")
+                return run_trial(self.study, trial, spec, self.runner, direction=self.direction)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                return self.queue.storage.get_trial(self.queue.trial_id(trial.number))
 
     def claim(self) -> tuple[optuna.Trial, TrialSpec] | None:
         """Take a waiting trial (RUNNING, claimed) and set its values; None when none waits."""
@@ -186,7 +196,10 @@ class Worker:
 
         def beat() -> None:
             while True:
-                storage.record_heartbeat(trial_id)
+                try:
+                    storage.record_heartbeat(trial_id)  # retried while the database is down
+                except StorageUnavailable:
+                    return  # the trial's own next call to the storage says so
                 if stop.wait(interval):
                     return
 
@@ -210,10 +223,14 @@ def exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def open_worker(url: str, name: str) -> Worker:
-    """A worker on study ``name`` in ``url``; ConfigError when there is no such study."""
+def open_worker(url: str, name: str, *, bounded: bool = True) -> Worker:
+    """A worker on study ``name`` in ``url``; ConfigError when there is no such study.
+
+    ``bounded=False`` (a master's local worker): storage calls retry a database that does
+    not answer until the master, which bounds its own wait, stops this worker.
+    """
     with quiet_optuna():
-        storage = open_storage(url)
+        storage = open_storage(url, bounded=bounded)
         study, config, info = open_study(storage, url=url, name=name)
     objective = info.get("objective")
     if objective is None:
