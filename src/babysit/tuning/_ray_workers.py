@@ -26,7 +26,7 @@ re-queued once, and a new actor takes the dead one's place. The FAIL is a state 
 the storage makes once: whoever else sees the trial lost first (the pid check of
 slots.py for actors on this host, the RDB heartbeat) re-queues it instead, never both.
 An actor that was only cut off and still runs its trial is refused by the storage (the
-trial is FAIL) and goes on to the next one (:func:`run_until_done`): the trial counts
+trial is FAIL) and goes on to the next one (``Worker.run_one``): the trial counts
 once, by its retry, and the search goes on. A trial taken but not yet stamped when its
 actor died is caught by slots.py's ``ORPHAN_AFTER`` rule. ``workers/ray.log`` in the
 study dir records each actor started and lost, and each trial re-queued by this watch.
@@ -43,11 +43,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from babysit.errors import ConfigError
 from babysit.tuning.launch import STOP_WAIT, Start, WorkerError
-from babysit.tuning.slots import TrialQueue, is_lost, owner_of
+from babysit.tuning.slots import TrialQueue, owner_of
 from babysit.tuning.study import open_storage, open_study, quiet_optuna
-from babysit.tuning.worker import Worker
 
-__all__ = ["INSTALL", "RayWorkers", "ray_starter", "run_until_done"]
+__all__ = ["INSTALL", "RayWorkers", "ray_starter"]
 
 INSTALL = "install the ray extra: pip install 'babysit[ray]'"
 LOG = "ray.log"
@@ -74,30 +73,11 @@ class RayWorker:
 
         from babysit.tuning.worker import open_worker
 
-        worker = open_worker(url, name)
+        # unbounded: while the database is down the master bounds the wait and stops us
+        worker = open_worker(url, name, bounded=False)
         context = ray.get_runtime_context()
         worker.queue.stamp = {"ray": context.get_actor_id(), "node": context.get_node_id()}
-        return run_until_done(worker)
-
-
-def run_until_done(worker: Worker) -> int:
-    """``worker.run()``, carrying on past a trial the master failed as lost while this
-    worker still ran it (cut off from its node, it looked dead): the storage refuses the
-    trial's reports and its end, and its retry is the one that counts. Any other error is
-    raised. The number of trials run."""
-    count = 0
-    while True:
-        try:
-            return count + worker.run()
-        except Exception:
-            mine = [
-                t
-                for t in worker.study.get_trials(deepcopy=False)
-                if (owner_of(t) or {}).get("ray") == worker.queue.stamp.get("ray")
-            ]
-            if not mine or not is_lost(max(mine, key=lambda t: t.number)):
-                raise
-            count += 1
+        return worker.run()
 
 
 class RayWorkers:
