@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from babysit._io import write_json_atomic
 from babysit.errors import BabysitError, ConfigError
 from babysit.monitor._findings import Finding
-from babysit.monitor.watch import Monitor, watch
+from babysit.monitor.watch import DEFAULT_EVERY, Monitor, watch
 
 __all__ = [
     "ChecksFailed",
@@ -37,6 +37,7 @@ __all__ = [
 
 # watch()'s options a user may pass through an adapter; the rest the adapter sets itself
 _OWN = {"model", "optimizer", "log_dir", "writer", "steps_per_epoch", "start_step"}
+WINDOWS = 10  # capture windows a short run gets at least (see Session.attach)
 WATCH_OPTIONS = frozenset(inspect.signature(watch).parameters) - _OWN - {"write_findings"}
 
 
@@ -129,13 +130,24 @@ class Session:
         model: nn.Module,
         optimizer: torch.optim.Optimizer | None,
         default_dir: str | os.PathLike[str],
+        *,
         steps_per_epoch: int | None = None,
+        total_steps: float | None = None,
     ) -> Monitor:
         """Start the monitor on ``model`` and ``optimizer`` in the log dir (given, or the
-        framework's ``default_dir``)."""
+        framework's ``default_dir``).
+
+        total_steps: the optimizer steps the fit will take, when the framework knows; a run
+        shorter than ``WINDOWS x`` watch's default cadence gets a capture window every
+        ``total_steps // WINDOWS`` steps (unless ``every`` is given), so that the rules that
+        judge a half of the run (update ratios, dead units) read several windows in each.
+        """
         self.dir = self.log_dir if self.log_dir is not None else Path(default_dir)
+        options = dict(self.options)
+        if "every" not in options and total_steps is not None and math.isfinite(total_steps):
+            options["every"] = max(1, min(DEFAULT_EVERY, int(total_steps) // WINDOWS))
         self.monitor = watch(
-            model, optimizer, log_dir=self.dir, steps_per_epoch=steps_per_epoch, **self.options
+            model, optimizer, log_dir=self.dir, steps_per_epoch=steps_per_epoch, **options
         )
         return self.monitor
 

@@ -9,8 +9,9 @@ What each hook does:
 - ``on_fit_start``: :func:`babysit.watch` on the LightningModule and the trainer's first
   optimizer (a line says so when there are several), in ``log_dir`` (default: the trainer's
   ``log_dir``; with ``logger=False``, ``<default_root_dir>/babysit``).
-- ``on_train_start``: the epoch length in optimizer steps, ``ceil(batches /
-  accumulate_grad_batches)``, so batch records carry fractional epochs from the first step.
+  The epoch length in optimizer steps, ``ceil(batches / accumulate_grad_batches)``, gives
+  batch records fractional epochs from the first step; a short fit (``estimated_stepping_
+  batches`` < 500) gets at least 10 capture windows (see ``Session.attach``).
 - ``on_train_batch_start`` (first batch, with ``sanity=True`` / ``gradcheck=True``): the
   checks on that batch, with ``training_step``'s loss (see :mod:`._views`); a failure writes
   the report and raises :class:`~babysit.integrations.ChecksFailed`, so no step is taken.
@@ -93,13 +94,16 @@ class Babysit(Callback):
         default = trainer.log_dir  # a collective under DDP: every rank asks
         if not trainer.loggers:  # logger=False: log_dir is the root dir itself
             default = os.path.join(trainer.default_root_dir, "babysit")
-        self.session.attach(pl_module, optimizers[0] if optimizers else None, default)
+        total = trainer.estimated_stepping_batches  # sets the data up: known lengths from here
+        batches = trainer.num_training_batches
+        per_epoch = None
+        if isinstance(batches, int) and batches > 0:
+            per_epoch = math.ceil(batches / trainer.accumulate_grad_batches)
+        optimizer = optimizers[0] if optimizers else None
+        self.session.attach(
+            pl_module, optimizer, default, steps_per_epoch=per_epoch, total_steps=float(total)
+        )
         self._stepped = trainer.global_step
-
-    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        monitor, batches = self.session.monitor, trainer.num_training_batches
-        if monitor is not None and isinstance(batches, int) and batches > 0:
-            monitor.steps_per_epoch = math.ceil(batches / trainer.accumulate_grad_batches)
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         if not self.session.wants_checks:
