@@ -94,12 +94,13 @@ class StepLossView(nn.Module):
 
 
 class ReturnedLossView(nn.Module):
-    """A Hugging Face model for the checks: ``forward(rows)`` runs the model on the first
-    batch's rows with their labels and returns its logits (its loss kept for ``loss_fn``)."""
+    """A Hugging Face model for the checks: ``forward(rows)`` runs (a deep copy of) the model
+    on the first batch's rows with their labels and returns its logits (its loss kept for
+    ``loss_fn``)."""
 
     def __init__(self, model: nn.Module, inputs: Mapping[str, Tensor], labels: Tensor) -> None:
         super().__init__()
-        self.model = model
+        self.model = copy.deepcopy(model)  # the checks' forwards leave the user's model alone
         self.keys = sorted(inputs)
         for key in self.keys:
             self.register_buffer(f"input_{key}", inputs[key].detach().clone())

@@ -107,7 +107,6 @@ class BabysitCallback(TrainerCallback):  # type: ignore[misc]
         default = os.path.join(args.output_dir or ".", "babysit")
         total = float(state.max_steps) if state.max_steps and state.max_steps > 0 else None
         self.session.attach(model, _unwrapped(kwargs.get("optimizer")), default, total_steps=total)
-        self._hook = model.register_forward_hook(self._keep_loss)
         if self.session.wants_checks:  # on every process, so that every one stops
             failure = self._precheck(model, kwargs.get("train_dataloader"))
             if failure is not None:
@@ -118,6 +117,8 @@ class BabysitCallback(TrainerCallback):  # type: ignore[misc]
                     failure,
                     self.session.report or self.session.dir,
                 )
+                return control
+        self._hook = model.register_forward_hook(self._keep_loss)  # after the checks' forwards
         return control
 
     def _precheck(self, model: nn.Module, loader: Any) -> str | None:
