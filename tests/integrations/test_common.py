@@ -67,7 +67,9 @@ def test_an_adapter_without_its_framework_names_the_extra(
 
 
 def test_errors_are_babysit_errors() -> None:
-    assert issubclass(MissingExtraError, BabysitError) and issubclass(MissingExtraError, ImportError)
+    assert issubclass(MissingExtraError, BabysitError) and issubclass(
+        MissingExtraError, ImportError
+    )
     assert issubclass(ChecksFailed, BabysitError)
 
 

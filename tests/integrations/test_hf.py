@@ -55,7 +55,9 @@ class Markers(torch.utils.data.Dataset):  # type: ignore[type-arg]
 
 
 def accuracy(prediction: Any) -> dict[str, float]:
-    return {"accuracy": float((np.argmax(prediction.predictions, -1) == prediction.label_ids).mean())}
+    return {
+        "accuracy": float((np.argmax(prediction.predictions, -1) == prediction.label_ids).mean())
+    }
 
 
 class LossTimesTen(BertForSequenceClassification):  # type: ignore[misc]

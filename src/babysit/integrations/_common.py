@@ -14,6 +14,7 @@ import inspect
 import math
 import os
 import re
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,7 @@ class Session:
         self.dir: Path | None = None
         self.report: Path | None = None
         self.findings: list[Finding] = []
+        self.report_seconds = 0.0  # CPU time writing report.html took (its plots, mostly)
         self.finished = False
         self.checked = False  # the pre-training checks ran (or were not asked for)
         self._losses: list[Tensor | float] = []
@@ -243,7 +245,9 @@ class Session:
         if active and report and self.dir is not None:
             from babysit.report.html import write_report
 
+            start = time.process_time()
             self.report = write_report(self.dir)
+            self.report_seconds = time.process_time() - start
         return self.findings
 
     def summary(self) -> list[str]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from babysit.errors import ConfigError
 
-__all__ = ["ReturnedLossView", "StepLossView", "loss_of"]
+__all__ = ["ReturnedLossView", "StepLossView", "loss_of", "rows"]
 
 
 class _Slot:
@@ -60,13 +60,14 @@ class StepLossView(nn.Module):
         self.slot = _Slot()
 
     def forward(self, rows: Tensor) -> Any:
-        x = self.inputs[rows]
+        inputs = cast(Tensor, self.inputs)
+        x = inputs[rows]
         out = self.module(x)
         self.slot.last = (self.module, x)
         return out
 
     def loss_fn(self, out: Tensor, y: Tensor) -> Tensor:
-        """``training_step((x, y), 0)`` of the copy that made ``out``, its forward giving ``out``."""
+        """``training_step((x, y), 0)`` of the copy that made ``out``, forward giving ``out``."""
         if self.slot.last is None:
             raise ConfigError("babysit checks: loss_fn called before the model ran")
         module, x = self.slot.last
@@ -109,7 +110,7 @@ class ReturnedLossView(nn.Module):
 
     def forward(self, rows: Tensor) -> Tensor:
         kwargs = {key: getattr(self, f"input_{key}")[rows] for key in self.keys}
-        labels = self.labels[rows]
+        labels = self.given_labels()[rows]
         result = self.model(**kwargs, labels=labels)
         logits, loss = _field(result, "logits"), _field(result, "loss")
         if not isinstance(logits, Tensor) or not isinstance(loss, Tensor):
@@ -120,12 +121,21 @@ class ReturnedLossView(nn.Module):
         self.slot.last = (logits, loss, labels)
         return logits
 
+    def given_labels(self) -> Tensor:
+        """The first batch's labels (N, ...), the checks' targets."""
+        return cast(Tensor, self.labels)
+
     def loss_fn(self, out: Tensor, y: Tensor) -> Tensor:
         """The model's returned loss for its own outputs; cross-entropy for any other."""
         last = self.slot.last
-        if last is not None and out is last[0] and y.shape == last[2].shape:
-            if torch.equal(y, last[2]):
-                return last[1]  # type: ignore[no-any-return]
+        if (
+            last is not None
+            and out is last[0]
+            and y.shape == last[2].shape  # equal() needs the shapes to match
+            and torch.equal(y, last[2])
+        ):
+            loss: Tensor = last[1]
+            return loss
         return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), ignore_index=-100)
 
 
@@ -147,5 +157,3 @@ def rows(n: int, device: torch.device) -> Tensor:
     """The view's ``x``: the indices of the batch's ``n`` rows."""
     return torch.arange(n, device=device)
 
-
-LossFn = Callable[[Tensor, Tensor], Tensor]

@@ -64,7 +64,7 @@ def _first_batch(loader: Any) -> Any:
         return next(iter(loader))
 
 
-class BabysitCallback(TrainerCallback):  # type: ignore[misc]
+class BabysitCallback(TrainerCallback):
     """Babysit a ``Trainer`` fit: ``Trainer(..., callbacks=[BabysitCallback()])``.
 
     log_dir: where metrics.jsonl, findings.json and report.html go (default
@@ -135,7 +135,9 @@ class BabysitCallback(TrainerCallback):  # type: ignore[misc]
         device = next(model.parameters()).device
         inputs = {k: v.to(device) for k, v in inputs.items()}
         view = ReturnedLossView(model, inputs, labels.to(device))
-        return self.session.precheck(view, view.loss_fn, rows(len(labels), device), view.labels)
+        return self.session.precheck(
+            view, view.loss_fn, rows(len(labels), device), view.given_labels()
+        )
 
     def _keep_loss(self, module: nn.Module, args: Any, output: Any) -> None:
         if module.training and (loss := loss_of(output)) is not None and loss.ndim == 0:

@@ -105,7 +105,9 @@ class Babysit(Callback):
         )
         self._stepped = trainer.global_step
 
-    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
+    ) -> None:
         if not self.session.wants_checks:
             return
         failure = None
