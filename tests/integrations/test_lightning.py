@@ -174,3 +174,53 @@ def _import_browser_check() -> tuple[Callable[..., Any], Any]:
 
 
 _check_report_in_browser, browser = _import_browser_check()
+
+
+DDP_FIT = """
+import sys
+sys.path.insert(0, {root!r})
+import lightning as L
+from babysit.integrations.lightning import Babysit
+from tests.integrations.test_lightning import DigitsNet, _loaders
+
+if __name__ == "__main__":
+    L.seed_everything(0, verbose=False)
+    train, val = _loaders()
+    trainer = L.Trainer(
+        max_epochs=2, accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[Babysit({run!r}, sanity=True)],
+    )
+    trainer.fit(DigitsNet(1e-3, softmax_twice={bug!r}), train, val)
+"""
+
+
+@pytest.mark.parametrize("bug", [False, True], ids=["healthy", "planted-bug"])
+def test_ddp_two_processes_rank_zero_logs_and_every_rank_stops(tmp_path: Path, bug: bool) -> None:
+    """Two CPU processes (gloo): only rank 0 writes; the checks run on rank 0 and a failure
+    stops both ranks (no hang at the next collective)."""
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[2])
+    script = tmp_path / "fit.py"
+    script.write_text(DDP_FIT.format(root=root, run=str(tmp_path / "run"), bug=bug))
+    src = str(Path(root) / "src")
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+    )
+    run = tmp_path / "run"
+    assert json.loads((run / "sanity.json").read_text())["passed"] is (not bug)
+    if bug:
+        assert result.returncode != 0
+        assert "ChecksFailed" in result.stderr and "before its first step" in result.stderr
+        assert records(run, "batch") == []
+    else:
+        assert result.returncode == 0, result.stderr[-3000:]
+        # 1078 examples over 2 ranks, batch 32: 17 steps per epoch on each rank, rank 0 logs
+        assert len(records(run, "batch")) == 2 * 17
+        assert [e["what"] for e in records(run, "event")].count("watch") == 1
+        assert (run / "report.html").is_file()

@@ -156,4 +156,3 @@ def loss_of(output: Any) -> Tensor | None:
 def rows(n: int, device: torch.device) -> Tensor:
     """The view's ``x``: the indices of the batch's ``n`` rows."""
     return torch.arange(n, device=device)
-

@@ -110,9 +110,8 @@ class Babysit(Callback):
     ) -> None:
         if not self.session.wants_checks:
             return
-        failure = None
-        if trainer.is_global_zero:
-            failure = self._precheck(pl_module, batch)
+        failure = self._precheck(pl_module, batch) if trainer.is_global_zero else None
+        self.session.checked = True  # on every rank: one broadcast each, below
         failure = trainer.strategy.broadcast(failure)  # every rank stops, or none
         if failure is not None:
             self.session.finish()
