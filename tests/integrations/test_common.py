@@ -120,3 +120,18 @@ def test_a_step_records_the_mean_of_its_micro_batches(tmp_path: Path) -> None:
     assert session.summary()[0].startswith("babysit: ")
     session.add_loss(1.0)
     session.step()  # after finish: ignored, no error
+
+
+def test_a_session_attached_again_starts_afresh(tmp_path: Path) -> None:
+    model = nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    session = Session(tmp_path, sanity=True, gradcheck=False, options={"every": 5}, where="t")
+    for run in range(2):
+        session.attach(model, opt, tmp_path, start_step=10 * run)
+        assert session.wants_checks and not session.finished
+        assert session.monitor is not None and session.monitor.every == 5  # given: kept
+        session.add_loss(float(run + 1))
+        session.step()
+        session.finish()
+        assert session.monitor.metrics.curve.values == [float(run + 1)]
+    assert '"step":11' in (tmp_path / "metrics.jsonl").read_text()  # resumed numbering

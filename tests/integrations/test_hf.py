@@ -71,7 +71,12 @@ class LossTimesTen(BertForSequenceClassification):  # type: ignore[misc]
 
 
 def fit(
-    out: Path, lr: float, callback: BabysitCallback | None, model_class: Any = None, **args: Any
+    out: Path,
+    lr: float,
+    callback: BabysitCallback | None,
+    model_class: Any = None,
+    trainer_class: Any = None,
+    **args: Any,
 ) -> Any:
     """The usual Trainer code, with the callback added."""
     torch.manual_seed(0)
@@ -88,7 +93,7 @@ def fit(
     options = {"max_steps": STEPS, "per_device_train_batch_size": 16, "learning_rate": lr}
     options |= {"eval_strategy": "steps", "eval_steps": 25, "save_strategy": "no", "seed": 0}
     options |= {"disable_tqdm": True, "logging_steps": 10, **args}
-    trainer = Trainer(
+    trainer = (trainer_class or Trainer)(
         model=model,
         args=TrainingArguments(output_dir=str(out), report_to=[], use_cpu=True, **options),
         train_dataset=Markers(1024, 0),
@@ -158,3 +163,24 @@ def test_failed_sanity_check_stops_training_with_the_report(tmp_path: Path) -> N
     assert chance["verdict"] == "fail" and chance["observed"] == pytest.approx(6.93, rel=0.1)
     assert (tmp_path / "bug" / "report.html").is_file()
     assert records(tmp_path / "bug", "batch") == []
+
+
+def test_a_custom_compute_loss_is_recorded_from_the_logged_loss(tmp_path: Path) -> None:
+    """The model returns no loss (the Trainer computes it): the loss logged every 10 steps
+    is what is recorded."""
+
+    class OwnLoss(Trainer):  # type: ignore[misc]
+        def compute_loss(
+            self, model: Any, inputs: Any, return_outputs: bool = False, **kwargs: Any
+        ) -> Any:
+            labels = inputs.pop("labels")
+            out = model(**inputs)
+            loss = torch.nn.functional.cross_entropy(out.logits, labels)
+            return (loss, out) if return_outputs else loss
+
+    cb = BabysitCallback(tmp_path / "own")
+    trainer = fit(tmp_path / "out", 1e-3, cb, None, OwnLoss, max_steps=30, eval_strategy="no")
+    logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    batches = records(tmp_path / "own", "batch")
+    assert len(logged) == 3 and [b["loss"] for b in batches] == pytest.approx(logged)
+    assert len(records(tmp_path / "own", "epoch")) == 1  # eval_strategy="no": epochs end it

@@ -135,6 +135,7 @@ class Session:
         *,
         steps_per_epoch: int | None = None,
         total_steps: float | None = None,
+        start_step: int = 0,
     ) -> Monitor:
         """Start the monitor on ``model`` and ``optimizer`` in the log dir (given, or the
         framework's ``default_dir``).
@@ -143,13 +144,22 @@ class Session:
         shorter than ``WINDOWS x`` watch's default cadence gets a capture window every
         ``total_steps // WINDOWS`` steps (unless ``every`` is given), so that the rules that
         judge a half of the run (update ratios, dead units) read several windows in each.
+        start_step: optimizer steps already taken (a resumed fit). A callback reused for a
+        second fit starts afresh (same dir: its files are rewritten).
         """
+        self.finished, self._losses, self.findings, self.report = False, [], [], None
+        self.checked = not (self.sanity or self.gradcheck)
         self.dir = self.log_dir if self.log_dir is not None else Path(default_dir)
         options = dict(self.options)
         if "every" not in options and total_steps is not None and math.isfinite(total_steps):
             options["every"] = max(1, min(DEFAULT_EVERY, int(total_steps) // WINDOWS))
         self.monitor = watch(
-            model, optimizer, log_dir=self.dir, steps_per_epoch=steps_per_epoch, **options
+            model,
+            optimizer,
+            log_dir=self.dir,
+            steps_per_epoch=steps_per_epoch,
+            start_step=start_step,
+            **options,
         )
         return self.monitor
 

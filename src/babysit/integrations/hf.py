@@ -106,7 +106,9 @@ class BabysitCallback(TrainerCallback):
         model: nn.Module = kwargs["model"]
         default = os.path.join(args.output_dir or ".", "babysit")
         total = float(state.max_steps) if state.max_steps and state.max_steps > 0 else None
-        self.session.attach(model, _unwrapped(kwargs.get("optimizer")), default, total_steps=total)
+        optimizer = _unwrapped(kwargs.get("optimizer"))
+        start = int(state.global_step or 0)  # a resumed fit
+        self.session.attach(model, optimizer, default, total_steps=total, start_step=start)
         if self.session.wants_checks:  # on every process, so that every one stops
             failure = self._precheck(model, kwargs.get("train_dataloader"))
             if failure is not None:

@@ -101,7 +101,12 @@ class Babysit(Callback):
             per_epoch = math.ceil(batches / trainer.accumulate_grad_batches)
         optimizer = optimizers[0] if optimizers else None
         self.session.attach(
-            pl_module, optimizer, default, steps_per_epoch=per_epoch, total_steps=float(total)
+            pl_module,
+            optimizer,
+            default,
+            steps_per_epoch=per_epoch,
+            total_steps=float(total),
+            start_step=trainer.global_step,
         )
         self._stepped = trainer.global_step
 
