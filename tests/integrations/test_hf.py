@@ -184,3 +184,18 @@ def test_a_custom_compute_loss_is_recorded_from_the_logged_loss(tmp_path: Path) 
     batches = records(tmp_path / "own", "batch")
     assert len(logged) == 3 and [b["loss"] for b in batches] == pytest.approx(logged)
     assert len(records(tmp_path / "own", "epoch")) == 1  # eval_strategy="no": epochs end it
+
+
+def test_the_checks_leave_the_fit_as_it_was(
+    healthy: tuple[BabysitCallback, Any, Path], tmp_path: Path
+) -> None:
+    """The same fit without the checks gives the same first losses (the first two steps: the
+    same initial weights and batches, and the same lr, as the linear schedule's first factor
+    is 1 whatever max_steps): the checks ran on copies, the first batch was drawn with the
+    random state put back."""
+    cb, _, _ = healthy
+    assert cb.log_dir is not None
+    fit(tmp_path / "out", 1e-3, BabysitCallback(tmp_path / "plain"), max_steps=2)
+    with_checks = [b["loss"] for b in records(cb.log_dir, "batch")]
+    without = [b["loss"] for b in records(tmp_path / "plain", "batch")]
+    assert len(without) == 2 and with_checks[:2] == pytest.approx(without, rel=1e-6)

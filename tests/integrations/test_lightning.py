@@ -224,3 +224,15 @@ def test_ddp_two_processes_rank_zero_logs_and_every_rank_stops(tmp_path: Path, b
         assert len(records(run, "batch")) == 2 * 17
         assert [e["what"] for e in records(run, "event")].count("watch") == 1
         assert (run / "report.html").is_file()
+
+
+def test_the_checks_leave_the_fit_as_it_was(healthy: tuple[Babysit, Any], tmp_path: Path) -> None:
+    """The same fit without the checks takes the same steps: the checks ran on copies, with
+    the random state put back (same shuffling, same initial weights' updates)."""
+    cb, trainer = healthy
+    assert cb.log_dir is not None
+    fit(DigitsNet(1e-3), Babysit(tmp_path / "plain"), max_epochs=1)
+    with_checks = [b["loss"] for b in records(cb.log_dir, "batch")]
+    without = [b["loss"] for b in records(tmp_path / "plain", "batch")]
+    assert len(without) == trainer.num_training_batches
+    assert with_checks[: len(without)] == without

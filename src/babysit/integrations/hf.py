@@ -59,9 +59,19 @@ def _unwrapped(optimizer: Any) -> torch.optim.Optimizer | None:
 
 
 def _first_batch(loader: Any) -> Any:
-    """The loader's first batch, with every random state the draw touched put back."""
+    """The loader's first batch, with the random state the draw touched put back.
+
+    Drawn from the torch DataLoader inside accelerate's wrapper, whose own iteration would
+    register itself with accelerate's gradient state and, left unfinished, stay there. The
+    sampler draws from the global generator (restored here) or reseeds its own per epoch.
+    """
+    base = getattr(loader, "base_dataloader", loader)
     with torch.random.fork_rng(devices=[]):
-        return next(iter(loader))
+        batches = iter(base)
+        try:
+            return next(batches)
+        finally:
+            del batches
 
 
 class BabysitCallback(TrainerCallback):
