@@ -56,6 +56,10 @@ class ChecksFailed(BabysitError):
     """A pre-training check (sanity or gradcheck) failed on the first batch: the fit stops."""
 
 
+for _error in (MissingExtraError, ChecksFailed):
+    _error.__module__ = "babysit.integrations"  # where users import them from
+
+
 def missing_extra(framework: str, extra: str, adapter: str) -> MissingExtraError:
     """The one line for an adapter imported without its framework: the extra to install."""
     return MissingExtraError(
