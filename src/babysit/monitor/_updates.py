@@ -15,7 +15,9 @@ Armed once per probe window, for the next real optimizer step k:
 
 A step that a GradScaler skips never calls ``optimizer.step()``, so no hook fires and the probe
 waits for the next real step; with gradient accumulation it likewise waits for the step that
-applies the accumulated gradient. Without an optimizer the copy is taken when armed and compared
+applies the accumulated gradient. ``optimizer.step(closure)`` (Lightning, LBFGS) computes the
+gradients inside the step, after the pre-hook: then both readings of ``.grad`` move to the
+post-hook. Without an optimizer the copy is taken when armed and compared
 at the next monitor step that changed the parameters (no gradient is read then).
 """
 
@@ -87,6 +89,7 @@ class UpdateProbe:
         self._step_grads: list[Tensor] = []  # (,) ||.grad|| at the measured step, per index
         self._stale: dict[int, Tensor] = {}  # (,) ||.grad|| found before the next backward
         self._grad_hooks: list[RemovableHandle] = []
+        self._closure = False  # the current step got a closure: gradients appear inside it
         self._handles: list[RemovableHandle] = []
         if optimizer is not None:
             self._handles = [
@@ -118,19 +121,40 @@ class UpdateProbe:
 
     # --- the optimizer's hooks -------------------------------------------------------------
     def _pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._closure = kwargs.get("closure", args[0] if args else None) is not None
+        if self._closure:  # the gradients are computed inside step(): read them in _post
+            if self._armed:
+                self._armed = False
+                self._measured = list(range(len(self._params)))
+                self._before = [p.detach().clone() for _, p in self._params]
+            return
         if self._grad_hooks:
             self._finish_carryover()
         if not self._armed:
             return
         self._armed = False
-        self._measured = [i for i, (_, p) in enumerate(self._params) if p.grad is not None]
+        self._take_grads()
         self._before = [self._params[i][1].detach().clone() for i in self._measured]
+
+    def _take_grads(self) -> None:
+        """Which parameters hold a gradient now, and its norm (before the update applies it)."""
+        self._measured = [i for i, (_, p) in enumerate(self._params) if p.grad is not None]
         self._step_grads = [
             torch.linalg.vector_norm(self._params[i][1].grad.detach().float())  # type: ignore[union-attr]
             for i in self._measured
         ]
 
     def _post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self._closure:
+            # step(closure) (Lightning, LBFGS): the closure's backward ran after _pre, so the
+            # last step's carry-over and this step's gradients are read now; the update
+            # changes the weights, not .grad, so the norms are those the step applied
+            if self._grad_hooks:
+                self._finish_carryover()
+            if self._before is not None:
+                before = dict(zip(self._measured, self._before, strict=True))
+                self._take_grads()
+                self._before = [before[i] for i in self._measured]
         if self._before is not None:
             self._finish(skip_if_unchanged=False)
             self._watch_next_backward()
