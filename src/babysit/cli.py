@@ -374,6 +374,7 @@ def worker(
             exit_with_parent(parent)
         url, name = study_address(study, storage, study_name)
         runner = open_worker(url, name)
+        runner.queue.master = parent  # a local worker's trials are lost with its master
         return runner.run(on_trial=None if quiet else _print_trial)
 
     count = _guard(go)
