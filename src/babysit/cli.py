@@ -352,6 +352,8 @@ def search(
         if best.get("final_params"):  # a pbt stage: the values it ended with
             final = "  ".join(f"{k}={v:.4g}" for k, v in best["final_params"].items())
             typer.echo(f"  (pbt: started with those, ended with {final})")
+    for line in study.advice:  # e.g. every trial diverged: lower the lr range
+        typer.echo(f"babysit: {line}")
     typer.echo(f"study dir: {study.dir}")
     if study.report is not None:
         typer.echo(f"report: {study.report}")

@@ -1,0 +1,59 @@
+"""One master per study dir: a second ``babysit search`` on it is refused in one line,
+while a ``babysit worker`` joins on purpose."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from babysit.tuning.slots import owner_of
+
+from .test_workers import _babysit, _config, _trials
+
+
+@pytest.mark.slow
+def test_a_second_master_is_refused_and_a_worker_joins(tmp_path: Path) -> None:
+    out, config = tmp_path / "study", _config(tmp_path, 6)
+    first = _babysit("search", config, "--out", out, "--quiet")  # trials in its own process
+    while not any(
+        t.state == TrialState.RUNNING and (owner_of(t) or {}).get("pid") == first.pid
+        for t in _trials(out)
+    ):
+        assert first.poll() is None, first.communicate()
+        time.sleep(0.1)
+    assert (out / ".lock").read_text().strip() == str(first.pid)
+    before = sorted(p.name for p in out.iterdir())
+    for args in (
+        ("search", config, "--out", out),  # a new search into the dir
+        ("search", "--resume", "--out", out),  # a second master on the same study
+        ("search", config, "--resume", "--out", out, "--workers", "2"),
+    ):
+        second = _babysit(*args)
+        stdout, stderr = second.communicate()
+        assert second.returncode == 2, stderr
+        assert stdout == "" and len(stderr.strip().splitlines()) == 1
+        assert re.fullmatch(
+            rf"babysit: error: .*another babysit process \(PID {first.pid}\).*\n", stderr
+        ), stderr
+        assert sorted(p.name for p in out.iterdir()) == before  # it wrote nothing
+        assert first.poll() is None  # and the first master runs on
+    joined = _babysit("worker", "--study", out)  # a worker joins on purpose
+    stdout, stderr = joined.communicate()
+    assert joined.returncode == 0, stderr
+    ran = int(re.search(r"worker: (\d+) trial\(s\) run", stdout).group(1))  # type: ignore[union-attr]
+    _, stderr = first.communicate()
+    assert first.returncode == 0, stderr
+    trials = _trials(out)
+    by_joined = [t for t in trials if (owner_of(t) or {}).get("pid") == joined.pid]
+    assert ran >= 1 and len(by_joined) == ran  # it took trials of the running search
+    complete = Counter(t.user_attrs["slot"] for t in trials if t.state == TrialState.COMPLETE)
+    assert complete == dict.fromkeys(range(6), 1)  # each slot once, by one of the two
+    assert not (out / ".lock").exists()  # the master's clean exit removed its lock
+    resumed = _babysit("search", "--resume", "--out", out, "--quiet")
+    _, stderr = resumed.communicate()
+    assert resumed.returncode == 0, stderr  # the lock went with its master
