@@ -52,7 +52,7 @@ SEED = int(os.environ.get("BABYSIT_STRESS_SEED", "0"))
 KILLS_PER_SEARCH = 10
 STAGES = ((2, 6), (1, 3))  # (epochs, trials) per stage
 KINDS = ("worker", "master", "master group", "worker and master")
-WEIGHTS = (0.5, 0.2, 0.15, 0.15)
+WEIGHTS = (0.55, 0.15, 0.15, 0.15)
 
 CONFIG = f"""
 [task]
@@ -138,11 +138,19 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _wait_for_study(master: subprocess.Popen[bytes], out: Path, log: Path) -> None:
-    """Until the study's first trial is queued (a kill before that leaves no study)."""
-    while not _trials(out):
-        assert master.poll() is None, log.read_text()
-        time.sleep(0.1)
+def _wait_until_working(master: subprocess.Popen[bytes], out: Path) -> bool:
+    """Until one of ``master``'s workers runs a trial: the kill moments are drawn from
+    there (under load, starting Python takes seconds: kills drawn from the start would
+    mostly hit processes still importing torch); False when the master ended first."""
+    while master.poll() is None:
+        workers = set(_children(master.pid))
+        if any(
+            t.state == TrialState.RUNNING and (owner_of(t) or {}).get("pid") in workers
+            for t in _trials(out)
+        ):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _sleep_while(master: subprocess.Popen[bytes], seconds: float) -> bool:
@@ -181,10 +189,9 @@ def _one_search(rng: random.Random, tmp: Path, index: int, kills: int, tally: Ta
     config.write_text(CONFIG.format(seed=SEED * 1000 + index))
     resume = ["search", "--resume", "--out", out, "--workers", "2", "--quiet"]
     master = _start("search", config, "--out", out, "--workers", "2", "--quiet", log=log)
-    _wait_for_study(master, out, log)
     made, hit = 0, set()
     while made < kills:
-        if not _sleep_while(master, rng.uniform(0.2, 3.0)):
+        if not _wait_until_working(master, out) or not _sleep_while(master, rng.uniform(0, 2.5)):
             break  # the search ended first: the rest of its kills go to the next one
         kind = rng.choices(KINDS, WEIGHTS)[0]
         tally.workers_seen.update(_children(master.pid))
