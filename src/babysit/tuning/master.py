@@ -96,9 +96,7 @@ def search(
     return result
 
 
-def _create(
-    setup: Setup, held: ExitStack
-) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
+def _create(setup: Setup, held: ExitStack) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
     """A new study in a new study dir, locked for this master in ``held`` (the dir is
     removed again if the study cannot be made)."""
     created = not setup.dir.exists()

@@ -38,7 +38,6 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from babysit.config import Config
 from babysit.tuning.dimensions import Dimension
-from babysit.tuning.study import quiet_optuna
 
 __all__ = [
     "LOST_WITH",

@@ -3,13 +3,14 @@
 ``summary.json`` (DESIGN.md) holds ``{best: {params, value, trial}, stages: [{epochs,
 trials, ranges, counts}], border_warnings: [{param, side, value, low, high, stage}]}``,
 plus ``trials`` (one record per trial: number, stage, state, params, value, seconds, and
-``epochs``, ``dir``, ``error``, ``retry_of`` where they apply; a trial of a ``mode = "pbt"``
-stage also ``pbt_lineage``, its exploit events, and ``final_params``, the explored values
-it ended with, its ``params`` being those it started with) and ``study`` (name,
-storage, metric, direction), and ``advice``: lines for the user, e.g. when every trial
-diverged (:func:`advice_for`; the CLI prints them). A trial's state is ``complete``, ``pruned``, ``diverged``,
-``failed`` (an error), ``lost`` (its process died: ``lost_with`` its ``"worker"`` or its
-``"master"``; re-queued as a trial whose ``retry_of`` is the slot's first try, slots.py),
+``epochs``, ``dir``, ``error``, ``retry_of``, ``lost_with`` where they apply; a trial of a
+``mode = "pbt"`` stage also ``pbt_lineage``, its exploit events, and ``final_params``, the
+explored values it ended with, its ``params`` being those it started with), ``study``
+(name, storage, metric, direction) and ``advice``: lines for the user, e.g. when every
+trial diverged (:func:`advice_for`; the CLI prints them). A trial's state is
+``complete``, ``pruned``, ``diverged``, ``failed`` (an error), ``lost`` (its process died,
+``lost_with`` its ``"worker"`` or its ``"master"``; its slot re-queued as a trial whose
+``retry_of`` is the slot's first try: slots.py),
 ``running`` or ``waiting``. ``ranges`` are distribution strings in the config's syntax,
 so a stage's ranges can be pasted into a config. Scores that are NaN/inf are written as
 strings (babysit's JSON convention).
@@ -119,9 +120,7 @@ def trial_record(trial: FrozenTrial, space: Mapping[str, Dimension]) -> dict[str
         "value": value,
         "seconds": (end - start).total_seconds() if start and end else None,
     }
-    record |= {
-        k: attrs[k] for k in ("epochs", "dir", "error", LOST_WITH, *PBT_ATTRS) if k in attrs
-    }
+    record |= {k: attrs[k] for k in ("epochs", "dir", "error", LOST_WITH, *PBT_ATTRS) if k in attrs}
     if "failed_trial" in trial.system_attrs:
         record["retry_of"] = trial.system_attrs["failed_trial"]
     return record
@@ -144,7 +143,9 @@ def best_of(trials: Sequence[Mapping[str, Any]], *, direction: str) -> dict[str,
     return out | ({"final_params": best["final_params"]} if "final_params" in best else {})
 
 
-def advice_for(trials: Sequence[Mapping[str, Any]], stages: Sequence[Mapping[str, Any]]) -> list[str]:
+def advice_for(
+    trials: Sequence[Mapping[str, Any]], stages: Sequence[Mapping[str, Any]]
+) -> list[str]:
     """What to change when every trial that ended diverged (none complete, pruned or
     failed): lower the learning rate's range, the usual cause (cs231n: a loss that
     explodes means the lr is too high). Empty otherwise."""
