@@ -49,7 +49,7 @@ SRC = Path(babysit.__file__).resolve().parents[1]
 KILLS = int(os.environ.get("BABYSIT_STRESS_KILLS", "30"))
 SEED = int(os.environ.get("BABYSIT_STRESS_SEED", "0"))
 KILLS_PER_SEARCH = 10
-STAGES = ((2, 6), (1, 3))  # (epochs, trials) per stage
+STAGES = ((1, 10), (1, 4))  # (epochs, trials) per stage
 KINDS = ("worker", "master", "master group", "worker and master")
 WEIGHTS = (0.55, 0.15, 0.15, 0.15)
 
@@ -198,7 +198,7 @@ def _one_search(rng: random.Random, tmp: Path, index: int, kills: int, tally: Ta
     master = _start("search", config, "--out", out, "--workers", "2", "--quiet", log=log)
     made, hit = 0, set()
     while made < kills:
-        if not _wait_until_working(master, out) or not _sleep_while(master, rng.uniform(0, 2.5)):
+        if not _wait_until_working(master, out) or not _sleep_while(master, rng.uniform(0, 1.0)):
             break  # the search ended first: the rest of its kills go to the next one
         kind = rng.choices(KINDS, WEIGHTS)[0]
         tally.workers_seen.update(_children(master.pid))

@@ -3,7 +3,10 @@ while a ``babysit worker`` joins on purpose."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,17 +19,33 @@ from babysit.tuning.slots import owner_of
 from .test_workers import _babysit, _config, _trials
 
 
+def _mid_epoch(out: Path) -> bool:
+    """Whether a trial is in its training loop with steps to go (a 0.1 s sleep each): the
+    master writes no journal record until the epoch ends, so it is paused holding none of
+    the journal's locks, only the study dir's."""
+    for log in out.glob("trials/*/metrics.jsonl"):
+        records = [json.loads(x) for x in log.read_text().splitlines()[:-1]]  # whole lines
+        steps = [r["step"] for r in records if r["kind"] == "batch"]
+        per_epoch = [r["steps_per_epoch"] for r in records if "steps_per_epoch" in r]
+        if (
+            steps
+            and per_epoch
+            and max(steps) < per_epoch[0] - 5
+            and not any(r["kind"] == "epoch" for r in records)
+        ):
+            return True
+    return False
+
+
 @pytest.mark.slow
 def test_a_second_master_is_refused_and_a_worker_joins(tmp_path: Path) -> None:
     out, config = tmp_path / "study", _config(tmp_path, 6)
     first = _babysit("search", config, "--out", out, "--quiet")  # trials in its own process
-    while not any(
-        t.state == TrialState.RUNNING and (owner_of(t) or {}).get("pid") == first.pid
-        for t in _trials(out)
-    ):
+    while not _mid_epoch(out):
         assert first.poll() is None, first.communicate()
-        time.sleep(0.1)
+        time.sleep(0.05)
     assert (out / ".lock").read_text().strip() == str(first.pid)
+    os.kill(first.pid, signal.SIGSTOP)  # paused, it holds the lock (and stays mid-search)
     before = sorted(p.name for p in out.iterdir())
     for args in (
         ("search", config, "--out", out),  # a new search into the dir
@@ -41,8 +60,14 @@ def test_a_second_master_is_refused_and_a_worker_joins(tmp_path: Path) -> None:
             rf"babysit: error: .*another babysit process \(PID {first.pid}\).*\n", stderr
         ), stderr
         assert sorted(p.name for p in out.iterdir()) == before  # it wrote nothing
-        assert first.poll() is None  # and the first master runs on
     joined = _babysit("worker", "--study", out)  # a worker joins on purpose
+    while not any(  # it takes a waiting trial (the master, paused, takes none)
+        t.state == TrialState.RUNNING and (owner_of(t) or {}).get("pid") == joined.pid
+        for t in _trials(out)
+    ):
+        assert joined.poll() is None, joined.communicate()
+        time.sleep(0.1)
+    os.kill(first.pid, signal.SIGCONT)
     stdout, stderr = joined.communicate()
     assert joined.returncode == 0, stderr
     ran = int(re.search(r"worker: (\d+) trial\(s\) run", stdout).group(1))  # type: ignore[union-attr]
