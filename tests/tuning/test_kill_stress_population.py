@@ -32,11 +32,11 @@ seed = 3
 [search.space]
 "optim.lr" = "loguniform(1e-2, 2e-1)"
 [[search.stage]]
-epochs = 6
+epochs = 8
 trials = 8
 executor = "population"
 [[search.stage]]
-epochs = 3
+epochs = 6
 trials = 4
 executor = "population"
 """
@@ -64,14 +64,14 @@ def test_sigkills_of_a_training_population_rerun_its_trials_and_count_each_once(
     for _ in range(4):
         while master.poll() is None and not _training(master.pid, out):
             time.sleep(0.05)
-        if not _sleep_while(master, rng.uniform(0.0, 1.0)):
+        if not _sleep_while(master, rng.uniform(0.0, 0.5)):
             break  # the search ended first
         master.kill()
         master.wait()
         tally.kills["master"] += 1
         master = _start("search", "--resume", "--out", out, "--quiet", log=log)
     assert master.wait() == 0, log.read_text()
-    _check(out, config, ((6, 8), (3, 4)), tally)
+    _check(out, config, ((8, 8), (6, 4)), tally)
     trials = _trials(out)
     lost = [t for t in trials if t.state == TrialState.FAIL]
     assert tally.kills["master"] >= 2
