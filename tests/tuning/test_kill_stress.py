@@ -48,13 +48,17 @@ SRC = Path(babysit.__file__).resolve().parents[1]
 KILLS = int(os.environ.get("BABYSIT_STRESS_KILLS", "30"))
 SEED = int(os.environ.get("BABYSIT_STRESS_SEED", "0"))
 KILLS_PER_SEARCH = 10
-STAGES = ((1, 10), (1, 4))  # (epochs, trials) per stage
+STAGES = ((2, 8), (2, 3))  # (epochs, trials) per stage
+# digits-mlp whose training steps sleep 30 ms: a trial lasts about 2 s of wall time but
+# little CPU, so a search lives through its kills and the cost is the processes' restarts
+TASK = Path(__file__).resolve().parent / "slow_task.py"
 KINDS = ("worker", "master", "master group", "worker and master")
 WEIGHTS = (0.55, 0.15, 0.15, 0.15)
 
 CONFIG = f"""
 [task]
-name = "digits-mlp"
+name = "{TASK}:slow_digits"
+options = {{{{delay = 0.03}}}}
 [model]
 hidden = [16]
 [optim]
