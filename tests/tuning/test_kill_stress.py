@@ -1,7 +1,8 @@
 """Kill stress: SIGKILLs at random moments of real searches with local workers.
 
-Each search (two stages of digits trials, 2 local workers, real checkpoints and
-metrics.jsonl) is killed ``KILLS_PER_SEARCH`` times at moments drawn from a seeded RNG:
+Each search (two stages of digits trials whose steps sleep 30 ms, 2 local workers, real
+checkpoints and metrics.jsonl) is killed up to ``KILLS_PER_SEARCH`` times, at moments
+drawn from a seeded RNG once its trials run:
 a worker, the master alone, the master's process group, or a worker and the master at
 once; after each master kill ``babysit search --resume`` continues it. The study must
 end with exactly the requested number of complete trials per stage, each slot complete
