@@ -356,6 +356,8 @@ def search(
         if best.get("final_params"):  # a pbt stage: the values it ended with
             final = "  ".join(f"{k}={v:.4g}" for k, v in best["final_params"].items())
             typer.echo(f"  (pbt: started with those, ended with {final})")
+    for line in study.advice:  # e.g. every trial diverged: lower the lr range
+        typer.echo(f"babysit: {line}")
     typer.echo(f"study dir: {study.dir}")
     if study.report is not None:
         typer.echo(f"report: {study.report}")
@@ -378,6 +380,7 @@ def worker(
             exit_with_parent(parent)
         url, name = study_address(study, storage, study_name)
         runner = open_worker(url, name, bounded=parent is None)  # a master's: it bounds
+        runner.queue.master = parent  # a local worker's trials are lost with its master
         return runner.run(on_trial=None if quiet else _print_trial)
 
     count = _guard(go)

@@ -22,7 +22,8 @@ killed, its node removed or its raylet killed: Ray fails the call once it sees t
 gone) counts as lost. Then, and once when the pool starts (``--resume``: the actors of
 a killed master died with it, as Ray kills an owner's actors), every RUNNING trial
 stamped by an actor that is not one of this master's live actors is failed and
-re-queued once, and a new actor takes the dead one's place. The FAIL is a state change
+re-queued (slots.py: a loss with the master is free, a slot lost with its worker is
+re-queued up to RETRIES times), and a new actor takes the dead one's place. The FAIL is a state change
 the storage makes once: whoever else sees the trial lost first (the pid check of
 slots.py for actors on this host, the RDB heartbeat) re-queues it instead, never both.
 An actor that was only cut off and still runs its trial is refused by the storage (the
@@ -35,6 +36,7 @@ study dir records each actor started and lost, and each trial re-queued by this 
 from __future__ import annotations
 
 import functools
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -67,8 +69,10 @@ def ray_starter(address: str | None) -> Start:
 class RayWorker:
     """One worker on a Ray node (RayWorkers makes it an actor)."""
 
-    def run(self, url: str, name: str) -> int:
-        """Run the study's trials until the master marks it done; the number run."""
+    def run(self, url: str, name: str, master: int) -> int:
+        """Run the study's trials until the master (PID ``master``) marks it done; the
+        number run. The stamp names the master: a resumed one counts the trials lost with
+        its predecessor as lost with the master, not against their slots."""
         import ray
 
         from babysit.tuning.worker import open_worker
@@ -77,6 +81,7 @@ class RayWorker:
         worker = open_worker(url, name, bounded=False)
         context = ray.get_runtime_context()
         worker.queue.stamp = {"ray": context.get_actor_id(), "node": context.get_node_id()}
+        worker.queue.master = master
         return worker.run()
 
 
@@ -116,7 +121,7 @@ class RayWorkers:
     def _spawn(self) -> None:
         handle = self.actor.remote()
         actor_id = handle._actor_id.hex()
-        self.runs[handle.run.remote(self.url, self.name)] = (handle, actor_id)
+        self.runs[handle.run.remote(self.url, self.name, os.getpid())] = (handle, actor_id)
         self.started += 1
         self._note(f"worker {actor_id} started")
 
@@ -126,7 +131,7 @@ class RayWorkers:
 
     def check(self) -> None:
         """Reap ended actors: an objective's error raises WorkerError; a dead actor's
-        trials are re-queued once (the module docstring) and the actor replaced."""
+        trials are re-queued (the module docstring) and the actor replaced."""
         import ray
 
         ready: list[Any] = []

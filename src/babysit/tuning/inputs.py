@@ -19,7 +19,7 @@ from optuna.storages import BaseStorage
 
 from babysit.config import Config, differing_keys, load_config
 from babysit.errors import ConfigError
-from babysit.training.rundir import check_new_run_dir, default_run_dir
+from babysit.training.rundir import check_new_run_dir, check_unlocked, default_run_dir
 from babysit.tuning.dimensions import Dimension
 from babysit.tuning.objective import TrainObjective
 from babysit.tuning.space import parse_space
@@ -71,6 +71,7 @@ def prepare(
         assert given is not None
         cfg, opened = given, None
         study_dir = Path(out) if out is not None else default_run_dir(cfg, STUDY_ROOT)
+        check_unlocked(study_dir)  # a master at work there: say so, not "not empty"
         check_new_run_dir(study_dir)
         recorded = BUILTIN if objective is None else objective_ref(objective)
     space = parse_space(cfg)
@@ -115,6 +116,7 @@ def _open(
     if out is None:
         raise ConfigError("--resume needs --out DIR, the study directory to continue")
     study_dir = Path(out)
+    check_unlocked(study_dir)  # its master still runs: one line naming its PID
     url = storage_url(storage or (given.search.storage if given else None), study_dir)
     local = url.removeprefix("journal://") if url.startswith("journal://") else None
     if url.startswith("sqlite:///"):

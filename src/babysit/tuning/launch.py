@@ -5,7 +5,8 @@ this machine, each in its own process group (a Ctrl-C reaches the master only, w
 stops them), each watching that its master lives (``--parent``: a worker whose master
 was killed exits). The master calls :meth:`LocalWorkers.check` every poll: a worker that
 died of a signal (SIGKILL, the OOM killer) is replaced, and its trial, left RUNNING, is
-failed and re-queued once by the master's orphan sweep (slots.py); a worker that exited
+failed and re-queued by the master's orphan sweep (slots.py: its slot up to RETRIES
+times); a worker that exited
 with an error (the objective raised) stops the search with :class:`WorkerError`. Each
 worker's output goes to its own ``workers/worker-<i>.log`` in the study dir (numbered on
 past the logs of an earlier master of the same study).

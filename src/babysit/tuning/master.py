@@ -21,6 +21,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
+from contextlib import ExitStack
 from typing import Any, Literal
 
 import optuna
@@ -28,6 +29,7 @@ import optuna
 from babysit._io import json_restore, json_safe
 from babysit.config import Config
 from babysit.errors import ConfigError
+from babysit.training.rundir import check_new_run_dir, lock_run_dir
 from babysit.tuning.dimensions import Dimension
 from babysit.tuning.inputs import Setup, prepare
 from babysit.tuning.launch import BACKENDS, LOG_DIR, Pool, sigterm_interrupts
@@ -76,8 +78,12 @@ def search(
     builtin = isinstance(setup.runner, TrainObjective)
     chosen = executors(setup.config, setup.space, builtin=builtin, workers=workers)
     progress = progress or SearchCallback()
-    with quiet_optuna(), sigterm_interrupts():
-        study, backing = opened or _create(setup)
+    with ExitStack() as held, quiet_optuna(), sigterm_interrupts():
+        if opened is None:
+            study, backing = _create(setup, held)
+        else:  # one master at a time: a second one is refused, naming the first's PID
+            held.enter_context(lock_run_dir(setup.dir))
+            study, backing = opened
         master = _Master(setup, study, backing, progress, workers, chosen)
         try:
             logs = setup.dir / LOG_DIR
@@ -85,16 +91,17 @@ def search(
             result = master.run(pool)
         finally:
             progress.on_search_end()
-    result.write()
-    if setup.config.train.report:  # the study's page, as train() writes a run's
-        from babysit.report.html import write_report  # matplotlib: only when asked for
+        result.write()
+        if setup.config.train.report:  # the study's page, as train() writes a run's
+            from babysit.report.html import write_report  # matplotlib: only when asked for
 
-        result.report = write_report(setup.dir)
+            result.report = write_report(setup.dir)
     return result
 
 
-def _create(setup: Setup) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
-    """A new study in a new study dir (removed again if the study cannot be made)."""
+def _create(setup: Setup, held: ExitStack) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
+    """A new study in a new study dir, locked for this master in ``held`` (the dir is
+    removed again if the study cannot be made)."""
     created = not setup.dir.exists()
     try:
         setup.dir.mkdir(parents=True, exist_ok=True)
@@ -102,6 +109,8 @@ def _create(setup: Setup) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
         raise ConfigError(
             f"--out {setup.dir}: cannot create the study directory: {exc.strerror or exc}"
         ) from None
+    held.enter_context(lock_run_dir(setup.dir))  # taken: another master's dir stays as it is
+    check_new_run_dir(setup.dir)  # still empty: no master made its study here meanwhile
     try:
         storage = open_storage(setup.url)
         return create_study(
@@ -144,6 +153,7 @@ class _Master:
         local = None
         if pool is None:
             local = Worker(self.study, self.storage, cfg, self.info, self.setup.runner)
+            local.queue.master = os.getpid()  # its trials are lost with this master
         self.progress.on_search_start(
             {
                 "dir": self.setup.dir,

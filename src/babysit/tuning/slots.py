@@ -8,11 +8,18 @@ worker takes the trial. A worker only ever takes a waiting trial (:meth:`TrialQu
 atomic in every Optuna storage), so the set of trials does not depend on how many workers
 run them and every count is exact.
 
-A trial is *lost* when its worker died: FAIL with neither ``error`` nor ``diverged``
-(``run_trial`` always sets one of them). A lost trial is re-queued once with the same
-values (Optuna's ``RetryHeartbeatStaleTrialCallback(max_retry=1)``, which RDB storages
-apply to trials whose heartbeat stopped); a lost retry is not retried. A slot is done when
-its trial is complete, pruned, diverged or failed, or is a lost retry.
+A trial is *lost* when its process died: FAIL with neither ``error`` nor ``diverged``
+(``run_trial`` always sets one of them). The orphan sweep records why in the user
+attribute ``lost_with``: ``"master"`` when the trial's process served a master that is no
+longer this one (the master was killed, and its workers followed it), else ``"worker"``
+(its worker died while its master lived: a SIGKILL, the OOM killer, a trial that crashes
+its process). A lost trial is re-queued with the same values (a new trial with Optuna's
+``failed_trial`` / ``retry_history`` system attributes, as its
+``RetryHeartbeatStaleTrialCallback`` writes them, which RDB storages apply to trials whose
+heartbeat stopped); losses with the master are not counted against the slot, a slot
+lost with its worker more than ``RETRIES`` times is given up (a trial that kills its
+worker every time must not loop forever). A slot is done when its trial is complete,
+pruned, diverged or failed, or is given up.
 """
 
 from __future__ import annotations
@@ -26,16 +33,17 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from babysit.config import Config
 from babysit.tuning.dimensions import Dimension
-from babysit.tuning.study import quiet_optuna
 
 __all__ = [
+    "LOST_WITH",
     "OWNER",
     "PRESAMPLED",
+    "RETRIES",
     "SlotCount",
     "TrialQueue",
     "count_slots",
@@ -46,7 +54,9 @@ __all__ = [
 ]
 
 PRESAMPLED = ("random",)  # samplers whose values the master draws and enqueues per stage
-OWNER = "worker"  # user attribute of a taken trial: {"host", "pid", "trial"} of its process
+OWNER = "worker"  # user attribute of a taken trial: {"host", "pid", "trial", "master"}
+LOST_WITH = "lost_with"  # user attribute of a lost trial: "master" | "worker" (the docstring)
+RETRIES = 2  # re-queues of a slot lost with its worker (losses with the master are free)
 ORPHAN_AFTER = 60.0  # seconds: a RUNNING trial no process has claimed is then taken as lost
 HOST = socket.gethostname()
 
@@ -67,9 +77,9 @@ def is_lost(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.FAIL and "error" not in attrs and not attrs.get("diverged")
 
 
-def _is_retry(trial: FrozenTrial) -> bool:
-    with quiet_optuna():  # Optuna marks its retry API experimental
-        return bool(RetryHeartbeatStaleTrialCallback.retry_history(trial))
+def _charged(trial: FrozenTrial) -> bool:
+    """A lost trial counted against its slot's retries: not lost with its master."""
+    return is_lost(trial) and trial.user_attrs.get(LOST_WITH) != "master"
 
 
 def _alive(pid: int) -> bool:
@@ -83,7 +93,8 @@ def _alive(pid: int) -> bool:
 
 
 def owner_of(trial: FrozenTrial) -> dict[str, Any] | None:
-    """``{"host", "pid", "trial"}`` of the process that claimed ``trial``; None when none has.
+    """``{"host", "pid", "trial", "master"}`` of the process that claimed ``trial`` (None:
+    none has).
 
     A re-queued trial inherits the user attributes of the lost one, its dead owner
     included: a stamp made for another trial number is no claim on this one (between a
@@ -117,11 +128,27 @@ class SlotCount:
     running: int = 0
     waiting: int = 0
     missing: list[int] = field(default_factory=list)  # no trial holds them: enqueue
-    to_retry: list[FrozenTrial] = field(default_factory=list)  # lost, never re-queued
+    to_retry: list[FrozenTrial] = field(default_factory=list)  # lost, to re-queue
 
     @property
     def finished(self) -> bool:
         return len(self.done) == self.trials and not self.running and not self.waiting
+
+
+def _slot_key(trial: FrozenTrial) -> tuple[Any, Any]:
+    return trial.user_attrs.get("stage"), trial.user_attrs.get("slot")
+
+
+def _done(held: Sequence[FrozenTrial]) -> bool:
+    """Whether a slot whose trials are ``held`` is done: a result, or given up."""
+    results = [t for t in held if t.state.is_finished() and not is_lost(t)]
+    return bool(results) or sum(_charged(t) for t in held) > RETRIES
+
+
+def _to_retry(held: Sequence[FrozenTrial]) -> FrozenTrial | None:
+    """The lost try to re-queue (the latest) of a slot that is not done; None if none."""
+    lost = [t for t in held if is_lost(t)]
+    return None if _done(held) or not lost else max(lost, key=lambda t: t.number)
 
 
 def count_slots(trials: Sequence[FrozenTrial], stage: int, n: int) -> SlotCount:
@@ -135,11 +162,12 @@ def count_slots(trials: Sequence[FrozenTrial], stage: int, n: int) -> SlotCount:
         held = by_slot.get(slot, [])
         count.running += sum(t.state == TrialState.RUNNING for t in held)
         count.waiting += sum(t.state == TrialState.WAITING for t in held)
-        if any(not is_lost(t) or _is_retry(t) for t in held if t.state.is_finished()):
+        if _done(held):
             count.done.add(slot)
         elif not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in held):
-            if held:
-                count.to_retry.append(held[0])  # a lost first try
+            retry = _to_retry(held)
+            if retry is not None:
+                count.to_retry.append(retry)
             else:
                 count.missing.append(slot)
     return count
@@ -151,9 +179,11 @@ class TrialQueue:
     def __init__(self, study: optuna.Study, storage: BaseStorage) -> None:
         self.study, self.storage = study, storage
         self.study_id = storage.get_study_id_from_name(study.study_name)
+        # the PID of the master whose trials this process runs (its stamp says so): the
+        # master's own, a local worker's --parent, a Ray worker's master; None for a
+        # worker started on its own
+        self.master: int | None = None
         self.stamp: dict[str, Any] = {}  # more of the owner stamp: a Ray worker's ids
-        with quiet_optuna():
-            self._retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
 
     def fill(
         self,
@@ -162,7 +192,7 @@ class TrialQueue:
         values: Sequence[Mapping[str, Any]],
         ranges: Mapping[str, Dimension],
     ) -> SlotCount:
-        """Enqueue the slots of ``stage`` no trial holds; re-queue its lost first tries.
+        """Enqueue the slots of ``stage`` no trial holds; re-queue its lost tries.
 
         A slot is added as a WAITING trial with its params already set (what the worker's
         ``suggest`` then returns): Optuna's ``enqueue_trial`` would keep them aside and
@@ -179,8 +209,24 @@ class TrialQueue:
                 )
             )
         for trial in count.to_retry:
-            self._retry(self.study, trial)
+            self._requeue(trial)
         return count
+
+    def _requeue(self, trial: FrozenTrial) -> None:
+        """Queue ``trial``'s values again as a new WAITING trial of its slot."""
+        system = dict(trial.system_attrs)
+        system["failed_trial"] = system.get("failed_trial", trial.number)
+        system["retry_history"] = [*system.get("retry_history", []), trial.number]
+        attrs = {k: v for k, v in trial.user_attrs.items() if k not in (OWNER, LOST_WITH)}
+        self.study.add_trial(
+            create_trial(
+                state=TrialState.WAITING,
+                params=trial.params,
+                distributions=trial.distributions,
+                user_attrs=attrs,
+                system_attrs=system,
+            )
+        )
 
     def trial_id(self, number: int) -> int:
         """The storage's id of trial ``number`` (what the storage's own calls take)."""
@@ -197,25 +243,38 @@ class TrialQueue:
                 continue
             trial = optuna.Trial(self.study, trial_id)
             owner = {"host": HOST, "pid": os.getpid(), "trial": frozen.number, **self.stamp}
-            trial.set_user_attr(OWNER, owner)
+            trial.set_user_attr(OWNER, owner | {"master": self.master})
             return trial
         return None
 
     def requeue_orphans(
         self, trials: Sequence[FrozenTrial], orphan: Callable[[FrozenTrial], bool] = is_orphan
     ) -> list[int]:
-        """Fail every ``orphan`` RUNNING trial among ``trials`` and re-queue it once; their
-        numbers. Only the caller whose FAIL the storage takes re-queues it."""
+        """Fail every ``orphan`` RUNNING trial among ``trials``, marked with why it was lost
+        (``lost_with``), and re-queue it unless its slot is given up; their numbers. Only
+        the caller whose FAIL the storage takes re-queues it."""
         lost = []
         for trial in trials:
             if trial.state != TrialState.RUNNING or not orphan(trial):
                 continue
+            owner = owner_of(trial) or {}
+            master = owner.get("master")
+            cause = "master" if master is not None and master != os.getpid() else "worker"
             trial_id = self.trial_id(trial.number)
             try:
+                self.storage.set_trial_user_attr(trial_id, LOST_WITH, cause)
                 if not self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                     continue
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # it ended meanwhile
-            self._retry(self.study, self.storage.get_trial(trial_id))
             lost.append(trial.number)
+        if lost:  # re-queued here unless given up (fill() would do it at the next poll)
+            now = self.study.get_trials(deepcopy=False)
+            for number in lost:
+                key = _slot_key(now[number])
+                held = [t for t in now if _slot_key(t) == key]
+                if _to_retry(held) is not None and not any(
+                    t.state in (TrialState.RUNNING, TrialState.WAITING) for t in held
+                ):
+                    self._requeue(now[number])
         return lost

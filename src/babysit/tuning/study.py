@@ -12,8 +12,9 @@ Storage, by the URL's scheme (``search.storage`` / ``--storage``):
 The journal has no heartbeat: the master watches the worker processes it starts
 (launch.py). RDB storages get Optuna's heartbeat: a worker records one every
 ``HEARTBEAT`` seconds while its trial runs, and a trial silent for ``GRACE`` seconds is
-failed and re-queued once (``RetryHeartbeatStaleTrialCallback(max_retry=1)``, the same
-re-queue the master applies to a dead local worker's trial: slots.py). The environment
+failed and re-queued by the master (``RetryHeartbeatStaleTrialCallback(max_retry=1)``
+re-queues each lost try once, as the master does a dead local worker's trial; a slot
+lost again is re-queued by slots.py's count, up to ``RETRIES`` times). The environment
 variables ``BABYSIT_HEARTBEAT`` and ``BABYSIT_GRACE`` (seconds) change them; every
 process on the study must use the same values. RDB storages retry a call whose
 connection failed (a server restart) with backoff, for up to ``BABYSIT_STORAGE_PATIENCE``

@@ -3,11 +3,14 @@
 ``summary.json`` (DESIGN.md) holds ``{best: {params, value, trial}, stages: [{epochs,
 trials, ranges, counts}], border_warnings: [{param, side, value, low, high, stage}]}``,
 plus ``trials`` (one record per trial: number, stage, state, params, value, seconds, and
-``epochs``, ``dir``, ``error``, ``retry_of`` where they apply; a trial of a ``mode = "pbt"``
-stage also ``pbt_lineage``, its exploit events, and ``final_params``, the explored values
-it ended with, its ``params`` being those it started with) and ``study`` (name,
-storage, metric, direction). A trial's state is ``complete``, ``pruned``, ``diverged``,
-``failed`` (an error), ``lost`` (its worker died; re-queued once as ``retry_of`` it),
+``epochs``, ``dir``, ``error``, ``retry_of``, ``lost_with`` where they apply; a trial of a
+``mode = "pbt"`` stage also ``pbt_lineage``, its exploit events, and ``final_params``, the
+explored values it ended with, its ``params`` being those it started with), ``study``
+(name, storage, metric, direction) and ``advice``: lines for the user, e.g. when every
+trial diverged (:func:`advice_for`; the CLI prints them). A trial's state is
+``complete``, ``pruned``, ``diverged``, ``failed`` (an error), ``lost`` (its process died,
+``lost_with`` its ``"worker"`` or its ``"master"``; its slot re-queued as a trial whose
+``retry_of`` is the slot's first try: slots.py),
 ``running`` or ``waiting``. ``ranges`` are distribution strings in the config's syntax,
 so a stage's ranges can be pasted into a config. Scores that are NaN/inf are written as
 strings (babysit's JSON convention).
@@ -27,9 +30,17 @@ from optuna.trial import FrozenTrial, TrialState
 from babysit._io import json_restore, read_json_file, write_json_atomic
 from babysit.errors import ReportError
 from babysit.tuning.dimensions import Dimension
-from babysit.tuning.slots import is_lost
+from babysit.tuning.slots import LOST_WITH, is_lost
 
-__all__ = ["PBT_ATTRS", "SUMMARY_FILE", "Study", "best_of", "summarize", "trial_record"]
+__all__ = [
+    "PBT_ATTRS",
+    "SUMMARY_FILE",
+    "Study",
+    "advice_for",
+    "best_of",
+    "summarize",
+    "trial_record",
+]
 
 SUMMARY_FILE = "summary.json"
 PBT_ATTRS = ("pbt_lineage", "final_params")  # a PBT trial's user attributes, kept as they are
@@ -52,6 +63,7 @@ class Study:
     border_warnings: list[dict[str, Any]] = field(default_factory=list)
     stages: list[dict[str, Any]] = field(default_factory=list)  # {epochs, trials, ranges, ...}
     study: dict[str, Any] = field(default_factory=dict)  # {name, storage, metric, direction}
+    advice: list[str] = field(default_factory=list)  # e.g. every trial diverged: what to do
     report: Path | None = field(default=None, compare=False)  # report.html, when written
 
     def to_dict(self) -> dict[str, Any]:
@@ -61,6 +73,7 @@ class Study:
             "border_warnings": self.border_warnings,
             "trials": self.trials,
             "study": self.study,
+            "advice": self.advice,
         }
 
     def write(self) -> Path:
@@ -83,6 +96,7 @@ class Study:
             border_warnings=data["border_warnings"],
             stages=data["stages"],
             study=data.get("study", {}),
+            advice=data.get("advice", []),
         )
 
 
@@ -106,7 +120,7 @@ def trial_record(trial: FrozenTrial, space: Mapping[str, Dimension]) -> dict[str
         "value": value,
         "seconds": (end - start).total_seconds() if start and end else None,
     }
-    record |= {k: attrs[k] for k in ("epochs", "dir", "error", *PBT_ATTRS) if k in attrs}
+    record |= {k: attrs[k] for k in ("epochs", "dir", "error", LOST_WITH, *PBT_ATTRS) if k in attrs}
     if "failed_trial" in trial.system_attrs:
         record["retry_of"] = trial.system_attrs["failed_trial"]
     return record
@@ -127,6 +141,28 @@ def best_of(trials: Sequence[Mapping[str, Any]], *, direction: str) -> dict[str,
     best = max(pool, key=lambda t: sign * t["value"])
     out = {"params": best["params"], "value": best["value"], "trial": best["number"]}
     return out | ({"final_params": best["final_params"]} if "final_params" in best else {})
+
+
+def advice_for(
+    trials: Sequence[Mapping[str, Any]], stages: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """What to change when every trial that ended diverged (none complete, pruned or
+    failed): lower the learning rate's range, the usual cause (cs231n: a loss that
+    explodes means the lr is too high). Empty otherwise."""
+    ended = {t["state"] for t in trials} - {"lost", "running", "waiting"}
+    if ended != {"diverged"}:
+        return []
+    ranges: Mapping[str, str] = stages[-1].get("ranges", {}) if stages else {}
+    lr = next((key for key in ranges if key.rpartition(".")[2] == "lr"), None)
+    if lr is None:
+        return [
+            "every trial diverged: lower optim.lr, or search it with an upper bound below it "
+            '(e.g. "optim.lr" = "loguniform(1e-6, 1e-2)" under [search.space])'
+        ]
+    return [
+        f'every trial diverged: lower the upper bound of search.space "{lr}" '
+        f"(searched {ranges[lr]})"
+    ]
 
 
 def summarize(
@@ -150,4 +186,5 @@ def summarize(
         border_warnings=warnings,
         stages=stages,
         study={"name": study.study_name} | {k: info[k] for k in ("storage", "metric", "direction")},
+        advice=advice_for(trials, stages),
     )

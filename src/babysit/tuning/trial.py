@@ -14,8 +14,8 @@ How a trial ended: Optuna state COMPLETE, PRUNED, or FAIL with the user attribut
 ``diverged`` (a NaN/inf loss or score) or ``error`` (:class:`TrialFailed`, or the
 objective raised another exception, which is re-raised). An interrupt (Ctrl-C, SIGTERM
 turned into KeyboardInterrupt, SystemExit) or a database that stopped answering
-(StorageUnavailable) leaves the trial RUNNING: its process is
-gone, so whoever continues the study fails it and re-queues it once (slots.py).
+(StorageUnavailable) leaves the trial RUNNING: its process is gone, so whoever
+continues the study fails it and re-queues its slot (slots.py).
 """
 
 from __future__ import annotations

@@ -218,7 +218,7 @@ def exit_with_parent(parent: int) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(PARENT_POLL)
-        os._exit(143)  # 128 + SIGTERM: the trial stays RUNNING and is re-queued once
+        os._exit(143)  # 128 + SIGTERM: the trial stays RUNNING, lost with its master
 
     threading.Thread(target=watch, daemon=True).start()
 
