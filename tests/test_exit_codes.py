@@ -117,9 +117,10 @@ def test_babysit_debug_prints_the_traceback_instead(
 _CRASH_OUTSIDE_A_GUARD = """
 import sys
 import babysit.cli as cli
+import babysit.cli._runs as runs
 def boom(run):
     raise TypeError("rendering failed")
-cli._failure = boom  # runs after the command's guard, in the console script
+runs._failure = boom  # runs after the command's guard, in the console script
 sys.argv = ["babysit", "train", sys.argv[1], "--out", sys.argv[2], "--quiet"]
 cli.main()
 """

@@ -23,8 +23,8 @@ gone) counts as lost. Then, and once when the pool starts (``--resume``: the act
 a killed master died with it, as Ray kills an owner's actors), every RUNNING trial
 stamped by an actor that is not one of this master's live actors is failed and
 re-queued (slots.py: a loss with the master is free, a slot lost with its worker is
-re-queued up to RETRIES times), and a new actor takes the dead one's place. The FAIL is a state change
-the storage makes once: whoever else sees the trial lost first (the pid check of
+re-queued up to RETRIES times), and a new actor takes the dead one's place. The FAIL
+is a state change the storage makes once: whoever else sees the trial lost first (the pid check of
 slots.py for actors on this host, the RDB heartbeat) re-queues it instead, never both.
 An actor that was only cut off and still runs its trial is refused by the storage (the
 trial is FAIL) and goes on to the next one (``Worker.run_one``): the trial counts
