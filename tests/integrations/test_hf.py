@@ -26,6 +26,7 @@ pytest.importorskip("accelerate", reason="accelerate is not installed: pip insta
 from transformers import (  # noqa: E402
     BertConfig,
     BertForSequenceClassification,
+    PrinterCallback,
     Trainer,
     TrainingArguments,
 )
@@ -101,6 +102,7 @@ def fit(
         compute_metrics=accuracy,
         callbacks=[callback] if callback else [],
     )
+    trainer.remove_callback(PrinterCallback)  # with tqdm off it prints every log dict
     trainer.train()
     return trainer
 
