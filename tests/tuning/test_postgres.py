@@ -14,13 +14,13 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
+from tests.tuning.polling import running_a_while, wait_for
 from tests.tuning.postgres import PostgresServer  # the fixtures: conftest.py
 
 import babysit
@@ -81,30 +81,8 @@ def _trials(url: str, name: str) -> list[FrozenTrial]:
             storage.engine.dispose()
 
 
-def _wait_for(
-    proc: subprocess.Popen[str], url: str, name: str, ready: Callable[[list[FrozenTrial]], bool]
-) -> list[FrozenTrial]:
-    """Poll the study until ``ready(trials)``; the test fails if the search ends first."""
-    while True:
-        assert proc.poll() is None, proc.communicate()
-        trials = _trials(url, name)
-        if ready(trials):
-            return trials
-        time.sleep(0.2)
-
-
-def _running_a_while(trials: list[FrozenTrial]) -> bool:
-    now = time.time()
-    return any(
-        t.state == TrialState.RUNNING
-        and owner_of(t) is not None
-        and now - t.datetime_start.timestamp() > 0.5  # type: ignore[union-attr]
-        for t in trials
-    )
-
-
 def _one_done_one_running(trials: list[FrozenTrial]) -> bool:
-    return any(t.state == TrialState.COMPLETE for t in trials) and _running_a_while(trials)
+    return any(t.state == TrialState.COMPLETE for t in trials) and running_a_while(trials)
 
 
 def _check_slots(trials: list[FrozenTrial], per_stage: list[int]) -> None:
@@ -217,7 +195,7 @@ def test_a_frozen_worker_s_trial_is_requeued_once_by_the_heartbeat(
     # a second stage: work is left when the thawed worker next writes to its failed trial
     args = ("search", _config(tmp_path, [6, 4]), "--workers", "4", "--storage", pg_url)
     proc = _babysit(*args, "--out", out, "--quiet", env=env)
-    trials = _wait_for(proc, pg_url, out.name, _running_a_while)
+    trials = wait_for(proc, lambda: _trials(pg_url, out.name), running_a_while)
     victim = next(t for t in trials if t.state == TrialState.RUNNING and owner_of(t))
     pid = owner_of(victim)["pid"]  # type: ignore[index]
     _freeze_outside_a_transaction(pid, pg_url)
@@ -226,7 +204,7 @@ def test_a_frozen_worker_s_trial_is_requeued_once_by_the_heartbeat(
     def victim_failed(trials: list[FrozenTrial]) -> bool:
         return next(t for t in trials if t.number == victim.number).state == TrialState.FAIL
 
-    trials = _wait_for(proc, pg_url, out.name, victim_failed)
+    trials = wait_for(proc, lambda: _trials(pg_url, out.name), victim_failed)
     os.kill(pid, 0)  # still there (stopped): it was the heartbeat, not the dead-pid sweep
     failed_at = next(t for t in trials if t.number == victim.number).datetime_complete
     assert failed_at is not None
@@ -277,7 +255,7 @@ def test_a_server_restart_mid_search_loses_nothing(
     out = tmp_path / "study"
     args = ("search", _config(tmp_path, [8]), "--workers", "4", "--storage", pg_url)
     proc = _babysit(*args, "--out", out, "--quiet")
-    _wait_for(proc, pg_url, out.name, _one_done_one_running)
+    wait_for(proc, lambda: _trials(pg_url, out.name), _one_done_one_running)
     pg_server.stop()
     time.sleep(3.0)  # the master and the workers find the server gone and retry
     pg_server.start()
@@ -299,7 +277,7 @@ def test_a_server_down_too_long_stops_the_search_with_one_line_then_it_resumes(
     out, config = tmp_path / "study", _config(tmp_path, [8])
     env = {"BABYSIT_STORAGE_PATIENCE": "3"}
     proc = _babysit("search", config, "--workers", "4", "--storage", pg_url, "--out", out, env=env)
-    trials = _wait_for(proc, pg_url, out.name, _one_done_one_running)
+    trials = wait_for(proc, lambda: _trials(pg_url, out.name), _one_done_one_running)
     workers = {owner_of(t)["pid"] for t in trials if owner_of(t)}  # type: ignore[index]
     pg_server.stop()
     _, stderr = proc.communicate()  # it ends by itself: no hang

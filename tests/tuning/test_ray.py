@@ -18,6 +18,7 @@ import optuna
 import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
+from tests.tuning.polling import journal_trials
 
 import babysit
 from babysit.tuning.slots import OWNER, owner_of
@@ -157,24 +158,13 @@ def _nodes(cluster: Any, count: int) -> list[Any]:
     return list(cluster.worker_nodes)
 
 
-def _trials(out: Path) -> list[FrozenTrial]:
-    journal = out / "journal.log"
-    if not journal.is_file():
-        return []
-    storage = JournalStorage(JournalFileBackend(str(journal)))
-    try:
-        return optuna.load_study(study_name=out.name, storage=storage).get_trials(deepcopy=False)
-    except KeyError:  # the master has not made the study yet
-        return []
-
-
 def _wait_for(
     proc: subprocess.Popen[str], out: Path, pick: Callable[[FrozenTrial], bool]
 ) -> FrozenTrial:
     """The first trial ``pick`` takes, polling the study; fails if the search ends first."""
     while True:
         assert proc.poll() is None, proc.communicate()
-        chosen = [t for t in _trials(out) if pick(t)]
+        chosen = [t for t in journal_trials(out) if pick(t)]
         if chosen:
             return chosen[0]
         time.sleep(0.2)
@@ -219,7 +209,7 @@ def _alive(pid: int) -> bool:
 
 def _check_counts(out: Path, stages: list[int]) -> list[FrozenTrial]:
     """Each stage's slots complete once each, every lost trial re-queued once; the lost."""
-    trials = _trials(out)
+    trials = journal_trials(out)
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     for s, n in enumerate(stages):
         complete = [t for t in trials if t.user_attrs["stage"] == s and t.state.is_finished()]
@@ -265,7 +255,7 @@ def test_nodes_killed_mid_search_lose_no_trial_and_run_none_twice(
             proc.communicate()
     assert proc.returncode == 0, stderr
     lost = {t.number for t in _check_counts(out, stages)}
-    ended = {t.number: t.state for t in _trials(out)}
+    ended = {t.number: t.state for t in journal_trials(out)}
     for number in victims:  # lost and re-queued, or finished by its worker before it died
         assert number in lost or ended[number] == TrialState.COMPLETE
     assert lost & set(victims)  # a kill caught its trial mid-run
@@ -287,7 +277,7 @@ def test_a_killed_master_resumes_and_requeues_trials_of_other_machines_once(
     _wait_for(proc, out, _just_started)
     proc.kill()
     proc.communicate()
-    for trial in _trials(out):  # Ray ends a dead driver's actors: wait until it has
+    for trial in journal_trials(out):  # Ray ends a dead driver's actors: wait until it has
         owner = owner_of(trial)
         while trial.state == TrialState.RUNNING and owner is not None and _alive(owner["pid"]):
             time.sleep(0.2)

@@ -7,16 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import optuna
 import pytest
 import torch
-from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
+from tests.tuning.polling import journal_trials, running_a_while, wait_for
 
 import babysit
 from babysit.tuning.launch import WorkerError
@@ -62,41 +60,9 @@ def _babysit(*args: str | Path) -> subprocess.Popen[str]:
     )
 
 
-def _trials(study_dir: Path) -> list[FrozenTrial]:
-    journal = study_dir / "journal.log"
-    if not journal.is_file():
-        return []
-    storage = JournalStorage(JournalFileBackend(str(journal)))
-    try:
-        study = optuna.load_study(study_name=study_dir.name, storage=storage)
-    except KeyError:  # the master has not made it yet
-        return []
-    return study.get_trials(deepcopy=False)
-
-
-def _wait_for(proc: subprocess.Popen[str], study_dir: Path, ready: Any) -> list[FrozenTrial]:
-    """Poll the study until ``ready(trials)``; the test fails if the search ends first."""
-    while True:
-        assert proc.poll() is None, proc.communicate()
-        trials = _trials(study_dir)
-        if ready(trials):
-            return trials
-        time.sleep(0.2)
-
-
-def _running_a_while(trials: list[FrozenTrial]) -> bool:
-    now = time.time()
-    return any(
-        t.state == TrialState.RUNNING
-        and owner_of(t) is not None
-        and now - t.datetime_start.timestamp() > 0.5  # type: ignore[union-attr]
-        for t in trials
-    )
-
-
 def _check_complete_study(study_dir: Path, trials: int) -> list[FrozenTrial]:
     """Every slot counted once, every checkpoint loadable; returns the trials."""
-    done = _trials(study_dir)
+    done = journal_trials(study_dir)
     counted = [t for t in done if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     counted += [t for t in done if t.user_attrs.get("diverged")]
     assert len(counted) == trials
@@ -114,7 +80,7 @@ def _check_complete_study(study_dir: Path, trials: int) -> list[FrozenTrial]:
 def test_a_worker_killed_mid_trial_has_its_trial_requeued_once(tmp_path: Path) -> None:
     out = tmp_path / "study"
     proc = _babysit("search", _config(tmp_path, 4), "--workers", "2", "--out", out, "--quiet")
-    trials = _wait_for(proc, out, _running_a_while)
+    trials = wait_for(proc, lambda: journal_trials(out), running_a_while)
     victim = next(t for t in trials if t.state == TrialState.RUNNING and owner_of(t))
     os.kill(owner_of(victim)["pid"], signal.SIGKILL)  # type: ignore[index]
     stdout, stderr = proc.communicate()
@@ -136,9 +102,9 @@ def test_a_killed_master_resumes_with_no_trial_lost_or_run_twice(tmp_path: Path)
 
     def some_done_some_running(trials: list[FrozenTrial]) -> bool:
         states = Counter(t.state for t in trials)
-        return states[TrialState.COMPLETE] >= 1 and _running_a_while(trials)
+        return states[TrialState.COMPLETE] >= 1 and running_a_while(trials)
 
-    _wait_for(proc, out, some_done_some_running)
+    wait_for(proc, lambda: journal_trials(out), some_done_some_running)
     proc.kill()
     proc.communicate()
     resumed = _babysit("search", config, "--workers", "2", "--out", out, "--resume", "--quiet")

@@ -31,6 +31,7 @@ __all__ = [
     "ChecksFailed",
     "MissingExtraError",
     "Session",
+    "SessionOwner",
     "epoch_metrics",
     "logging_rank",
     "missing_extra",
@@ -270,3 +271,19 @@ class Session:
             return []
         head = f"babysit: {len(self.findings)} finding(s); report: {self.report}"
         return [head, *(f"babysit: {f}" for f in self.findings)]
+
+
+class SessionOwner:
+    """What both callbacks show of their :class:`Session`: its run dir and findings."""
+
+    session: Session
+
+    @property
+    def log_dir(self) -> Path | None:
+        """The run dir once training began (metrics.jsonl, findings.json, report.html)."""
+        return self.session.dir
+
+    @property
+    def findings(self) -> list[Any]:
+        """The findings written at the end (empty before, and off process zero)."""
+        return self.session.findings

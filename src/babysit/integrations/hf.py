@@ -31,13 +31,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from babysit.integrations._common import Session, missing_extra
+from babysit.integrations._common import Session, SessionOwner, missing_extra
 from babysit.integrations._views import ReturnedLossView, loss_of, rows
 
 try:
@@ -74,7 +73,7 @@ def _first_batch(loader: Any) -> Any:
             del batches
 
 
-class BabysitCallback(TrainerCallback):
+class BabysitCallback(SessionOwner, TrainerCallback):
     """Babysit a ``Trainer`` fit: ``Trainer(..., callbacks=[BabysitCallback()])``.
 
     log_dir: where metrics.jsonl, findings.json and report.html go (default
@@ -101,16 +100,6 @@ class BabysitCallback(TrainerCallback):
         )
         self._hook: Any = None
         self._returned_loss = False  # the model's forward gave a loss at least once
-
-    @property
-    def log_dir(self) -> Path | None:
-        """The run dir once training began (metrics.jsonl, findings.json, report.html)."""
-        return self.session.dir
-
-    @property
-    def findings(self) -> list[Any]:
-        """The findings written at the end of training (empty before, and off process zero)."""
-        return self.session.findings
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         model: nn.Module = kwargs["model"]

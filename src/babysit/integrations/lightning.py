@@ -33,12 +33,11 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from babysit.integrations._common import ChecksFailed, Session, missing_extra
+from babysit.integrations._common import ChecksFailed, Session, SessionOwner, missing_extra
 from babysit.integrations._views import StepLossView, loss_of, rows
 
 try:
@@ -50,7 +49,7 @@ except ImportError:
 __all__ = ["Babysit"]
 
 
-class Babysit(Callback):
+class Babysit(SessionOwner, Callback):
     """Babysit a Lightning fit: ``Trainer(callbacks=[Babysit()])``; see the module docstring.
 
     log_dir: where metrics.jsonl, findings.json and report.html go (default: above).
@@ -73,16 +72,6 @@ class Babysit(Callback):
             log_dir, sanity=sanity, gradcheck=gradcheck, options=watch_options, where="Babysit"
         )
         self._stepped = 0  # trainer.global_step at the last record
-
-    @property
-    def log_dir(self) -> Path | None:
-        """The run dir once the fit started (metrics.jsonl, findings.json, report.html)."""
-        return self.session.dir
-
-    @property
-    def findings(self) -> list[Any]:
-        """The findings written at the end of the fit (empty before, and on ranks other than 0)."""
-        return self.session.findings
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         optimizers: Sequence[torch.optim.Optimizer] = trainer.optimizers
