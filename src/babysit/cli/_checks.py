@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
@@ -19,9 +19,6 @@ from babysit.cli._app import (
 )
 from babysit.config import load_config
 from babysit.errors import ConfigError
-
-if TYPE_CHECKING:  # torch loads only once the input is valid
-    pass
 
 
 def _run_check(name: str, config: Path | None, task: str | None, sets: list[str] | None) -> None:

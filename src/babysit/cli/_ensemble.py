@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
@@ -13,9 +13,6 @@ from babysit.cli._app import (
     guard,
 )
 from babysit.errors import ConfigError
-
-if TYPE_CHECKING:  # torch loads only once the input is valid
-    pass
 
 
 def ensemble(
