@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
+from tests.tuning.polling import journal_trials
 
 from babysit.tuning.slots import owner_of
 
-from .test_workers import _babysit, _config, _trials
+from .test_workers import _babysit, _config
 
 
 def _mid_epoch(out: Path) -> bool:
@@ -67,7 +68,7 @@ def test_a_second_master_is_refused_and_a_worker_joins(tmp_path: Path) -> None:
     joined = _babysit("worker", "--study", out)  # a worker joins on purpose
     while not any(  # it takes a waiting trial (the master, paused, takes none)
         t.state == TrialState.RUNNING and (owner_of(t) or {}).get("pid") == joined.pid
-        for t in _trials(out)
+        for t in journal_trials(out)
     ):
         assert joined.poll() is None, joined.communicate()
         time.sleep(0.1)
@@ -77,7 +78,7 @@ def test_a_second_master_is_refused_and_a_worker_joins(tmp_path: Path) -> None:
     ran = int(re.search(r"worker: (\d+) trial\(s\) run", stdout).group(1))  # type: ignore[union-attr]
     _, stderr = first.communicate()
     assert first.returncode == 0, stderr
-    trials = _trials(out)
+    trials = journal_trials(out)
     by_joined = [t for t in trials if (owner_of(t) or {}).get("pid") == joined.pid]
     assert ran >= 1 and len(by_joined) == ran  # it took trials of the running search
     complete = Counter(t.user_attrs["slot"] for t in trials if t.state == TrialState.COMPLETE)
