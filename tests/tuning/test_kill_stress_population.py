@@ -75,7 +75,8 @@ def test_sigkills_of_a_training_population_rerun_its_trials_and_count_each_once(
     trials = _trials(out)
     lost = [t for t in trials if t.state == TrialState.FAIL]
     assert tally.kills["master"] >= 2
-    assert lost and all(t.user_attrs["lost_with"] == "master" for t in lost)
+    # a master killed between taking a trial and stamping it leaves it "unclaimed"
+    assert lost and all(t.user_attrs["lost_with"] in ("master", "unclaimed") for t in lost)
     assert {t.user_attrs["executor"] for t in trials} == {"population"}
     for t in lost:  # re-run with the same values, in a new trial dir
         again = [r for r in trials if r.system_attrs.get("retry_history", [None])[-1] == t.number]

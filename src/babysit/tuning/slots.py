@@ -13,7 +13,9 @@ A trial is *lost* when its process died: FAIL with neither ``error`` nor ``diver
 attribute ``lost_with``: ``"master"`` when the trial's process served a master that is no
 longer this one (the master was killed, and its workers followed it), else ``"worker"``
 (its worker died while its master lived: a SIGKILL, the OOM killer, a trial that crashes
-its process). A lost trial is re-queued with the same values (a new trial with Optuna's
+its process), or ``"unclaimed"`` when its process died between taking it and stamping it
+(no objective ran yet; not counted against the slot either). A lost trial is re-queued
+with the same values (a new trial with Optuna's
 ``failed_trial`` / ``retry_history`` system attributes, as its
 ``RetryHeartbeatStaleTrialCallback`` writes them, which RDB storages apply to trials whose
 heartbeat stopped); losses with the master are not counted against the slot, a slot
@@ -55,7 +57,8 @@ __all__ = [
 
 PRESAMPLED = ("random",)  # samplers whose values the master draws and enqueues per stage
 OWNER = "worker"  # user attribute of a taken trial: {"host", "pid", "trial", "master"}
-LOST_WITH = "lost_with"  # user attribute of a lost trial: "master" | "worker" (the docstring)
+LOST_WITH = "lost_with"  # a lost trial's: "master" | "worker" | "unclaimed" (the docstring)
+FREE_LOSSES = ("master", "unclaimed")  # not counted against the slot's RETRIES
 RETRIES = 2  # re-queues of a slot lost with its worker (losses with the master are free)
 ORPHAN_AFTER = 60.0  # seconds: a RUNNING trial no process has claimed is then taken as lost
 HOST = socket.gethostname()
@@ -79,7 +82,7 @@ def is_lost(trial: FrozenTrial) -> bool:
 
 def _charged(trial: FrozenTrial) -> bool:
     """A lost trial counted against its slot's retries: not lost with its master."""
-    return is_lost(trial) and trial.user_attrs.get(LOST_WITH) != "master"
+    return is_lost(trial) and trial.user_attrs.get(LOST_WITH) not in FREE_LOSSES
 
 
 def _alive(pid: int) -> bool:
@@ -257,9 +260,17 @@ class TrialQueue:
         for trial in trials:
             if trial.state != TrialState.RUNNING or not orphan(trial):
                 continue
-            owner = owner_of(trial) or {}
-            master = owner.get("master")
-            cause = "master" if master is not None and master != os.getpid() else "worker"
+            owner = owner_of(trial)
+            master = None if owner is None else owner.get("master")
+            # unclaimed: taken, then its process died before it stamped it (no objective ran,
+            # so it cannot be the trial that kills its worker: not counted, like "master")
+            cause = (
+                "unclaimed"
+                if owner is None
+                else "master"
+                if master is not None and master != os.getpid()
+                else "worker"
+            )
             trial_id = self.trial_id(trial.number)
             try:
                 self.storage.set_trial_user_attr(trial_id, LOST_WITH, cause)
