@@ -9,8 +9,8 @@ explored values it ended with, its ``params`` being those it started with), ``st
 (name, storage, metric, direction) and ``advice``: lines for the user, e.g. when every
 trial diverged (:func:`advice_for`; the CLI prints them). A trial's state is
 ``complete``, ``pruned``, ``diverged``, ``failed`` (an error), ``lost`` (its process died,
-``lost_with`` its ``"worker"`` or its ``"master"``; its slot re-queued as a trial whose
-``retry_of`` is the slot's first try: slots.py),
+``lost_with`` its ``"worker"``, its ``"master"`` or ``"unclaimed"``; its slot re-queued
+as a trial whose ``retry_of`` is the slot's first try: slots.py),
 ``running`` or ``waiting``. ``ranges`` are distribution strings in the config's syntax,
 so a stage's ranges can be pasted into a config. Scores that are NaN/inf are written as
 strings (babysit's JSON convention).
